@@ -1,0 +1,14 @@
+"""funcnet: functional neural networks in JAX with hand-written, verified backward rules.
+
+Every op is a ``jax.custom_vjp`` with a hand-written reverse-mode rule; its autodiff
+twin lives under the same name in :mod:`funcnet.reference`. Forward mode
+(``jax.jvp``, ``jax.jacfwd``) does not go through a ``custom_vjp``: use
+:func:`funcnet.hessian` for second derivatives, or the twins for forward mode.
+"""
+
+from funcnet import gates, losses, nn, reference
+from funcnet.second_order import hessian
+
+__version__ = "0.1.0"
+
+__all__ = ["gates", "nn", "losses", "reference", "hessian", "__version__"]

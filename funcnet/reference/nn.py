@@ -1,0 +1,78 @@
+"""Autodiff twins of :mod:`funcnet.nn`: the same forward in plain ``jax.numpy``.
+
+Where ``jax.nn`` has the function, the twin is written out here anyway (not
+re-exported), because several ``jax.nn`` activations carry custom derivative
+rules of their own; a twin must be differentiated by JAX's primitives alone.
+"""
+
+import math
+
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "identity", "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "elu", "prelu",
+    "softplus", "silu", "gelu", "softmax", "log_softmax",
+]
+
+
+def identity(x):
+    return x
+
+
+def sigmoid(x):
+    return lax.logistic(x)
+
+
+def tanh(x):
+    return jnp.tanh(x)
+
+
+def hard_tanh(x):
+    return jnp.where(x > 1, 1.0, jnp.where(x < -1, -1.0, x)).astype(x.dtype)
+
+
+def relu(x):
+    # jnp.maximum would split the gradient at 0; jax.nn.relu's convention is 0 there.
+    return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+def leaky_relu(x, negative_slope=1e-2):
+    return jnp.where(x >= 0, x, negative_slope * x)
+
+
+def elu(x, alpha=1.0):
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.where(x > 0, 0.0, x))).astype(x.dtype)
+
+
+def prelu(x, alpha):
+    return jnp.where(x >= 0, x, alpha * x)
+
+
+def softplus(x):
+    return jnp.logaddexp(x, 0.0).astype(x.dtype)
+
+
+def silu(x):
+    return x * lax.logistic(x)
+
+
+def gelu(x, approximate=True):
+    if approximate:
+        c = math.sqrt(2 / math.pi)
+        return 0.5 * x * (1 + jnp.tanh(c * (x + 0.044715 * x**3)))
+    return 0.5 * x * lax.erfc(-x / math.sqrt(2))
+
+
+def _shifted(x, axis):
+    return x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+
+
+def softmax(x, axis=-1):
+    e = jnp.exp(_shifted(x, axis))
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    z = _shifted(x, axis)
+    return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))
