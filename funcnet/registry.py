@@ -224,7 +224,7 @@ OPS: tuple[OpSpec, ...] = (
            (0, 1, 2), extreme=lambda: (np.array([[1e4, -1e4]]), np.array([[-1e4, 3.0], [1e4, 1.0]]), np.array([1e4, 0.0])),
            saves="x and w"),
     # activations ----------------------------------------------------------
-    _activation("identity", upstream=False, saves="nothing"),
+    _activation("identity", saves="nothing"),
     _activation("sigmoid", saves="the output"),
     _activation("tanh", saves="the output"),
     _activation("hard_tanh", sample=_unary((-1.0, 1.0)), saves="a boolean mask of -1 <= x <= 1",
@@ -262,8 +262,8 @@ OPS: tuple[OpSpec, ...] = (
            _sample_probs, ((), (5,), (4, 3)), (0, 1),
            extreme=lambda: (np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0, 1.0, 0.5, 0.5])),
            saves="both inputs",
-           kink=f"each log is clamped at {losses.LOG_FLOOR} (finite loss at p = 0 or 1); the gradient is 0 "
-                "where a log is clamped"),
+           kink=f"each log is clamped at {losses.LOG_FLOOR} (finite loss at p = 0 or 1); the derivative "
+                "of a clamped log is taken as 0"),
     OpSpec("sigmoid_binary_cross_entropy", "losses", losses.sigmoid_binary_cross_entropy,
            ref.losses.sigmoid_binary_cross_entropy, _sample_logits_and_soft_labels, ((), (5,), (4, 3)), (0, 1),
            upstream=optax.losses.sigmoid_binary_cross_entropy,
@@ -286,7 +286,8 @@ OPS: tuple[OpSpec, ...] = (
            saves="boolean masks of the active classes and of the label",
            kink="a class exactly at the margin (s_j - s_y + margin == 0) is inactive: gradient 0"),
     OpSpec("multiclass_svm_loss(margin=2.0)", "losses", losses.multiclass_svm_loss, ref.losses.multiclass_svm_loss,
-           _sample_svm, _CLASS_SHAPES, (0,), kwargs={"margin": 2.0}, saves="boolean masks",
+           _sample_svm, _CLASS_SHAPES, (0,), kwargs={"margin": 2.0},
+           saves="boolean masks of the active classes and of the label",
            extreme=lambda: (_extreme_logits(), np.array([2, 1, 0])),
            kink="a class exactly at the margin is inactive: gradient 0"),
     OpSpec("l1_penalty", "losses", losses.l1_penalty, ref.losses.l1_penalty, _sample_params, _LAYOUTS, (0,),

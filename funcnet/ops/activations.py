@@ -410,9 +410,10 @@ def gelu(x, approximate=True):
     """Gaussian error linear unit ``x · Φ(x)``.
 
     Exact form (``approximate=False``): ``x Φ(x)`` with Φ the standard normal
-    CDF; derivative ``Φ(x) + x φ(x)``.
-    Tanh form (``approximate=True``, the ``jax.nn`` default):
-    ``½x(1 + tanh(u))`` with ``u = √(2/π)(x + 0.044715x³)``; derivative
+    CDF. Tanh form (``approximate=True``, the ``jax.nn`` default):
+    ``½x(1 + tanh(u))`` with ``u = √(2/π)(x + 0.044715x³)``.
+
+    Derivative: exact form ``Φ(x) + x φ(x)`` (φ the normal density); tanh form
     ``½(1 + tanh u) + ½x(1 - tanh²u)·√(2/π)(1 + 3·0.044715x²)``.
     Saves: the input only. Kinks: none.
     """

@@ -184,6 +184,8 @@ def binary_cross_entropy(probs, labels):
     1/u taken as 0 where its log is clamped (the clamped function is flat there).
     At the saturated correct answers the gradient is exact: d/dp = -1 at
     (p, t) = (1, 1) and +1 at (0, 0).
+    Kink convention: where a log meets its clamp (u = e⁻¹⁰⁰, in practice u = 0)
+    the clamped branch is taken: that term's gradient in p is 0.
     Saves: both inputs.
     """
     op = "funcnet.losses.binary_cross_entropy"
