@@ -1,4 +1,8 @@
-"""The ``funcnet`` command line: ``funcnet gradcheck``."""
+"""The ``funcnet`` command line: ``funcnet train`` and ``funcnet gradcheck``.
+
+Errors a user can fix (bad arguments, bad files, an existing run folder) are
+printed as one line on stderr with a non-zero exit status, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +30,91 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in rows) else 1
 
 
+def _hidden_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+    return sizes
+
+
+def _train(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from funcnet import run
+
+    given = {k: v for k, v in vars(args).items() if k in {f.name for f in run.dataclasses.fields(run.RunConfig)}
+             and v is not None}
+    resume = None
+    if args.resume:
+        from funcnet import checkpoint
+
+        resume = pathlib.Path(args.resume)
+        if resume.is_dir():
+            resume = resume / "checkpoint.safetensors"
+        _, saved_config = checkpoint.read_config(resume)  # verifies the file before anything is created
+        if "run" not in saved_config:
+            raise run.RunError(f"{resume}: not a checkpoint of `funcnet train` (no run settings in it)")
+        cfg = run.RunConfig.from_json(saved_config["run"])
+        if "epochs" in given:
+            cfg.epochs = given["epochs"]
+    else:
+        cfg = run.RunConfig(**given)
+    folder = run.claim_folder(pathlib.Path(args.out)) if args.out else run.new_run_folder(pathlib.Path("runs"))
+    try:
+        summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress)
+    except BaseException:
+        if not any(folder.iterdir()):
+            folder.rmdir()  # leave no empty folder behind a failed start
+        raise
+    scores = summary["scores"]
+    if not all(v["accuracy"] != v["accuracy"] for v in scores.values()):  # classification
+        print("accuracy: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in scores.items()))
+    print("loss: " + ", ".join(f"{k} {v['loss']:.4f}" for k, v in scores.items()))
+    print(f"run saved in {folder}/ (checkpoint.safetensors, history.json, curves.png) in {summary['seconds']} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from funcnet.run import OPTIMIZERS, SCHEDULES, RunConfig
+    from funcnet.layers import ACTIVATIONS
+    from funcnet.train import LOSSES
+
     parser = argparse.ArgumentParser(prog="funcnet", description="Functional neural networks with hand-written gradients.")
     sub = parser.add_subparsers(dest="command", required=True)
+    d = RunConfig()
+    tr = sub.add_parser("train", help="train an MLP (default: the bundled handwritten digits)",
+                        description="Train a multilayer perceptron built from funcnet's manual-gradient ops, "
+                        "then write a checkpoint, a JSON history and a plot of the learning curves into a new "
+                        "run folder.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr.add_argument("--data", help=f"digits, xor, spiral, spiral3, sine, or a path (.npz, .csv, MNIST IDX folder) "
+                    f"[default: {d.data}]")
+    tr.add_argument("--hidden", type=_hidden_sizes, help=f"hidden layer sizes, e.g. 256,128 [default: "
+                    f"{','.join(map(str, d.hidden))}]")
+    tr.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation [default: {d.activation}]")
+    tr.add_argument("--loss", choices=list(LOSSES), help="default: softmax_cross_entropy for classes, "
+                    "squared_error for regression")
+    tr.add_argument("--optimizer", choices=OPTIMIZERS, help=f"[default: {d.optimizer}]")
+    tr.add_argument("--lr", type=float, help=f"learning rate [default: {d.lr}]")
+    tr.add_argument("--schedule", choices=SCHEDULES, help="constant, inverse_time lr/(1+decay*t), or power "
+                    f"lr*(warmup/t)^decay after a constant warm phase [default: {d.schedule}]")
+    tr.add_argument("--decay", type=float, help=f"decay rate of the schedule [default: {d.decay}]")
+    tr.add_argument("--warmup", type=int, help=f"constant steps before power decay [default: {d.warmup}]")
+    tr.add_argument("--epochs", type=int, help=f"[default: {d.epochs}]")
+    tr.add_argument("--batch-size", dest="batch_size", type=int, help=f"[default: {d.batch_size}]")
+    tr.add_argument("--penalty", choices=("l2", "l1"), help=f"weight penalty [default: {d.penalty}]")
+    tr.add_argument("--lam", type=float, help=f"penalty strength lambda [default: {d.lam}]")
+    tr.add_argument("--patience", type=int, help=f"early-stopping patience in epochs [default: {d.patience}]")
+    tr.add_argument("--dropout", type=float, help=f"dropout rate after each hidden layer [default: {d.dropout}]")
+    tr.add_argument("--seed", type=int, help=f"[default: {d.seed}]")
+    tr.add_argument("--reference", action="store_const", const=True,
+                    help="train on autodiff twins (funcnet.reference) instead of the manual rules")
+    tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder")
+    tr.add_argument("--out", metavar="DIR", help="new run folder (must not exist) [default: runs/run-NNN]")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(run=_train)
     gc = sub.add_parser(
         "gradcheck",
         help="compare every op's manual gradient with autodiff and finite differences",
@@ -50,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as err:
         print(f"funcnet {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except (ValueError, OSError, FloatingPointError) as err:
+        # DataError, CheckpointError, RunError and bad settings are ValueErrors with one-line messages
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"funcnet {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"funcnet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,285 @@
+"""Layers as pairs of pure functions, and combinators that build networks from them.
+
+A :class:`Layer` is ``init(key, input_shape) -> (output_shape, params)`` and
+``apply(params, x, *, key=None, train=False) -> y``. Shapes include the batch
+axis first (use ``-1`` when it is unknown). Parameters are plain nested dicts
+with readable keys::
+
+    net = serial(Dense(128), Relu(), Dense(10))
+    out_shape, params = net.init(key, (-1, 64))
+    # params == {"dense_0": {"w": (64, 128), "b": (128,)}, "dense_1": {...}}
+    logits = net.apply(params, x)
+
+Every layer is built from an op namespace, ``ops=funcnet`` (the hand-written
+rules, the default) or ``ops=funcnet.reference`` (the autodiff twins), so the
+same network can be built twice and its gradients compared.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+import funcnet
+from funcnet import init as initializers
+
+Shape = tuple[int, ...]
+MANUAL: types.ModuleType = funcnet
+REFERENCE: types.ModuleType = funcnet.reference
+
+__all__ = [
+    "Layer", "serial", "parallel", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "HardTanh",
+    "Relu", "LeakyRelu", "Elu", "PReLU", "Softplus", "Silu", "Gelu", "Softmax", "LogSoftmax",
+    "Dropout", "Flatten", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS",
+]
+
+
+class Layer(NamedTuple):
+    """A layer: two pure functions and the name its parameters are stored under.
+
+    Attributes:
+      init: ``init(key, input_shape) -> (output_shape, params)``.
+      apply: ``apply(params, x, *, key=None, train=False) -> y``.
+      name: the stem of its parameter key inside :func:`serial` (``"dense"`` ->
+        ``"dense_0"``); layers without parameters are not stored.
+      description: a readable description used in error messages.
+    """
+
+    init: Callable[..., tuple[Shape, Any]]
+    apply: Callable[..., Any]
+    name: str
+    description: str
+
+
+def _shape_error(layer: str, message: str) -> ValueError:
+    return ValueError(f"{layer}: {message}")
+
+
+# ---------------------------------------------------------------------- Dense
+def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initializers.zeros,
+          *, ops: types.ModuleType = MANUAL) -> Layer:
+    """Fully connected layer ``y = x @ w + b`` on the last axis (``funcnet.gates.affine``).
+
+    Args:
+      units: number of outputs.
+      w_init: initializer of ``w`` (default Glorot uniform).
+      b_init: initializer of ``b`` (default zeros).
+      ops: the op namespace (``funcnet`` or ``funcnet.reference``).
+    """
+    if not isinstance(units, int) or units < 1:
+        raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+    w_init = initializers.glorot_uniform() if w_init is None else w_init
+    desc = f"Dense({units})"
+
+    def init(key, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 1 or input_shape[-1] is None or input_shape[-1] < 1:
+            raise _shape_error(desc, f"needs inputs with a known last axis, got input shape {input_shape}")
+        k_w, k_b = jax.random.split(key)
+        params = {"w": w_init(k_w, (input_shape[-1], units)), "b": b_init(k_b, (units,))}
+        return input_shape[:-1] + (units,), params
+
+    def apply(params, x, *, key=None, train=False):
+        w = params["w"]
+        if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+            raise _shape_error(desc, f"expected inputs whose last axis is {w.shape[0]}, got shape {tuple(x.shape)}")
+        return ops.gates.affine(x, w, params["b"])
+
+    return Layer(init, apply, "dense", desc)
+
+
+# ---------------------------------------------------------------- activations
+def _parameterless(name: str, desc: str, fn: Callable[[Any], Any]) -> Layer:
+    def init(key, input_shape):
+        return tuple(input_shape), {}
+
+    def apply(params, x, *, key=None, train=False):
+        return fn(x)
+
+    return Layer(init, apply, name, desc)
+
+
+def Activation(name: str, *, ops: types.ModuleType = MANUAL, **kwargs) -> Layer:
+    """The activation ``ops.nn.<name>`` as a layer, e.g. ``Activation("leaky_relu", negative_slope=0.1)``."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"Activation: unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}")
+    if name == "prelu":
+        return PReLU(ops=ops, **kwargs)
+    fn = getattr(ops.nn, name)
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return _parameterless(name, f"{name}({args})", lambda x: fn(x, **kwargs))
+
+
+def Identity(*, ops=MANUAL): return Activation("identity", ops=ops)  # noqa: E704
+def Sigmoid(*, ops=MANUAL): return Activation("sigmoid", ops=ops)  # noqa: E704
+def Tanh(*, ops=MANUAL): return Activation("tanh", ops=ops)  # noqa: E704
+def HardTanh(*, ops=MANUAL): return Activation("hard_tanh", ops=ops)  # noqa: E704
+def Relu(*, ops=MANUAL): return Activation("relu", ops=ops)  # noqa: E704
+def LeakyRelu(negative_slope=1e-2, *, ops=MANUAL): return Activation("leaky_relu", ops=ops, negative_slope=negative_slope)  # noqa: E704,E501
+def Elu(alpha=1.0, *, ops=MANUAL): return Activation("elu", ops=ops, alpha=alpha)  # noqa: E704
+def Softplus(*, ops=MANUAL): return Activation("softplus", ops=ops)  # noqa: E704
+def Silu(*, ops=MANUAL): return Activation("silu", ops=ops)  # noqa: E704
+def Gelu(approximate=True, *, ops=MANUAL): return Activation("gelu", ops=ops, approximate=approximate)  # noqa: E704
+def Softmax(axis=-1, *, ops=MANUAL): return Activation("softmax", ops=ops, axis=axis)  # noqa: E704
+def LogSoftmax(axis=-1, *, ops=MANUAL): return Activation("log_softmax", ops=ops, axis=axis)  # noqa: E704
+
+
+def PReLU(alpha_init: float = 0.25, *, per_channel: bool = True, ops: types.ModuleType = MANUAL) -> Layer:
+    """Parametric ReLU with a trainable slope ``alpha`` (one per feature, or one shared scalar)."""
+    desc = f"PReLU(alpha_init={alpha_init})"
+
+    def init(key, input_shape):
+        input_shape = tuple(input_shape)
+        shape = (input_shape[-1],) if per_channel and input_shape else ()
+        return input_shape, {"alpha": jnp.full(shape, alpha_init, jnp.float32)}
+
+    def apply(params, x, *, key=None, train=False):
+        return ops.nn.prelu(x, params["alpha"])
+
+    return Layer(init, apply, "prelu", desc)
+
+
+#: Activation names accepted by :func:`Activation` and :func:`mlp`.
+ACTIVATIONS = ("identity", "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "elu", "prelu",
+               "softplus", "silu", "gelu", "softmax", "log_softmax")
+
+
+# ------------------------------------------------------------ Dropout, Flatten
+def Dropout(rate: float, *, ops: types.ModuleType = MANUAL) -> Layer:
+    """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the rest by 1/(1-rate).
+
+    Needs ``key`` when ``train=True``; the identity when ``train=False``.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
+    desc = f"Dropout({rate})"
+
+    def init(key, input_shape):
+        return tuple(input_shape), {}
+
+    def apply(params, x, *, key=None, train=False):
+        if not train or rate == 0.0:
+            return x
+        if key is None:
+            raise ValueError(f"{desc}: apply(..., train=True) needs a PRNG key: pass key=jax.random.key(...)")
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return ops.gates.multiply(x, keep.astype(x.dtype) / (1.0 - rate))
+
+    return Layer(init, apply, "dropout", desc)
+
+
+def Flatten() -> Layer:
+    """Flatten every axis but the first (the batch axis)."""
+
+    def init(key, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 1:
+            raise _shape_error("Flatten()", f"needs a batch axis, got input shape {input_shape}")
+        size = 1
+        for n in input_shape[1:]:
+            size *= n
+        return (input_shape[0], size), {}
+
+    def apply(params, x, *, key=None, train=False):
+        return x.reshape(x.shape[0], -1)
+
+    return Layer(init, apply, "flatten", "Flatten()")
+
+
+# ---------------------------------------------------------------- combinators
+def _param_keys(layers: Sequence[Layer]) -> list[str]:
+    """``dense_0, relu, dense_1, ...``: the dict key of each layer (numbered per kind)."""
+    counts: dict[str, int] = {}
+    keys = []
+    for layer in layers:
+        keys.append(f"{layer.name}_{counts.get(layer.name, 0)}")
+        counts[layer.name] = counts.get(layer.name, 0) + 1
+    return keys
+
+
+def serial(*layers: Layer) -> Layer:
+    """Compose layers in sequence; parameters are stored as ``{"dense_0": ..., "dense_1": ...}``.
+
+    Layers without parameters (activations, dropout, flatten) take no entry.
+    Each layer that needs randomness (dropout) gets its own key split from ``key``.
+    """
+    if not layers:
+        raise ValueError("serial: needs at least one layer")
+    keys = _param_keys(layers)
+
+    def init(key, input_shape):
+        params = {}
+        shape = tuple(input_shape)
+        for layer, name, k in zip(layers, keys, jax.random.split(key, len(layers))):
+            shape, p = layer.init(k, shape)
+            if p:
+                params[name] = p
+        return shape, params
+
+    def apply(params, x, *, key=None, train=False):
+        subkeys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
+        for layer, name, k in zip(layers, keys, subkeys):
+            x = layer.apply(params.get(name, {}), x, key=k, train=train)
+        return x
+
+    return Layer(init, apply, "serial", "serial(" + ", ".join(l.description for l in layers) + ")")
+
+
+def parallel(*layers: Layer) -> Layer:
+    """Apply ``layers[i]`` to the i-th element of a tuple input; parameters under ``branch_i``."""
+    if not layers:
+        raise ValueError("parallel: needs at least one layer")
+
+    def init(key, input_shapes):
+        if len(input_shapes) != len(layers):
+            raise ValueError(f"parallel: {len(layers)} branches but {len(input_shapes)} input shapes")
+        outs, params = [], {}
+        for i, (layer, shape, k) in enumerate(zip(layers, input_shapes, jax.random.split(key, len(layers)))):
+            out, p = layer.init(k, shape)
+            outs.append(out)
+            params[f"branch_{i}"] = p
+        return tuple(outs), params
+
+    def apply(params, xs, *, key=None, train=False):
+        if len(xs) != len(layers):
+            raise ValueError(f"parallel: {len(layers)} branches but {len(xs)} inputs")
+        subkeys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
+        return tuple(layer.apply(params[f"branch_{i}"], x, key=k, train=train)
+                     for i, (layer, x, k) in enumerate(zip(layers, xs, subkeys)))
+
+    return Layer(init, apply, "parallel", "parallel(" + ", ".join(l.description for l in layers) + ")")
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str | None = None, *,
+        w_init: Callable | None = None, dropout: float = 0.0, ops: types.ModuleType = MANUAL,
+        **activation_kwargs) -> Layer:
+    """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+    ``sizes[0]`` is the input width (checked at ``init``); each hidden Dense is
+    followed by ``activation`` (and dropout if ``dropout > 0``); the output
+    layer by ``output_activation`` (none by default: logits).
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2 or not all(isinstance(n, int) and n > 0 for n in sizes):
+        raise ValueError(f"mlp: sizes must be at least two positive ints (input, ..., output), got {sizes}")
+    layers: list[Layer] = []
+    for width in sizes[1:-1]:
+        layers.append(Dense(width, w_init, ops=ops))
+        layers.append(Activation(activation, ops=ops, **activation_kwargs))
+        if dropout:
+            layers.append(Dropout(dropout, ops=ops))
+    layers.append(Dense(sizes[-1], w_init, ops=ops))
+    if output_activation is not None:
+        layers.append(Activation(output_activation, ops=ops))
+    net = serial(*layers)
+
+    def init(key, input_shape=None):
+        input_shape = (-1, sizes[0]) if input_shape is None else tuple(input_shape)
+        if input_shape[-1] != sizes[0]:
+            raise ValueError(f"mlp{tuple(sizes)}: input width is {sizes[0]}, got input shape {input_shape}")
+        return net.init(key, input_shape)
+
+    return Layer(init, net.apply, "mlp", f"mlp({sizes}, {activation})")

@@ -1,0 +1,167 @@
+"""The main job behind ``funcnet train``: build, train, evaluate and save one run.
+
+A run folder holds ``checkpoint.safetensors`` (parameters, optimizer state and
+the full config), ``history.json`` (per-epoch metrics and final scores) and
+``curves.png`` (loss and accuracy per epoch). Folders are never reused: a new
+run gets a new folder, and an existing ``--out`` folder is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any
+
+import optax
+
+from funcnet import schedules
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "inverse_time", "power")
+
+
+class RunError(ValueError):
+    """A bad setting or run folder; the message is one line for the CLI."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every setting of a run; stored in its checkpoint so that ``--resume`` rebuilds the same network."""
+
+    data: str = "digits"
+    hidden: tuple[int, ...] = (256,)
+    activation: str = "relu"
+    loss: str | None = None  # None: cross-entropy for classes, squared error for regression
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "constant"
+    decay: float = 1e-3
+    warmup: int = 100
+    epochs: int = 30
+    batch_size: int = 32
+    penalty: str = "l2"
+    lam: float = 1e-4
+    patience: int | None = 10
+    dropout: float = 0.0
+    seed: int = 0
+    reference: bool = False
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["hidden"] = tuple(d.get("hidden", ()))
+        return cls(**d)
+
+
+def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
+    if cfg.lr <= 0:
+        raise RunError(f"--lr must be positive, got {cfg.lr}")
+    lr: Any = {
+        "constant": cfg.lr,
+        "inverse_time": schedules.inverse_time_decay(cfg.lr, cfg.decay),
+        "power": schedules.power_decay(cfg.lr, cfg.decay, cfg.warmup),
+    }[cfg.schedule]
+    return {
+        "sgd": lambda: optax.sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=0.9),
+        "nesterov": lambda: optax.sgd(lr, momentum=0.9, nesterov=True),
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr),
+        "rmsprop": lambda: optax.rmsprop(lr),
+        "adagrad": lambda: optax.adagrad(lr),
+    }[cfg.optimizer]()
+
+
+def new_run_folder(root: pathlib.Path) -> pathlib.Path:
+    """``root/run-001``, ``run-002``, ...: the first free name, created exclusively."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 100_000):
+        folder = root / f"run-{i:03d}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RunError(f"{root}: no free run folder name")
+
+
+def claim_folder(out: pathlib.Path) -> pathlib.Path:
+    """Create ``out`` for a run; an existing folder (even empty) is never reused."""
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        raise RunError(f"{out}: already exists; choose a new --out folder (runs are never overwritten)") from None
+    return out
+
+
+def plot_history(history: dict, path: pathlib.Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = history["epoch"]
+    axes[0].plot(epochs, history["train_loss"], label="train")
+    axes[0].plot(epochs, history["val_loss"], label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
+    axes[1].plot(epochs, history["train_accuracy"], label="train")
+    axes[1].plot(epochs, history["val_accuracy"], label="validation")
+    axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | None = None,
+              progress: bool = True, log=print) -> dict:
+    """Train per ``cfg``, write the run files into ``folder`` and return the final scores."""
+    import jax
+
+    import funcnet
+    from funcnet import data as datasets
+    from funcnet import layers, train
+
+    t0 = time.perf_counter()
+    ds = datasets.load(cfg.data, seed=cfg.seed)
+    classifies = ds.num_classes is not None
+    loss = cfg.loss or ("softmax_cross_entropy" if classifies else "squared_error")
+    if classifies != train.LOSSES[loss][1]:
+        kind = "classification" if classifies else "regression"
+        raise RunError(f"--loss {loss} does not fit {ds.name!r}, a {kind} dataset")
+    n_in = ds.train.x.shape[1]
+    n_out = ds.num_classes if classifies else ds.train.y.shape[1]
+    ops = funcnet.reference if cfg.reference else funcnet
+    model = layers.mlp([n_in, *cfg.hidden, n_out], cfg.activation, dropout=cfg.dropout, ops=ops)
+    _, params = model.init(jax.random.key(cfg.seed))
+    log(f"data {ds.name}: {len(ds.train.x)} train / {len(ds.val.x)} validation / {len(ds.test.x)} test examples; "
+        f"network {n_in}-{'-'.join(map(str, cfg.hidden))}-{n_out} {cfg.activation} on "
+        f"{'autodiff twins' if cfg.reference else 'manual rules'}")
+    ckpt_path = folder / "checkpoint.safetensors"
+    if resume is not None:
+        # continue in the new folder from a copy of the saved state; the old run stays untouched
+        ckpt_path.write_bytes(resume.read_bytes())
+    result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg), epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
+                       seed=cfg.seed, progress=progress, ops=ops, checkpoint=str(ckpt_path),
+                       resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()})
+    scores = {name: train.evaluate(model, result.params, getattr(ds, name), loss, ops)
+              for name in ("train", "val", "test")}
+    history = result.history.to_dict()
+    summary = {"config": cfg.to_json(), "loss": loss, "scores": scores, "history": history,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    (folder / "history.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_history(history, folder / "curves.png", f"{ds.name}: {model.description}")
+    return summary
