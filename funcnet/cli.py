@@ -15,19 +15,60 @@ class _UsageError(Exception):
 
 
 def _gradcheck(args: argparse.Namespace) -> int:
+    import json
+
     from funcnet.gradcheck import check_registry, format_table
+    from funcnet.gradcheck.models import check_mlp, summary_row
+    from funcnet.layers import ACTIVATIONS
     from funcnet.registry import OPS
 
-    ops = OPS
+    only_models = args.model is not None or args.activation is not None
+    ops = () if only_models and not args.op else OPS
     if args.op:
         known = {spec.name for spec in OPS}
         unknown = [name for name in args.op if name not in known]
         if unknown:
             raise _UsageError(f"unknown op {', '.join(map(repr, unknown))}; known ops: {', '.join(sorted(known))}")
         ops = tuple(spec for spec in OPS if spec.name in args.op)
-    rows = check_registry(ops, seed=args.seed)
-    print(format_table(rows))
-    return 0 if all(r.passed for r in rows) else 1
+    rows = check_registry(ops, seed=args.seed) if ops else []
+    model_rows = []
+    if not args.op or only_models:
+        model = args.model or "mlp"
+        for activation in args.activation or ACTIVATIONS:
+            report = check_mlp(activation, model=model, seed=args.seed)
+            model_rows.append((summary_row(f"{model} {activation}", report), report))
+    ok = all(r.passed for r in rows) and all(row["passed"] for row, _ in model_rows)
+    if args.json:
+        print(json.dumps({
+            "passed": ok,
+            "ops": [{"op": r.name, "errors": r.errors, "passed": r.passed, "failures": r.failures} for r in rows],
+            "models": [{**row, "leaves": report.to_dict()["leaves"]} for row, report in model_rows],
+        }, indent=2))
+        return 0 if ok else 1
+    if rows:
+        print(format_table(rows))
+    if model_rows:
+        print(("\n" if rows else "") + _model_table([row for row, _ in model_rows]))
+        for row, report in model_rows:
+            if not row["passed"]:
+                print(f"\n{row['model']}:\n{report}")
+    return 0 if ok else 1
+
+
+def _model_table(rows: list[dict]) -> str:
+    pairs = ("manual vs autodiff", "manual vs finite differences")
+    width = max(len(r["model"]) for r in rows)
+    head = f"{'whole model (every parameter leaf)':<{max(width, 34)}}  " + "  ".join(f"{p:>28}" for p in pairs) \
+        + "  kinks  result"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        verdict = "ok" if r["passed"] else "FAIL: " + ", ".join(r["failures"])
+        lines.append(f"{r['model']:<{max(width, 34)}}  " + "  ".join(f"{r.get(p, 0.0):>28.2e}" for p in pairs)
+                     + f"  {r['kinks']:>5}  {verdict}")
+    n_ok = sum(r["passed"] for r in rows)
+    lines.append("-" * len(head))
+    lines.append(f"{n_ok}/{len(rows)} models passed (max relative error over leaves, float64)")
+    return "\n".join(lines)
 
 
 def _hidden_sizes(text: str) -> tuple[int, ...]:
@@ -119,10 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
         "gradcheck",
         help="compare every op's manual gradient with autodiff and finite differences",
         description="One row per registry op: max relative error of the manual gradient against autodiff "
-        "of its twin and against centred finite differences (float64), with inputs in float32 and float64. "
-        "Exits 1 if any row is over tolerance.",
+        "of its twin and against centred finite differences (float64), with inputs in float32 and float64; "
+        "then, for whole models, the same comparisons for every parameter leaf. Exits 1 if anything is over "
+        "tolerance.",
     )
     gc.add_argument("--op", action="append", metavar="NAME", help="check only this op (repeatable)")
+    gc.add_argument("--model", choices=("mlp", "digits"), help="check only whole models: a small MLP on random "
+                    "data, or the digits network of `funcnet train` (default with no options: every op, then "
+                    "an MLP per activation)")
+    gc.add_argument("--activation", action="append", choices=ACTIVATIONS,
+                    help="activation(s) of the checked models (repeatable; default: all)")
+    gc.add_argument("--json", action="store_true", help="print the results as JSON")
     gc.add_argument("--seed", type=int, default=0, help="seed for inputs and cotangents (default 0)")
     gc.set_defaults(run=_gradcheck)
     return parser

@@ -1,6 +1,7 @@
 """The gradient checker and `funcnet gradcheck` fail planted wrong rules and pass correct ones."""
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -125,3 +126,30 @@ def test_cli_bad_option_is_nonzero_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "funcnet.cli", "gradcheck", "--seed", "x"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "invalid int" in proc.stderr
+
+
+def test_cli_model_section_and_json(capsys):
+    assert cli.main(["gradcheck", "--model", "mlp", "--activation", "relu", "--activation", "elu"]) == 0
+    out = capsys.readouterr().out
+    assert "mlp relu" in out and "mlp elu" in out and "2/2 models passed" in out
+    assert cli.main(["gradcheck", "--op", "tanh", "--model", "mlp", "--activation", "tanh", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["passed"] and [r["op"] for r in result["ops"]] == ["tanh"]
+    (model,) = result["models"]
+    assert model["model"] == "mlp tanh" and {leaf["path"] for leaf in model["leaves"]} >= {"dense_0/w", "dense_2/b"}
+
+
+def test_cli_fails_a_model_with_a_planted_rule(monkeypatch, capsys):
+    from funcnet.gradcheck import models
+
+    real = models.mlp_loss_pair
+
+    def planted_pair(activation, sizes, lam=1e-3):
+        init, manual, twin = real(activation, sizes, lam)
+        return init, lambda p, x, y: manual(p, x, y) + 0.0 * twin(p, x, y) + jax.lax.stop_gradient(
+            jnp.sum(p["dense_0"]["b"])) - jnp.sum(p["dense_0"]["b"]) * 1e-2, twin
+
+    monkeypatch.setattr(models, "mlp_loss_pair", planted_pair)
+    assert cli.main(["gradcheck", "--model", "mlp", "--activation", "relu"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL: dense_0/b" in out
