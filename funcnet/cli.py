@@ -103,9 +103,21 @@ def _train(args: argparse.Namespace) -> int:
             cfg.epochs = given["epochs"]
     else:
         cfg = run.RunConfig(**given)
+    mesh = None
+    if args.devices is not None:
+        from funcnet import parallel
+
+        if args.devices < 1:
+            raise run.RunError(f"--devices must be at least 1, got {args.devices}")
+        if args.devices > 1:
+            parallel.use_cpu_devices(args.devices)  # only affects the CPU backend, simulating host devices
+        mesh = parallel.data_mesh(args.devices)
+        if cfg.batch_size % args.devices:
+            raise run.RunError(f"--batch-size {cfg.batch_size} does not split over {args.devices} devices; "
+                               f"use a multiple of {args.devices}")
     folder = run.claim_folder(pathlib.Path(args.out)) if args.out else run.new_run_folder(pathlib.Path("runs"))
     try:
-        summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress)
+        summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress, mesh=mesh)
     except BaseException:
         if not any(folder.iterdir()):
             folder.rmdir()  # leave no empty folder behind a failed start
@@ -154,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train on autodiff twins (funcnet.reference) instead of the manual rules")
     tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder")
     tr.add_argument("--out", metavar="DIR", help="new run folder (must not exist) [default: runs/run-NNN]")
+    tr.add_argument("--devices", type=int, metavar="N", help="data-parallel training over N devices (on a CPU, "
+                    "N simulated host devices); the batch size must be a multiple of N")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(run=_train)
     gc = sub.add_parser(

@@ -126,7 +126,7 @@ def plot_history(history: dict, path: pathlib.Path, title: str) -> None:
 
 
 def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | None = None,
-              progress: bool = True, log=print) -> dict:
+              progress: bool = True, mesh=None, log=print) -> dict:
     """Train per ``cfg``, write the run files into ``folder`` and return the final scores."""
     import jax
 
@@ -148,7 +148,8 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     _, params = model.init(jax.random.key(cfg.seed))
     log(f"data {ds.name}: {len(ds.train.x)} train / {len(ds.val.x)} validation / {len(ds.test.x)} test examples; "
         f"network {n_in}-{'-'.join(map(str, cfg.hidden))}-{n_out} {cfg.activation} on "
-        f"{'autodiff twins' if cfg.reference else 'manual rules'}")
+        f"{'autodiff twins' if cfg.reference else 'manual rules'}"
+        + (f", data-parallel over {mesh.size} {mesh.devices.flat[0].platform} devices" if mesh is not None else ""))
     ckpt_path = folder / "checkpoint.safetensors"
     if resume is not None:
         # continue in the new folder from a copy of the saved state; the old run stays untouched
@@ -156,7 +157,8 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg), epochs=cfg.epochs,
                        batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
                        seed=cfg.seed, progress=progress, ops=ops, checkpoint=str(ckpt_path),
-                       resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()})
+                       resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()},
+                       mesh=mesh)
     scores = {name: train.evaluate(model, result.params, getattr(ds, name), loss, ops)
               for name in ("train", "val", "test")}
     history = result.history.to_dict()

@@ -109,8 +109,11 @@ def evaluate(model: Layer, params, split: Split, loss: str = "softmax_cross_entr
     return {"loss": float(jnp.mean(loss_fn(out, y))), "accuracy": float(_accuracy(out, y, classifies))}
 
 
-def _epoch_fn(objective, optimizer, x, y, batch_size, dropout):
-    """One epoch as a single ``lax.scan`` over shuffled minibatches (data resident on the device)."""
+def _epoch_fn(objective, optimizer, x, y, batch_size, dropout, batch_sharding=None):
+    """One epoch as a single ``lax.scan`` over shuffled minibatches (data resident on the device).
+
+    With ``batch_sharding`` each minibatch is split over the mesh's data axis.
+    """
     n = x.shape[0]
     steps = n // batch_size
 
@@ -121,7 +124,11 @@ def _epoch_fn(objective, optimizer, x, y, batch_size, dropout):
             params, opt_state = carry
             idx, i = idx_and_i
             k = jax.random.fold_in(key, i) if dropout else None
-            (j, _), grads = jax.value_and_grad(objective, has_aux=True)(params, x[idx], y[idx], lam, k)
+            xb, yb = x[idx], y[idx]
+            if batch_sharding is not None:
+                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+                yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
+            (j, _), grads = jax.value_and_grad(objective, has_aux=True)(params, xb, yb, lam, k)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), j
 
@@ -147,7 +154,8 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         optimizer: optax.GradientTransformation | None = None, epochs: int = 30, batch_size: int = 32,
         penalty: str = "l2", lam: float = 0.0, patience: int | None = None, seed: int = 0,
         progress: bool = True, ops: types.ModuleType = MANUAL, checkpoint: str | None = None,
-        resume: str | None = None, config: Mapping | None = None) -> FitResult:
+        resume: str | None = None, config: Mapping | None = None,
+        mesh: jax.sharding.Mesh | None = None) -> FitResult:
     """Train ``params`` of ``model`` on ``data`` by minibatch gradient descent.
 
     Each epoch is one pass over the training split in shuffled minibatches of
@@ -175,6 +183,10 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         (atomically), so an interrupted run can ``resume``.
       resume: a checkpoint written by a previous ``fit`` with the same settings.
       config: extra JSON-able settings stored in the checkpoint.
+      mesh: data-parallel training over a ``jax.sharding.Mesh`` with a
+        ``"data"`` axis (see :mod:`funcnet.parallel`): each minibatch is split
+        over the devices, parameters are replicated, and XLA reduces the
+        gradients. ``batch_size`` must be a multiple of the number of devices.
 
     Returns:
       A :class:`FitResult` with the final (or best) parameters, the optimizer
@@ -191,10 +203,22 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
     if batch_size < 1:
         raise ValueError(f"fit: batch_size must be positive, got {batch_size}")
     objective = make_objective(model.apply, loss, penalty, ops)
-    run_epoch = jax.jit(_epoch_fn(objective, optimizer, x, y, batch_size, _has_dropout(model)))
+    batch_sharding = None
+    if mesh is not None:
+        from funcnet import parallel
+
+        n_dev = mesh.shape[parallel.DATA_AXIS]
+        if batch_size % n_dev:
+            raise ValueError(f"fit: batch_size {batch_size} does not split over the {n_dev} devices of the mesh's "
+                             f"'{parallel.DATA_AXIS}' axis; use a multiple of {n_dev}")
+        batch_sharding = parallel.batch_sharded(mesh)
+        x, y, params = jax.device_put((x, y, params), parallel.replicated(mesh))
+    run_epoch = jax.jit(_epoch_fn(objective, optimizer, x, y, batch_size, _has_dropout(model), batch_sharding))
     metrics = jax.jit(_metrics_fn(model, loss_fn, classifies))
     has_val = data.val.x.shape[0] > 0
     val = (jnp.asarray(data.val.x), jnp.asarray(data.val.y)) if has_val else None
+    if mesh is not None and has_val:
+        val = jax.device_put(val, parallel.replicated(mesh))
     base_key = jax.random.key(seed)
 
     opt_state = optimizer.init(params)
@@ -207,6 +231,8 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         best = {"params": saved.params["best"], "loss": saved.config["best_loss"], "bad": saved.config["bad_epochs"]}
         history = History.from_dict(saved.config["history"])
         start = saved.step
+    if mesh is not None:
+        params, opt_state = jax.device_put((params, opt_state), parallel.replicated(mesh))
 
     bar = _progress(range(start, epochs), progress, initial=start, total=epochs)
     lam_arr = jnp.asarray(lam, jnp.float32)
@@ -355,16 +381,15 @@ def random_search(space: Mapping[str, Callable[[np.random.Generator], Any]], tra
 def newton_step(loss: Callable, params, damping: float = 1e-4):
     """One damped Newton step ``θ ← θ - (|H| + μI)⁻¹ ∇J`` through the manual rules.
 
-    The Hessian comes from :func:`funcnet.hessian` (reverse-over-reverse). Its
+    The Hessian comes from :func:`funcnet.hessian_matrix` (reverse-over-reverse). Its
     eigenvalues are replaced by their absolute values plus ``damping`` (a
     saddle-free Newton step): on a convex loss near its optimum this is plain
     Newton; on a non-convex one it still moves downhill instead of towards a
     saddle or maximum.
     """
     flat, unravel = ravel_pytree(params)
-    f = lambda v: loss(unravel(v))  # noqa: E731
-    g = jax.grad(f)(flat)
-    h = funcnet.hessian(f)(flat)
+    g, _ = ravel_pytree(jax.grad(loss)(params))
+    h = funcnet.hessian_matrix(loss)(params)
     eigvals, eigvecs = jnp.linalg.eigh((h + h.T) / 2)
     step = eigvecs @ ((eigvecs.T @ g) / (jnp.abs(eigvals) + damping))
     return unravel(flat - step)

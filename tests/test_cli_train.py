@@ -95,3 +95,11 @@ def test_reference_option_trains_on_autodiff(tmp_path, capsys):
     os.chdir(tmp_path)
     assert cli.main(["train", "--no-progress", "--data", "xor", "--epochs", "3", "--reference", "--out", "r"]) == 0
     assert "autodiff twins" in capsys.readouterr().out
+
+
+def test_devices_option_trains_data_parallel(tmp_path):
+    proc = run_cli("train", "--no-progress", "--data", "xor", "--epochs", "2", "--devices", "4", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "data-parallel over 4 cpu devices" in proc.stdout
+    proc = run_cli("train", "--no-progress", "--data", "xor", "--devices", "3", cwd=tmp_path)
+    assert proc.returncode == 1 and "--batch-size 32 does not split over 3 devices" in proc.stderr
