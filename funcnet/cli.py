@@ -130,6 +130,35 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import pathlib
+    import shlex
+
+    from funcnet import bench
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in bench.CONFIGS]
+    if unknown:
+        raise _UsageError(f"unknown configuration {', '.join(unknown)}; known: {', '.join(bench.CONFIGS)}")
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    unknown = [f for f in frameworks if f not in bench.FRAMEWORKS]
+    if unknown:
+        raise _UsageError(f"unknown framework {', '.join(unknown)}; known: {', '.join(bench.FRAMEWORKS)}")
+    result = bench.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
+                       activations_sweep=not args.no_sweep, scan=not args.no_scan,
+                       log=lambda m: print(m, file=sys.stderr))
+    text = bench.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
+    print(bench.dumps(result) if args.json else text)
+    if args.markdown:
+        path = pathlib.Path(args.markdown)
+        if path.exists() and not args.overwrite:
+            raise _UsageError(f"{path} exists; pass --overwrite to replace it")
+        path.write_text(text)
+    if args.plot:
+        bench.plot(result, args.plot)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from funcnet.run import OPTIMIZERS, SCHEDULES, RunConfig
     from funcnet.layers import ACTIVATIONS
@@ -187,6 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--json", action="store_true", help="print the results as JSON")
     gc.add_argument("--seed", type=int, default=0, help="seed for inputs and cotangents (default 0)")
     gc.set_defaults(run=_gradcheck)
+    be = sub.add_parser("bench", help="time a training step against plain JAX and peer frameworks",
+                        description="One training step of the same MLP in funcnet (manual rules), "
+                        "funcnet.reference (autodiff), plain JAX + optax, Flax NNX, Equinox and PyTorch "
+                        "(peers need `pip install funcnet[bench]`), interleaved in one process; medians, "
+                        "ratios to plain JAX, TFLOP/s, and XLA's temporary memory of the compiled step.")
+    be.add_argument("--configs", default="small,medium,deep", help="comma-separated: small, medium, deep, wide")
+    be.add_argument("--frameworks", default=",".join(("funcnet", "funcnet.reference", "plain_jax", "flax_nnx",
+                                                      "equinox", "pytorch")), help="comma-separated")
+    be.add_argument("--rounds", type=int, default=10, help="interleaved rounds (the median is over these)")
+    be.add_argument("--steps", type=int, default=10, help="steps per framework per round")
+    be.add_argument("--no-memory", action="store_true", help="skip the memory analysis")
+    be.add_argument("--no-sweep", action="store_true", help="skip the per-activation memory sweep")
+    be.add_argument("--no-scan", action="store_true", help="skip scan vs step-at-a-time")
+    be.add_argument("--markdown", metavar="PATH", help="also write the report there (e.g. docs/benchmarks.md)")
+    be.add_argument("--overwrite", action="store_true", help="allow --markdown to replace an existing file")
+    be.add_argument("--plot", metavar="PNG", help="also plot the ratios")
+    be.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    be.set_defaults(run=_bench)
     return parser
 
 

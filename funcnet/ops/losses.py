@@ -290,8 +290,10 @@ _int_ce = jax.custom_vjp(_int_ce_value, nondiff_argnums=(0,))
 
 
 def _int_ce_fwd(axis, logits, labels):
-    probs = jax.nn.softmax(widen(logits), axis=axis)
-    return _int_ce_value(axis, logits, labels), (probs, labels)
+    # one log-softmax serves both the loss and the residual probabilities
+    logp = jax.nn.log_softmax(widen(logits), axis=axis)
+    loss = -jnp.take_along_axis(logp, jnp.expand_dims(labels, axis), axis=axis).squeeze(axis)
+    return loss.astype(logits.dtype), (jnp.exp(logp), labels)
 
 
 def _int_ce_bwd(axis, res, g):
