@@ -48,11 +48,20 @@ def _loss_fn(loss: str, ops: types.ModuleType) -> tuple[Callable, bool]:
     return getattr(ops.losses, name), classifies
 
 
+def _cast_floats(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
 def make_objective(apply: Callable, loss: str = "softmax_cross_entropy", penalty: str = "l2",
-                   ops: types.ModuleType = MANUAL) -> Callable:
+                   ops: types.ModuleType = MANUAL, compute_dtype: Any = None) -> Callable:
     """``objective(params, x, y, lam, key=None) -> (J, outputs)``: mean data loss + λ·penalty.
 
-    With a ``key`` the model runs in training mode (dropout on).
+    With a ``key`` the model runs in training mode (dropout on). With a
+    ``compute_dtype`` (e.g. ``jnp.bfloat16``) the parameters and inputs are cast
+    to it for the forward and backward pass (mixed precision): the parameters
+    themselves stay in their own dtype (float32 master weights), their
+    gradients come back in it through the cast, and the loss is averaged in
+    float32.
     """
     loss_fn, _ = _loss_fn(loss, ops)
     if penalty not in PENALTIES:
@@ -60,8 +69,10 @@ def make_objective(apply: Callable, loss: str = "softmax_cross_entropy", penalty
     penalty_fn = getattr(ops.losses, f"{penalty}_penalty")
 
     def objective(params, x, y, lam, key=None):
-        out = apply(params, x, key=key, train=key is not None)
-        data_loss = jnp.mean(loss_fn(out, y))
+        p, xin = (params, x) if compute_dtype is None else (_cast_floats(params, compute_dtype),
+                                                           x.astype(compute_dtype))
+        out = apply(p, xin, key=key, train=key is not None)
+        data_loss = jnp.mean(loss_fn(out, y).astype(jnp.float32))
         return data_loss + lam * penalty_fn(params), out
 
     return objective
@@ -155,7 +166,7 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         penalty: str = "l2", lam: float = 0.0, patience: int | None = None, seed: int = 0,
         progress: bool = True, ops: types.ModuleType = MANUAL, checkpoint: str | None = None,
         resume: str | None = None, config: Mapping | None = None,
-        mesh: jax.sharding.Mesh | None = None) -> FitResult:
+        mesh: jax.sharding.Mesh | None = None, compute_dtype: Any = None) -> FitResult:
     """Train ``params`` of ``model`` on ``data`` by minibatch gradient descent.
 
     Each epoch is one pass over the training split in shuffled minibatches of
@@ -187,6 +198,9 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         ``"data"`` axis (see :mod:`funcnet.parallel`): each minibatch is split
         over the devices, parameters are replicated, and XLA reduces the
         gradients. ``batch_size`` must be a multiple of the number of devices.
+      compute_dtype: mixed precision, e.g. ``jnp.bfloat16``: forward and backward
+        in that dtype, parameters (master weights), optimizer state and loss
+        average in float32 (see :func:`make_objective`).
 
     Returns:
       A :class:`FitResult` with the final (or best) parameters, the optimizer
@@ -202,7 +216,7 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
     batch_size = min(int(batch_size), x.shape[0])
     if batch_size < 1:
         raise ValueError(f"fit: batch_size must be positive, got {batch_size}")
-    objective = make_objective(model.apply, loss, penalty, ops)
+    objective = make_objective(model.apply, loss, penalty, ops, compute_dtype)
     batch_sharding = None
     if mesh is not None:
         from funcnet import parallel

@@ -179,3 +179,18 @@ def test_fit_errors():
         train.fit(net, params, xor, loss="hinge", progress=False)
     with pytest.raises(ValueError, match="unknown penalty"):
         train.fit(net, params, xor, penalty="l3", progress=False)
+
+
+def test_mixed_precision_keeps_float32_master_weights(spiral):
+    net = small_net()
+    _, params = net.init(jax.random.key(0))
+    kw = dict(optimizer=optax.adam(0.02), epochs=30, batch_size=32, progress=False, seed=1)
+    mixed = train.fit(net, params, spiral, compute_dtype=jnp.bfloat16, **kw)
+    full = train.fit(net, params, spiral, **kw)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(mixed.params))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(mixed.opt_state)
+               if jnp.issubdtype(leaf.dtype, jnp.floating))  # adam's step count is an int
+    assert mixed.history.val_accuracy[-1] > 0.85
+    assert abs(mixed.history.val_accuracy[-1] - full.history.val_accuracy[-1]) < 0.1
+    # the bfloat16 run really computed in bfloat16: its parameters differ from the float32 run's
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mixed.params), jax.tree.leaves(full.params)))
