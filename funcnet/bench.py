@@ -184,7 +184,7 @@ def pytorch_step(sizes, activation):
 
     class Runner:
         def run(self, x, y, n):
-            xt, yt = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y)).long()
+            xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long()
             t0 = time.perf_counter()
             for _ in range(n):
                 opt.zero_grad(set_to_none=True)

@@ -18,8 +18,11 @@ LeCun           a = √(3 / fan_in)                s = √(1 / fan_in)
 Every row keeps the variance of the forward signal (Glorot: of forward and
 backward) roughly constant from layer to layer. Never start all weights equal
 (e.g. ``zeros`` for a hidden layer): every hidden unit then computes the same
-function and receives the same gradient, so they stay identical forever (see
-``examples/zero_init_trap.py``).
+function and receives the same gradient, so in exact arithmetic they stay
+identical forever (see ``examples/zero_init_trap.py``). In floating point a
+compiler may sum the units' gradients in different orders: at some widths XLA's
+CPU backend separates them by one unit in the last place, and training slowly
+amplifies that (a symmetry broken by round-off, not a fix).
 """
 
 from __future__ import annotations

@@ -115,9 +115,9 @@ def evaluate(model: Layer, params, split: Split, loss: str = "softmax_cross_entr
              ops: types.ModuleType = MANUAL) -> dict[str, float]:
     """Mean data loss (no penalty) and accuracy (classification) of ``params`` on ``split``."""
     loss_fn, classifies = _loss_fn(loss, ops)
-    out = jax.jit(model.apply)(params, jnp.asarray(split.x))
-    y = jnp.asarray(split.y)
-    return {"loss": float(jnp.mean(loss_fn(out, y))), "accuracy": float(_accuracy(out, y, classifies))}
+    value, accuracy = jax.jit(_metrics_fn(model, loss_fn, classifies))(params, jnp.asarray(split.x),
+                                                                       jnp.asarray(split.y))
+    return {"loss": float(value), "accuracy": float(accuracy)}
 
 
 def _epoch_fn(objective, optimizer, x, y, batch_size, dropout, batch_sharding=None):
@@ -166,7 +166,8 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         penalty: str = "l2", lam: float = 0.0, patience: int | None = None, seed: int = 0,
         progress: bool = True, ops: types.ModuleType = MANUAL, checkpoint: str | None = None,
         resume: str | None = None, config: Mapping | None = None,
-        mesh: jax.sharding.Mesh | None = None, compute_dtype: Any = None) -> FitResult:
+        mesh: jax.sharding.Mesh | None = None, compute_dtype: Any = None,
+        callback: Callable[[int, Any, "History"], bool | None] | None = None) -> FitResult:
     """Train ``params`` of ``model`` on ``data`` by minibatch gradient descent.
 
     Each epoch is one pass over the training split in shuffled minibatches of
@@ -201,6 +202,8 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
       compute_dtype: mixed precision, e.g. ``jnp.bfloat16``: forward and backward
         in that dtype, parameters (master weights), optimizer state and loss
         average in float32 (see :func:`make_objective`).
+      callback: ``callback(epoch, params, history)`` after every epoch (epochs
+        count from 1); returning True stops training.
 
     Returns:
       A :class:`FitResult` with the final (or best) parameters, the optimizer
@@ -272,6 +275,8 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
             bar.set_postfix(loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
                             **({"val_acc": f"{val_acc:.4f}"} if classifies else {}))
         stop = patience is not None and best["bad"] >= patience
+        if callback is not None and callback(epoch + 1, params, history):
+            stop = True
         if checkpoint is not None:
             ckpt.save(checkpoint, {"params": params, "best": best["params"]}, opt_state, step=epoch + 1,
                       config={"best_loss": best["loss"], "bad_epochs": best["bad"], "history": history.to_dict(),
@@ -304,6 +309,9 @@ def fit_many(model: Layer, data: Dataset, *, learning_rates: Sequence[float], la
     Only continuous settings may differ between candidates (the network shape
     is shared), so the whole set trains as one compiled ``vmap`` of the epoch:
     ``K`` candidates cost about one larger batch, not ``K`` compilations.
+
+    ``make_optimizer`` is called as ``make_optimizer(learning_rate=...)``; fix
+    its other settings with ``functools.partial(optax.sgd, momentum=0.9)``.
 
     Returns per-candidate arrays (shape ``(K, epochs)`` for curves): ``val_loss``,
     ``val_accuracy``, ``train_loss``, and the final ``params`` stacked on a

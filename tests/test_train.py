@@ -194,3 +194,16 @@ def test_mixed_precision_keeps_float32_master_weights(spiral):
     assert abs(mixed.history.val_accuracy[-1] - full.history.val_accuracy[-1]) < 0.1
     # the bfloat16 run really computed in bfloat16: its parameters differ from the float32 run's
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mixed.params), jax.tree.leaves(full.params)))
+
+
+def test_callback_sees_every_epoch_and_can_stop(spiral):
+    net = small_net()
+    _, params = net.init(jax.random.key(0))
+    seen = []
+
+    def callback(epoch, p, history):
+        seen.append((epoch, len(history.epoch)))
+        return epoch == 3
+
+    res = train.fit(net, params, spiral, epochs=10, progress=False, callback=callback)
+    assert seen == [(1, 1), (2, 2), (3, 3)] and len(res.history.epoch) == 3
