@@ -169,6 +169,8 @@ def equinox_step(sizes, activation) -> JaxStep:
 
 
 def pytorch_step(sizes, activation):
+    # OpenMP threads that spin after each PyTorch op would steal the cores from the framework timed next
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     torch.manual_seed(0)
@@ -222,9 +224,11 @@ def time_steps(config: dict, frameworks=FRAMEWORKS, rounds: int = 10, steps: int
     for r in runners.values():
         r.run(xj, yj, 2)  # compile and warm up
     times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, r in runners.items():
-            times[name].append(r.run(xj, yj, steps))
+    order = list(runners)
+    for k in range(rounds):
+        # rotate the order every round, so no framework always runs right after the same neighbour
+        for name in order[k % len(order):] + order[: k % len(order)]:
+            times[name].append(runners[name].run(xj, yj, steps))
     flops = 6 * batch * param_count(sizes)
     out = {}
     for name, ts in times.items():
@@ -310,7 +314,11 @@ def run(configs=("small", "medium", "deep"), frameworks=FRAMEWORKS, rounds: int 
 
 
 def _mib(b: int) -> str:
-    return f"{b / 2**20:.1f}"
+    return f"{b / 2**20:.1f}" if b >= 2**20 else f"{b / 2**20:.4f}"
+
+
+def _ratio(a: int, b: int) -> str:
+    return f"{a / b:.2f}" if b else ("1.00" if a == b else "inf")
 
 
 def markdown(result: dict, command: str) -> str:
@@ -330,7 +338,7 @@ def markdown(result: dict, command: str) -> str:
             m = entry["memory"]
             lines += ["", "Temporary memory of the compiled step (XLA `memory_analysis().temp_size_in_bytes`): "
                       + ", ".join(f"{k} {_mib(v)} MiB" for k, v in m.items())
-                      + f"; manual / autodiff = {m['funcnet'] / max(m['funcnet.reference'], 1):.2f}."]
+                      + f"; manual / autodiff = {_ratio(m['funcnet'], m['funcnet.reference'])}."]
         lines.append("")
     if "activation_memory" in result:
         lines += [f"## Memory per activation (deep network, batch {result['activation_memory_batch']})", "",
@@ -339,7 +347,7 @@ def markdown(result: dict, command: str) -> str:
         for act, m in result["activation_memory"].items():
             plain = _mib(m["plain_jax"]) if "plain_jax" in m else "-"
             lines.append(f"| {act} | {_mib(m['funcnet'])} | {_mib(m['funcnet.reference'])} | {plain} | "
-                         f"{m['funcnet'] / max(m['funcnet.reference'], 1):.2f} |")
+                         f"{_ratio(m['funcnet'], m['funcnet.reference'])} |")
         lines.append("")
     if "scan" in result:
         s = result["scan"]
