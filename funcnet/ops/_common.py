@@ -151,5 +151,24 @@ def widen(x: jax.Array) -> jax.Array:
     return x.astype(compute_dtype(x.dtype))
 
 
+def saves_output(value: Callable) -> Callable:
+    """The forward half of a rule that keeps only its output: ``fwd(*args) = (y, y)``."""
+
+    def fwd(*args):
+        y = value(*args)
+        return y, y
+
+    return fwd
+
+
+def saves_inputs(value: Callable) -> Callable:
+    """The forward half of a rule that keeps its (array) inputs: ``fwd(*args) = (y, args)``."""
+
+    def fwd(*args):
+        return value(*args), args
+
+    return fwd
+
+
 def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)

@@ -24,6 +24,8 @@ from funcnet.ops._common import (
     canonical_axis,
     check_broadcast_to,
     promote_floats,
+    saves_inputs,
+    saves_output,
     static_float,
     sum_to_shape,
     widen,
@@ -55,6 +57,7 @@ def _x(op: str, x):
 def _identity_value(x):
     return x
 
+
 _identity = jax.custom_vjp(_identity_value)
 
 
@@ -74,12 +77,8 @@ def identity(x):
 def _sigmoid_value(x):
     return jax.nn.sigmoid(widen(x)).astype(x.dtype)
 
+
 _sigmoid = jax.custom_vjp(_sigmoid_value)
-
-
-def _sigmoid_fwd(x):
-    y = _sigmoid_value(x)
-    return y, y
 
 
 def _sigmoid_bwd(y, g):
@@ -87,7 +86,7 @@ def _sigmoid_bwd(y, g):
     return ((widen(g) * y * (1 - y)).astype(g.dtype),)
 
 
-_sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
+_sigmoid.defvjp(saves_output(_sigmoid_value), _sigmoid_bwd)
 
 
 @with_forward_mode_hint
@@ -105,12 +104,8 @@ def sigmoid(x):
 def _tanh_value(x):
     return jnp.tanh(widen(x)).astype(x.dtype)
 
+
 _tanh = jax.custom_vjp(_tanh_value)
-
-
-def _tanh_fwd(x):
-    y = _tanh_value(x)
-    return y, y
 
 
 def _tanh_bwd(y, g):
@@ -118,7 +113,7 @@ def _tanh_bwd(y, g):
     return ((widen(g) * (1 - y * y)).astype(g.dtype),)
 
 
-_tanh.defvjp(_tanh_fwd, _tanh_bwd)
+_tanh.defvjp(saves_output(_tanh_value), _tanh_bwd)
 
 
 @with_forward_mode_hint
@@ -134,6 +129,7 @@ def tanh(x):
 # --------------------------------------------------------------------- hard_tanh
 def _hard_tanh_value(x):
     return jnp.clip(x, -1, 1)
+
 
 _hard_tanh = jax.custom_vjp(_hard_tanh_value)
 
@@ -166,6 +162,7 @@ def hard_tanh(x):
 def _relu_value(x):
     return jnp.maximum(x, 0)
 
+
 _relu = jax.custom_vjp(_relu_value)
 
 
@@ -195,6 +192,7 @@ def relu(x):
 # -------------------------------------------------------------------- leaky_relu
 def _leaky_relu_value(x, negative_slope):
     return jnp.where(x >= 0, x, negative_slope * x)
+
 
 _leaky_relu = jax.custom_vjp(_leaky_relu_value, nondiff_argnums=(1,))
 
@@ -231,6 +229,7 @@ def _elu_value(x, alpha):
     xw = widen(x)
     negative = alpha * jnp.expm1(jnp.minimum(xw, 0))
     return jnp.where(xw > 0, xw, negative).astype(x.dtype)
+
 
 _elu = jax.custom_vjp(_elu_value, nondiff_argnums=(1,))
 
@@ -271,11 +270,8 @@ def elu(x, alpha=1.0):
 def _prelu_value(x, alpha):
     return jnp.where(x >= 0, x, alpha * x)
 
+
 _prelu = jax.custom_vjp(_prelu_value)
-
-
-def _prelu_fwd(x, alpha):
-    return _prelu_value(x, alpha), (x, alpha)
 
 
 def _prelu_bwd(res, g):
@@ -286,7 +282,7 @@ def _prelu_bwd(res, g):
     return gx, sum_to_shape(galpha, alpha.shape)
 
 
-_prelu.defvjp(_prelu_fwd, _prelu_bwd)
+_prelu.defvjp(saves_inputs(_prelu_value), _prelu_bwd)
 
 
 @with_forward_mode_hint
@@ -312,12 +308,8 @@ def prelu(x, alpha):
 def _softplus_value(x):
     return jnp.logaddexp(widen(x), 0).astype(x.dtype)
 
+
 _softplus = jax.custom_vjp(_softplus_value)
-
-
-def _softplus_fwd(x):
-    y = _softplus_value(x)
-    return y, y
 
 
 def _softplus_bwd(y, g):
@@ -325,7 +317,7 @@ def _softplus_bwd(y, g):
     return ((widen(g) * -jnp.expm1(-widen(y))).astype(g.dtype),)
 
 
-_softplus.defvjp(_softplus_fwd, _softplus_bwd)
+_softplus.defvjp(saves_output(_softplus_value), _softplus_bwd)
 
 
 @with_forward_mode_hint
@@ -344,6 +336,7 @@ def softplus(x):
 def _silu_value(x):
     xw = widen(x)
     return (xw * jax.nn.sigmoid(xw)).astype(x.dtype)
+
 
 _silu = jax.custom_vjp(_silu_value)
 
@@ -379,6 +372,7 @@ _GELU_C = 0.044715
 
 def _gelu_value(x, approximate):
     return jax.nn.gelu(widen(x), approximate=approximate).astype(x.dtype)
+
 
 _gelu = jax.custom_vjp(_gelu_value, nondiff_argnums=(1,))
 
@@ -424,12 +418,8 @@ def gelu(x, approximate=True):
 def _softmax_value(x, axis):
     return jax.nn.softmax(widen(x), axis=axis).astype(x.dtype)
 
+
 _softmax = jax.custom_vjp(_softmax_value, nondiff_argnums=(1,))
-
-
-def _softmax_fwd(x, axis):
-    y = _softmax_value(x, axis)
-    return y, y
 
 
 def _softmax_bwd(axis, y, g):
@@ -437,7 +427,7 @@ def _softmax_bwd(axis, y, g):
     return ((y * (gw - jnp.sum(gw * y, axis=axis, keepdims=True))).astype(g.dtype),)
 
 
-_softmax.defvjp(_softmax_fwd, _softmax_bwd)
+_softmax.defvjp(saves_output(_softmax_value), _softmax_bwd)
 
 
 @with_forward_mode_hint
@@ -457,12 +447,8 @@ def softmax(x, axis=-1):
 def _log_softmax_value(x, axis):
     return jax.nn.log_softmax(widen(x), axis=axis).astype(x.dtype)
 
+
 _log_softmax = jax.custom_vjp(_log_softmax_value, nondiff_argnums=(1,))
-
-
-def _log_softmax_fwd(x, axis):
-    y = _log_softmax_value(x, axis)
-    return y, y
 
 
 def _log_softmax_bwd(axis, y, g):
@@ -470,7 +456,7 @@ def _log_softmax_bwd(axis, y, g):
     return ((gw - jnp.exp(widen(y)) * jnp.sum(gw, axis=axis, keepdims=True)).astype(g.dtype),)
 
 
-_log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
+_log_softmax.defvjp(saves_output(_log_softmax_value), _log_softmax_bwd)
 
 
 @with_forward_mode_hint

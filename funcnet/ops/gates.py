@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from funcnet.ops._common import (
     broadcast_shapes,
     promote_floats,
+    saves_inputs,
     sum_to_shape,
     with_forward_mode_hint,
 )
@@ -62,13 +63,11 @@ def add(x, y):
 
 
 # ---------------------------------------------------------------------- multiply
-@jax.custom_vjp
-def _multiply(x, y):
+def _multiply_value(x, y):
     return x * y
 
 
-def _multiply_fwd(x, y):
-    return x * y, (x, y)
+_multiply = jax.custom_vjp(_multiply_value)
 
 
 def _multiply_bwd(res, g):
@@ -76,7 +75,7 @@ def _multiply_bwd(res, g):
     return sum_to_shape(g * y, x.shape), sum_to_shape(g * x, y.shape)
 
 
-_multiply.defvjp(_multiply_fwd, _multiply_bwd)
+_multiply.defvjp(saves_inputs(_multiply_value), _multiply_bwd)
 
 
 @with_forward_mode_hint
@@ -95,13 +94,11 @@ def multiply(x, y):
 
 
 # ----------------------------------------------------------------------- maximum
-@jax.custom_vjp
-def _maximum(x, y):
+def _maximum_value(x, y):
     return jnp.maximum(x, y)
 
 
-def _maximum_fwd(x, y):
-    return jnp.maximum(x, y), (x, y)
+_maximum = jax.custom_vjp(_maximum_value)
 
 
 def _maximum_bwd(res, g):
@@ -112,7 +109,7 @@ def _maximum_bwd(res, g):
     return sum_to_shape(gx, x.shape), sum_to_shape(g - gx, y.shape)
 
 
-_maximum.defvjp(_maximum_fwd, _maximum_bwd)
+_maximum.defvjp(saves_inputs(_maximum_value), _maximum_bwd)
 
 
 @with_forward_mode_hint
@@ -144,13 +141,11 @@ def _swap(m):
     return jnp.swapaxes(m, -1, -2)
 
 
-@jax.custom_vjp
-def _matmul(a, b):
+def _matmul_value(a, b):
     return jnp.matmul(a, b)
 
 
-def _matmul_fwd(a, b):
-    return jnp.matmul(a, b), (a, b)
+_matmul = jax.custom_vjp(_matmul_value)
 
 
 def _matmul_bwd(res, g):
@@ -166,7 +161,7 @@ def _matmul_bwd(res, g):
     return ga.reshape(a.shape), gb.reshape(b.shape)
 
 
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+_matmul.defvjp(saves_inputs(_matmul_value), _matmul_bwd)
 
 
 @with_forward_mode_hint

@@ -25,6 +25,7 @@ from funcnet.ops._common import (
     compute_dtype,
     is_concrete,
     promote_floats,
+    saves_inputs,
     static_float,
     widen,
     with_forward_mode_hint,
@@ -153,10 +154,6 @@ def _bce_value(probs, labels):
 _bce = jax.custom_vjp(_bce_value)
 
 
-def _bce_fwd(probs, labels):
-    return _bce_value(probs, labels), (probs, labels)
-
-
 def _bce_bwd(res, g):
     p, t = (widen(r) for r in res)
     gw = widen(g)
@@ -165,7 +162,7 @@ def _bce_bwd(res, g):
     return gp.astype(g.dtype), gt.astype(g.dtype)
 
 
-_bce.defvjp(_bce_fwd, _bce_bwd)
+_bce.defvjp(saves_inputs(_bce_value), _bce_bwd)
 
 
 @with_forward_mode_hint
@@ -204,17 +201,13 @@ def _sigmoid_bce_value(logits, labels):
 _sigmoid_bce = jax.custom_vjp(_sigmoid_bce_value)
 
 
-def _sigmoid_bce_fwd(logits, labels):
-    return _sigmoid_bce_value(logits, labels), (logits, labels)
-
-
 def _sigmoid_bce_bwd(res, g):
     x, t = (widen(r) for r in res)
     gw = widen(g)
     return (gw * (jax.nn.sigmoid(x) - t)).astype(g.dtype), (-gw * x).astype(g.dtype)
 
 
-_sigmoid_bce.defvjp(_sigmoid_bce_fwd, _sigmoid_bce_bwd)
+_sigmoid_bce.defvjp(saves_inputs(_sigmoid_bce_value), _sigmoid_bce_bwd)
 
 
 @with_forward_mode_hint
