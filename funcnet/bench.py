@@ -275,6 +275,51 @@ def scan_vs_loop(config: dict, n_steps: int = 200, rounds: int = 5) -> dict[str,
     return {"loop_s": statistics.median(loop), "scan_s": statistics.median(fused)}
 
 
+def scaling(config: dict, device_counts=(1, 2, 4, 8), rounds: int = 5, steps: int = 5) -> dict[int, dict]:
+    """Data-parallel throughput of the funcnet step on 1, 2, 4, ... devices (the batch split over them).
+
+    Needs ``max(device_counts)`` visible devices (on a CPU, see
+    :func:`funcnet.parallel.use_cpu_devices`); efficiency is throughput on n
+    devices / (n × throughput on 1).
+    """
+    from funcnet import parallel
+
+    sizes, batch = config["sizes"], config["batch"]
+    x, y = _data(sizes, batch)
+    runners = {}
+    for n in device_counts:
+        mesh = parallel.data_mesh(n)
+        s = funcnet_step(sizes, config["activation"])
+        s.state = jax.device_put(s.state, parallel.replicated(mesh))
+        data = jax.device_put((jnp.asarray(x), jnp.asarray(y)), parallel.batch_sharded(mesh))
+        s.run(*data, 2)
+        runners[n] = (s, data)
+    times = {n: [] for n in runners}
+    for _ in range(rounds):
+        for n, (s, data) in runners.items():
+            times[n].append(s.run(*data, steps))
+    out = {}
+    for n, ts in times.items():
+        med = statistics.median(ts)
+        out[n] = {"median_s": med, "examples_per_s": batch / med}
+    for n in out:
+        out[n]["efficiency"] = out[n]["examples_per_s"] / (n * out[device_counts[0]]["examples_per_s"])
+    return out
+
+
+def scaling_in_subprocess(config_name: str = "medium", max_devices: int = 8) -> dict[int, dict]:
+    """:func:`scaling` in a fresh Python with ``max_devices`` simulated CPU devices (fixed at start-up)."""
+    import subprocess
+    import sys
+
+    counts = tuple(n for n in (1, 2, 4, 8, 16) if n <= max_devices)
+    code = (f"import json, jax; jax.config.update('jax_num_cpu_devices', {max_devices}); "
+            f"from funcnet import bench; "
+            f"print(json.dumps(bench.scaling(bench.CONFIGS[{config_name!r}], {counts!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -290,7 +335,7 @@ def machine() -> str:
 # ------------------------------------------------------------------ report
 def run(configs=("small", "medium", "deep"), frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         memory: bool = True, activations_sweep: bool = True, scan: bool = True, sweep_batch: int = 4096,
-        log=print) -> dict:
+        scaling_devices: int = 8, log=print) -> dict:
     """Run the benchmark and return every number (also the input of :func:`markdown`)."""
     notes: list[str] = []
     result = {"machine": machine(), "configs": {}, "notes": notes}
@@ -310,6 +355,13 @@ def run(configs=("small", "medium", "deep"), frameworks=FRAMEWORKS, rounds: int 
     if scan:
         log("[small] scan vs step-at-a-time ...")
         result["scan"] = scan_vs_loop(CONFIGS["small"])
+    if scaling_devices:
+        log(f"[medium] data-parallel throughput on up to {scaling_devices} devices ...")
+        if jax.devices()[0].platform == "cpu":
+            result["scaling"] = scaling_in_subprocess("medium", scaling_devices)
+        else:
+            counts = tuple(n for n in (1, 2, 4, 8, 16) if n <= min(scaling_devices, len(jax.devices())))
+            result["scaling"] = scaling(CONFIGS["medium"], counts)
     return result
 
 
@@ -354,6 +406,14 @@ def markdown(result: dict, command: str) -> str:
         lines += ["## Steps fused in one `lax.scan` (small network)", "",
                   f"One jitted step at a time: {s['loop_s'] * 1e6:,.0f} µs per step; 200 steps in one compiled "
                   f"`lax.scan`: {s['scan_s'] * 1e6:,.0f} µs per step ({s['loop_s'] / s['scan_s']:.2f}× faster).", ""]
+    if "scaling" in result:
+        lines += ["## Data-parallel throughput (medium network, batch 256 split over the devices)", "",
+                  "| devices | median step | examples/s | scaling efficiency |", "| ---: | ---: | ---: | ---: |"]
+        for n, r in result["scaling"].items():
+            lines.append(f"| {n} | {r['median_s'] * 1e6:,.0f} µs | {r['examples_per_s']:,.0f} | "
+                         f"{r['efficiency']:.2f} |")
+        lines += ["", "On a CPU the devices are simulated host devices sharing the same cores, so this row "
+                  "measures the overhead of sharding and collectives, not a speed-up.", ""]
     if result["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in sorted(set(result["notes"]))] + [""]
     return "\n".join(lines)

@@ -146,6 +146,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise _UsageError(f"unknown framework {', '.join(unknown)}; known: {', '.join(bench.FRAMEWORKS)}")
     result = bench.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
                        activations_sweep=not args.no_sweep, scan=not args.no_scan,
+                       scaling_devices=args.scaling_devices,
                        log=lambda m: print(m, file=sys.stderr))
     text = bench.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
     print(bench.dumps(result) if args.json else text)
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--no-memory", action="store_true", help="skip the memory analysis")
     be.add_argument("--no-sweep", action="store_true", help="skip the per-activation memory sweep")
     be.add_argument("--no-scan", action="store_true", help="skip scan vs step-at-a-time")
+    be.add_argument("--scaling-devices", type=int, default=8, metavar="N",
+                    help="data-parallel throughput on 1, 2, 4, ... N devices (0 to skip)")
     be.add_argument("--markdown", metavar="PATH", help="also write the report there (e.g. docs/benchmarks.md)")
     be.add_argument("--overwrite", action="store_true", help="allow --markdown to replace an existing file")
     be.add_argument("--plot", metavar="PNG", help="also plot the ratios")

@@ -44,6 +44,7 @@ def test_missing_peer_is_skipped_with_a_note(monkeypatch):
 def test_memory_report_and_markdown(tmp_path, monkeypatch):
     monkeypatch.setitem(bench.CONFIGS, "tiny", TINY)
     result = bench.run(["tiny"], ("funcnet", "plain_jax"), rounds=1, steps=1, activations_sweep=False, scan=False,
+                       scaling_devices=0,
                        log=lambda m: None)
     mem = result["configs"]["tiny"]["memory"]
     assert set(mem) == {"funcnet", "funcnet.reference", "plain_jax"} and all(v >= 0 for v in mem.values())
@@ -59,6 +60,12 @@ def test_cli_rejects_unknown_configs_and_refuses_to_overwrite(tmp_path, capsys):
     existing = tmp_path / "bench.md"
     existing.write_text("mine")
     args = ["bench", "--configs", "small", "--frameworks", "plain_jax", "--rounds", "1", "--steps", "1",
-            "--no-memory", "--no-sweep", "--no-scan", "--markdown", str(existing)]
+            "--no-memory", "--no-sweep", "--no-scan", "--scaling-devices", "0", "--markdown", str(existing)]
     assert cli.main(args) == 2
     assert existing.read_text() == "mine" and "--overwrite" in capsys.readouterr().err
+
+
+def test_scaling_over_simulated_devices():
+    out = bench.scaling_in_subprocess("small", max_devices=2)
+    assert set(out) == {1, 2}
+    assert out[1]["efficiency"] == 1.0 and out[2]["examples_per_s"] > 0
