@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import funcnet.registry
-from funcnet import cli, gates, nn
+from funcnet import cli
 from funcnet.gradcheck import check_op, format_table, relative_error
 from funcnet.registry import by_name
 

@@ -12,7 +12,6 @@ output and the gradient keep the input dtype without half-precision overflow.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax

@@ -11,7 +11,6 @@ Half-precision inputs are computed in float32 and the result rounded back.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax
