@@ -19,9 +19,11 @@ from typing import Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["DATA_AXIS", "data_mesh", "use_cpu_devices", "replicated", "batch_sharded"]
+__all__ = ["DATA_AXIS", "MODEL_AXIS", "data_mesh", "mesh_2d", "use_cpu_devices", "replicated", "batch_sharded",
+           "param_shardings"]
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
 
 
 def use_cpu_devices(n: int) -> None:
@@ -48,6 +50,47 @@ def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     else:
         chosen = list(devices)
     return Mesh(chosen, (DATA_AXIS,))
+
+
+def mesh_2d(data: int, model: int) -> Mesh:
+    """A ``(data, model)`` mesh over the first ``data × model`` devices: data and model parallelism."""
+    import numpy as np
+
+    available = jax.devices()
+    if data * model > len(available):
+        raise ValueError(f"mesh_2d: {data} x {model} = {data * model} devices asked for, {len(available)} visible")
+    return Mesh(np.array(available[: data * model]).reshape(data, model), (DATA_AXIS, MODEL_AXIS))
+
+
+def param_shardings(params, mesh: Mesh):
+    """Shardings for a parameter pytree: replicated, or split over the mesh's ``"model"`` axis.
+
+    With a ``"model"`` axis, every Dense kernel ``w`` of shape ``(n_in, n_out)``
+    whose ``n_out`` divides over that axis is split along ``n_out``, and so is
+    its bias: each device holds a slice of the layer's units. XLA's SPMD
+    partitioner inserts the gathers and reductions, so results equal the
+    replicated computation up to summation order. Everything else is replicated.
+    """
+    if MODEL_AXIS not in mesh.axis_names:
+        return jax.tree.map(lambda _: replicated(mesh), params)
+    n_model = mesh.shape[MODEL_AXIS]
+
+    def layer(p):
+        w, b = p.get("w"), p.get("b")
+        split = (w is not None and getattr(w, "ndim", 0) == 2 and w.shape[1] % n_model == 0
+                 and b is not None and b.shape == (w.shape[1],))
+        out = {}
+        for k, v in p.items():
+            if split and k == "w":
+                out[k] = NamedSharding(mesh, PartitionSpec(None, MODEL_AXIS))
+            elif split and k == "b":
+                out[k] = NamedSharding(mesh, PartitionSpec(MODEL_AXIS))
+            else:
+                out[k] = jax.tree.map(lambda _: replicated(mesh), v)
+        return out
+
+    return {k: layer(v) if isinstance(v, dict) and "w" in v else jax.tree.map(lambda _: replicated(mesh), v)
+            for k, v in params.items()}
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

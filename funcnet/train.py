@@ -198,7 +198,9 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
       mesh: data-parallel training over a ``jax.sharding.Mesh`` with a
         ``"data"`` axis (see :mod:`funcnet.parallel`): each minibatch is split
         over the devices, parameters are replicated, and XLA reduces the
-        gradients. ``batch_size`` must be a multiple of the number of devices.
+        gradients. ``batch_size`` must be a multiple of the number of devices
+        on that axis. A second ``"model"`` axis (``parallel.mesh_2d``) also
+        splits each Dense layer's units over its devices.
       compute_dtype: mixed precision, e.g. ``jnp.bfloat16``: forward and backward
         in that dtype, parameters (master weights), optimizer state and loss
         average in float32 (see :func:`make_objective`).
@@ -229,7 +231,7 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
             raise ValueError(f"fit: batch_size {batch_size} does not split over the {n_dev} devices of the mesh's "
                              f"'{parallel.DATA_AXIS}' axis; use a multiple of {n_dev}")
         batch_sharding = parallel.batch_sharded(mesh)
-        x, y, params = jax.device_put((x, y, params), parallel.replicated(mesh))
+        x, y = jax.device_put((x, y), parallel.replicated(mesh))
     run_epoch = jax.jit(_epoch_fn(objective, optimizer, x, y, batch_size, _has_dropout(model), batch_sharding))
     metrics = jax.jit(_metrics_fn(model, loss_fn, classifies))
     has_val = data.val.x.shape[0] > 0
@@ -249,7 +251,10 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         history = History.from_dict(saved.config["history"])
         start = saved.step
     if mesh is not None:
-        params, opt_state = jax.device_put((params, opt_state), parallel.replicated(mesh))
+        params = jax.device_put(params, parallel.param_shardings(params, mesh))
+        opt_state = jax.jit(optimizer.init)(params)  # the state follows the parameters' shardings
+        if resume is not None:
+            opt_state = jax.device_put(saved.opt_state, jax.tree.map(lambda a: a.sharding, opt_state))
 
     bar = _progress(range(start, epochs), progress, initial=start, total=epochs)
     lam_arr = jnp.asarray(lam, jnp.float32)

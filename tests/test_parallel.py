@@ -27,7 +27,14 @@ SCRIPT = textwrap.dedent("""
         return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
                    for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q)))
 
+    wide = layers.mlp([2, 16, 16, 2], "tanh")
+    _, wparams = wide.init(jax.random.key(1))
+    w_one = train.fit(wide, wparams, ds, mesh=parallel.data_mesh(1), **kw)
+    w_2d = train.fit(wide, wparams, ds, mesh=parallel.mesh_2d(4, 2), **kw)
+    w0 = w_2d.params["dense_0"]["w"]
     out = {"rel": rel(eight.params, one.params), "rel_plain": rel(one.params, plain.params),
+           "rel_2d": rel(w_2d.params, w_one.params), "w0_spec": list(w0.sharding.spec),
+           "w0_shard": list(w0.addressable_shards[0].data.shape),
            "devices": len(next(iter(jax.tree.leaves(eight.params))).sharding.device_set)}
     try:
         train.fit(net, params, ds, mesh=parallel.data_mesh(8), **{**kw, "batch_size": 30})
@@ -49,6 +56,12 @@ def test_one_epoch_on_8_devices_equals_1_device(result):
     assert result["devices"] == 8
     assert result["rel"] <= 1e-5
     assert result["rel_plain"] <= 1e-5
+
+
+def test_data_and_model_parallel_mesh_equals_1_device(result):
+    # a (4 data x 2 model) mesh: each device holds half of every hidden layer's units
+    assert result["rel_2d"] <= 1e-5
+    assert result["w0_spec"] == [None, "model"] and result["w0_shard"] == [2, 8]
 
 
 def test_batch_that_does_not_split_over_the_devices_is_a_clear_error(result):
