@@ -46,8 +46,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
-from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 from safetensors import SafetensorError, safe_open
+
+from funcnet._trees import entry_name
 
 __all__ = ["Checkpoint", "CheckpointError", "save", "restore", "read_config"]
 
@@ -235,22 +236,9 @@ def _check_json(path: pathlib.Path, value: Any, where: str) -> None:
         raise CheckpointError(f"{path}: {where} is not JSON-serialisable ({type(value).__name__}: {value!r:.60})")
 
 
-def _entry_name(entry: Any) -> str:
-    """One step of a key path as a string: a dict key, a list index or an attribute name."""
-    if isinstance(entry, DictKey):
-        return str(entry.key)
-    if isinstance(entry, SequenceKey):
-        return str(entry.idx)
-    if isinstance(entry, GetAttrKey):
-        return entry.name
-    if isinstance(entry, FlattenedIndexKey):
-        return str(entry.key)
-    return str(entry)
-
-
 def _leaf_name(path: pathlib.Path, key_path: tuple, section: str) -> str:
     """``section/a/b/c`` for the key path ``(a, b, c)``; a key may not contain ``/``."""
-    parts = [_entry_name(entry) for entry in key_path]
+    parts = [entry_name(entry) for entry in key_path]
     for part in parts:
         if "/" in part:
             raise CheckpointError(f"{path}: key {part!r} in {section} contains '/', which names use as separator")

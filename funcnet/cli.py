@@ -1,4 +1,4 @@
-"""The ``funcnet`` command line: ``funcnet train`` and ``funcnet gradcheck``.
+"""The ``funcnet`` command line: ``funcnet train``, ``funcnet gradcheck`` and ``funcnet bench``.
 
 Errors a user can fix (bad arguments, bad files, an existing run folder) are
 printed as one line on stderr with a non-zero exit status, never a traceback.

@@ -23,6 +23,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 import funcnet
+from funcnet._trees import cast_floats
 from funcnet.data import Dataset, Split
 from funcnet.layers import MANUAL, Layer
 
@@ -48,10 +49,6 @@ def _loss_fn(loss: str, ops: types.ModuleType) -> tuple[Callable, bool]:
     return getattr(ops.losses, name), classifies
 
 
-def _cast_floats(tree, dtype):
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
 def make_objective(apply: Callable, loss: str = "softmax_cross_entropy", penalty: str = "l2",
                    ops: types.ModuleType = MANUAL, compute_dtype: Any = None) -> Callable:
     """``objective(params, x, y, lam, key=None) -> (J, outputs)``: mean data loss + λ·penalty.
@@ -69,7 +66,7 @@ def make_objective(apply: Callable, loss: str = "softmax_cross_entropy", penalty
     penalty_fn = getattr(ops.losses, f"{penalty}_penalty")
 
     def objective(params, x, y, lam, key=None):
-        p, xin = (params, x) if compute_dtype is None else (_cast_floats(params, compute_dtype),
+        p, xin = (params, x) if compute_dtype is None else (cast_floats(params, compute_dtype),
                                                            x.astype(compute_dtype))
         out = apply(p, xin, key=key, train=key is not None)
         data_loss = jnp.mean(loss_fn(out, y).astype(jnp.float32))
@@ -120,10 +117,12 @@ def evaluate(model: Layer, params, split: Split, loss: str = "softmax_cross_entr
     return {"loss": float(value), "accuracy": float(accuracy)}
 
 
-def _epoch_fn(objective, optimizer, x, y, batch_size, dropout, batch_sharding=None):
+def _epoch_fn(objective, optimizer, x, y, batch_size, batch_sharding=None):
     """One epoch as a single ``lax.scan`` over shuffled minibatches (data resident on the device).
 
-    With ``batch_sharding`` each minibatch is split over the mesh's data axis.
+    Every step gets its own PRNG key (training mode: dropout layers use it,
+    the others ignore it). With ``batch_sharding`` each minibatch is split over
+    the mesh's data axis.
     """
     n = x.shape[0]
     steps = n // batch_size
@@ -134,7 +133,7 @@ def _epoch_fn(objective, optimizer, x, y, batch_size, dropout, batch_sharding=No
         def step(carry, idx_and_i):
             params, opt_state = carry
             idx, i = idx_and_i
-            k = jax.random.fold_in(key, i) if dropout else None
+            k = jax.random.fold_in(key, i)
             xb, yb = x[idx], y[idx]
             if batch_sharding is not None:
                 xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
@@ -155,10 +154,6 @@ def _metrics_fn(model, loss_fn, classifies):
         return jnp.mean(loss_fn(out, y)), _accuracy(out, y, classifies)
 
     return metrics
-
-
-def _has_dropout(model: Layer) -> bool:
-    return "Dropout(" in model.description
 
 
 def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entropy",
@@ -232,7 +227,7 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
                              f"'{parallel.DATA_AXIS}' axis; use a multiple of {n_dev}")
         batch_sharding = parallel.batch_sharded(mesh)
         x, y = jax.device_put((x, y), parallel.replicated(mesh))
-    run_epoch = jax.jit(_epoch_fn(objective, optimizer, x, y, batch_size, _has_dropout(model), batch_sharding))
+    run_epoch = jax.jit(_epoch_fn(objective, optimizer, x, y, batch_size, batch_sharding))
     metrics = jax.jit(_metrics_fn(model, loss_fn, classifies))
     has_val = data.val.x.shape[0] > 0
     val = (jnp.asarray(data.val.x), jnp.asarray(data.val.y)) if has_val else None
@@ -329,7 +324,7 @@ def fit_many(model: Layer, data: Dataset, *, learning_rates: Sequence[float], la
     x, y = jnp.asarray(data.train.x), jnp.asarray(data.train.y)
     batch_size = min(int(batch_size), x.shape[0])
     objective = make_objective(model.apply, loss, penalty, ops)
-    epoch_fn = _epoch_fn(objective, optimizer, x, y, batch_size, _has_dropout(model))
+    epoch_fn = _epoch_fn(objective, optimizer, x, y, batch_size)
     metrics = _metrics_fn(model, loss_fn, classifies)
     input_shape = (-1,) + tuple(data.train.x.shape[1:])
 

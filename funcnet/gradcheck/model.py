@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from funcnet._trees import cast_floats, path_name
+
 #: Pass thresholds on the scale-free error, by the dtype the gradients were computed in.
 TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"autodiff": 1e-9, "finite_diff": 1e-6},
@@ -149,26 +151,6 @@ class GradientCheckError(AssertionError):
         self.report = report
 
 
-def _path_name(path: tuple) -> str:
-    parts = []
-    for entry in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            parts.append(str(entry))
-    return "/".join(parts)
-
-
-def _cast_floats(tree: Any, dtype: Any) -> Any:
-    def cast(leaf):
-        leaf = jnp.asarray(leaf)
-        return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
-
-    return jax.tree.map(cast, tree)
-
-
 def _scalarize(f: Callable, args: tuple, seed: int) -> Callable:
     """``f`` itself if it returns a scalar, else ``⟨c, f(*args)⟩`` for a fixed random cotangent ``c``."""
     out = jax.eval_shape(f, *args)
@@ -234,7 +216,7 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
         raise ValueError(f"check_gradients: argnums {argnums} out of range for {len(args)} arguments")
 
     with jax.enable_x64(True):
-        args64 = tuple(_cast_floats(a, jnp.float64) for a in args)
+        args64 = tuple(cast_floats(a, jnp.float64) for a in args)
         args_grad = args64 if precision == "float64" else tuple(jax.tree.map(jnp.asarray, a) for a in args)
         s = _scalarize(f, args_grad, seed)
         s64 = _scalarize(f, args64, seed)
@@ -250,7 +232,7 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
             m_k = jax.tree.leaves(manual[k])
             a_k = jax.tree.leaves(auto[k]) if auto is not None else [None] * len(with_path)
             for (path, leaf), m, a in zip(with_path, m_k, a_k, strict=True):
-                name = _path_name(path)
+                name = path_name(path)
                 if not single:
                     name = f"args[{i}]" + (f"/{name}" if name else "")
                 names.append(name or "<arg>")
