@@ -4,6 +4,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from funcnet import gates, losses, nn
@@ -106,6 +107,31 @@ def test_integer_label_losses(op):
 def test_out_of_range_labels_under_jit_give_nan_not_garbage():
     out = jax.jit(losses.softmax_cross_entropy_with_integer_labels)(jnp.zeros((2, 3)), jnp.array([1, 7]))
     assert not bool(jnp.isnan(out[0])) and bool(jnp.isnan(out[1]))
+
+
+def test_out_of_range_labels_under_jit_subtract_nothing_from_the_gradient():
+    # as a one-hot vector of an out-of-range class would: the gradient row is softmax(x), and -1 does not wrap
+    logits = jnp.array([[0.0, 1.0, 2.0], [0.5, -1.0, 0.0], [1.0, 1.0, -2.0]])
+    labels = jnp.array([1, 7, -1])  # traced under jit, so not range-checked
+    g = jax.jit(jax.grad(lambda z, y: losses.softmax_cross_entropy_with_integer_labels(z, y).sum()))(logits, labels)
+    p = jax.nn.softmax(logits)
+    np.testing.assert_allclose(g[0], p[0] - jnp.array([0.0, 1.0, 0.0]), rtol=1e-6)
+    np.testing.assert_allclose(g[1:], p[1:], rtol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_integer_label_gradient_along_any_class_axis(axis):
+    import funcnet
+
+    rng = np.random.default_rng(axis % 3)
+    logits = jnp.asarray(rng.standard_normal((4, 5, 6)))
+    shape = list(logits.shape)
+    classes = shape.pop(axis)
+    labels = jnp.asarray(rng.integers(0, classes, shape))
+    ct = jnp.asarray(rng.standard_normal(shape))
+    grads = [jax.grad(lambda z, ns=ns: (ns.losses.softmax_cross_entropy_with_integer_labels(z, labels, axis) * ct)
+                      .sum())(logits) for ns in (funcnet, funcnet.reference)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
 def test_integer_labels_get_no_gradient_and_float_labels_do():

@@ -290,9 +290,27 @@ def _int_ce_fwd(axis, logits, labels):
 
 def _int_ce_bwd(axis, res, g):
     probs, labels = res
-    one_hot = jax.nn.one_hot(labels, probs.shape[axis], axis=axis, dtype=probs.dtype)
-    gx = jnp.expand_dims(widen(g), axis) * (probs - one_hot)
+    gw = widen(g)
+    gx = _add_at_labels(jnp.expand_dims(gw, axis) * probs, labels, -gw, axis)
     return gx.astype(g.dtype), None
+
+
+def _add_at_labels(a, labels, values, axis):
+    """``a`` with ``values`` added at each example's label along ``axis`` (``a + values·onehot``).
+
+    Written as one scatter-add rather than a dense one-hot product: it is less
+    work, and on XLA's CPU backend the one-hot form made the whole training step
+    of the benchmark MLPs 5-8% slower (the scheduler orders the step's matmuls
+    differently around it). Labels outside ``[0, classes)`` add nothing, as with
+    a one-hot vector; negative labels do not wrap around.
+    """
+    moved = jnp.moveaxis(a, axis, -1)
+    classes = moved.shape[-1]
+    rows = moved.reshape(-1, classes)
+    cols = labels.reshape(-1)
+    cols = jnp.where(cols < 0, classes, cols)
+    rows = rows.at[jnp.arange(rows.shape[0]), cols].add(values.reshape(-1), mode="drop")
+    return jnp.moveaxis(rows.reshape(moved.shape), -1, axis)
 
 
 _int_ce.defvjp(_int_ce_fwd, _int_ce_bwd)
