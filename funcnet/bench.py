@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 import funcnet
-from funcnet import layers
+from funcnet import layers, train
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "small": {"sizes": [64, 256, 256, 10], "batch": 128, "activation": "relu"},
@@ -58,6 +58,7 @@ class JaxStep:
 
     step: Callable
     state: Any
+    init_opt: Callable | None = None  # params -> optimizer state (to rebuild the state for sharded parameters)
 
     def run(self, x, y, n: int) -> float:
         state = self.state
@@ -82,15 +83,17 @@ def _optax_step(loss, params) -> JaxStep:
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    return JaxStep(step, (params, opt.init(params)))
+    return JaxStep(step, (params, opt.init(params)), opt.init)
 
 
-def funcnet_step(sizes, activation, ops=funcnet) -> JaxStep:
+def funcnet_step(sizes, activation, ops=funcnet, compute_dtype=None) -> JaxStep:
+    """The funcnet MLP's step; ``compute_dtype=jnp.bfloat16`` runs it as ``fit(compute_dtype=...)`` does."""
     net = layers.mlp(sizes, activation, ops=ops)
     _, params = net.init(jax.random.key(0))
+    apply = train.mixed_precision(net.apply, compute_dtype)
 
     def loss(p, x, y):
-        return ops.losses.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
+        return ops.losses.softmax_cross_entropy_with_integer_labels(apply(p, x), y).astype(jnp.float32).mean()
 
     return _optax_step(loss, params)
 
@@ -174,24 +177,35 @@ def pytorch_step(sizes, activation):
     import torch
 
     torch.manual_seed(0)
+    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        # JAX's default float32 matmul precision on GPUs uses TF32; let PyTorch do the same work
+        torch.set_float32_matmul_precision("high")
     act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[activation]
     mods = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         mods.append(torch.nn.Linear(a, b))
         if i < len(sizes) - 2:
             mods.append(act())
-    model = torch.nn.Sequential(*mods)
+    model = torch.nn.Sequential(*mods).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     class Runner:
         def run(self, x, y, n):
-            xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long()
+            xt = torch.from_numpy(np.array(x)).to(device)
+            yt = torch.from_numpy(np.array(y)).long().to(device)
+            sync()
             t0 = time.perf_counter()
             for _ in range(n):
                 opt.zero_grad(set_to_none=True)
                 loss_fn(model(xt), yt).backward()
                 opt.step()
+            sync()
             return (time.perf_counter() - t0) / n
 
     return Runner()
@@ -234,9 +248,12 @@ def time_steps(config: dict, frameworks=FRAMEWORKS, rounds: int = 10, steps: int
     for name, ts in times.items():
         med = statistics.median(ts)
         out[name] = {"median_s": med, "tflops": flops / med / 1e12}
-    base = out.get(BASELINE, {}).get("median_s")
-    for name in out:
-        out[name]["ratio"] = out[name]["median_s"] / base if base else float("nan")
+        if BASELINE in times:
+            # paired with the baseline's time in the same round, so slow drifts of the machine cancel
+            q1, q2, q3 = np.quantile([t / b for t, b in zip(ts, times[BASELINE])], [0.25, 0.5, 0.75])
+            out[name] |= {"ratio": float(q2), "ratio_iqr": [float(q1), float(q3)]}
+        else:
+            out[name] |= {"ratio": float("nan"), "ratio_iqr": [float("nan")] * 2}
     return out
 
 
@@ -253,7 +270,7 @@ def temp_memory(config: dict, activation: str | None = None) -> dict[str, int]:
     return out
 
 
-def scan_vs_loop(config: dict, n_steps: int = 200, rounds: int = 5) -> dict[str, float]:
+def scan_vs_loop(config: dict, n_steps: int = 500, rounds: int = 5) -> dict[str, float]:
     """Seconds per step: one jitted step at a time vs ``n_steps`` steps fused in one ``lax.scan``."""
     sizes, batch = config["sizes"], config["batch"]
     x, y = _data(sizes, batch)
@@ -272,52 +289,109 @@ def scan_vs_loop(config: dict, n_steps: int = 200, rounds: int = 5) -> dict[str,
         t0 = time.perf_counter()
         jax.block_until_ready(many(s.state, xj, yj))
         fused.append((time.perf_counter() - t0) / n_steps)
-    return {"loop_s": statistics.median(loop), "scan_s": statistics.median(fused)}
+    return {"loop_s": statistics.median(loop), "scan_s": statistics.median(fused), "n_steps": n_steps}
 
 
-def scaling(config: dict, device_counts=(1, 2, 4, 8), rounds: int = 5, steps: int = 5) -> dict[int, dict]:
-    """Data-parallel throughput of the funcnet step on 1, 2, 4, ... devices (the batch split over them).
+def default_meshes(max_devices: int) -> tuple[tuple[int, int], ...]:
+    """(data, model) mesh shapes: data-parallel on 1, 2, 4, ... devices, then the largest split with a model axis."""
+    shapes = [(n, 1) for n in (1, 2, 4, 8, 16) if n <= max_devices]
+    top = shapes[-1][0]
+    shapes += [(top // m, m) for m in (2, 4) if m <= top]
+    return tuple(shapes)
 
-    Needs ``max(device_counts)`` visible devices (on a CPU, see
-    :func:`funcnet.parallel.use_cpu_devices`); efficiency is throughput on n
-    devices / (n × throughput on 1).
+
+def scaling(config: dict, meshes=((1, 1), (2, 1), (4, 1), (8, 1)), rounds: int = 5,
+            steps: int = 5) -> dict[str, dict]:
+    """Throughput of the funcnet step on each ``(data, model)`` mesh, the batch split over ``data``.
+
+    With a ``model`` axis each Dense layer's units are split as in
+    ``fit(mesh=parallel.mesh_2d(data, model))``. Needs as many visible devices
+    as the largest mesh (on a CPU, see :func:`funcnet.parallel.use_cpu_devices`).
+    Keys are ``"data x model"``; efficiency is throughput on n devices /
+    (n × throughput on the first mesh's devices).
     """
     from funcnet import parallel
 
     sizes, batch = config["sizes"], config["batch"]
     x, y = _data(sizes, batch)
     runners = {}
-    for n in device_counts:
-        mesh = parallel.data_mesh(n)
+    for d, m in meshes:
+        mesh = parallel.mesh_2d(d, m)
         s = funcnet_step(sizes, config["activation"])
-        s.state = jax.device_put(s.state, parallel.replicated(mesh))
+        params = jax.device_put(s.state[0], parallel.param_shardings(s.state[0], mesh))
+        s.state = (params, jax.jit(s.init_opt)(params))  # the optimizer state follows the parameters' shardings
         data = jax.device_put((jnp.asarray(x), jnp.asarray(y)), parallel.batch_sharded(mesh))
         s.run(*data, 2)
-        runners[n] = (s, data)
-    times = {n: [] for n in runners}
+        runners[f"{d} x {m}"] = (d * m, s, data)
+    times = {k: [] for k in runners}
     for _ in range(rounds):
-        for n, (s, data) in runners.items():
-            times[n].append(s.run(*data, steps))
+        for k, (_, s, data) in runners.items():
+            times[k].append(s.run(*data, steps))
     out = {}
-    for n, ts in times.items():
+    for k, ts in times.items():
         med = statistics.median(ts)
-        out[n] = {"median_s": med, "examples_per_s": batch / med}
-    for n in out:
-        out[n]["efficiency"] = out[n]["examples_per_s"] / (n * out[device_counts[0]]["examples_per_s"])
+        out[k] = {"devices": runners[k][0], "median_s": med, "examples_per_s": batch / med}
+    first = out[next(iter(out))]
+    for r in out.values():
+        r["efficiency"] = r["examples_per_s"] * first["devices"] / (r["devices"] * first["examples_per_s"])
     return out
 
 
-def scaling_in_subprocess(config_name: str = "medium", max_devices: int = 8) -> dict[int, dict]:
+def scaling_in_subprocess(config_name: str = "medium", max_devices: int = 8) -> dict[str, dict]:
     """:func:`scaling` in a fresh Python with ``max_devices`` simulated CPU devices (fixed at start-up)."""
     import subprocess
     import sys
 
-    counts = tuple(n for n in (1, 2, 4, 8, 16) if n <= max_devices)
     code = (f"import json, jax; jax.config.update('jax_num_cpu_devices', {max_devices}); "
             f"from funcnet import bench; "
-            f"print(json.dumps(bench.scaling(bench.CONFIGS[{config_name!r}], {counts!r})))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+            f"print(json.dumps(bench.scaling(bench.CONFIGS[{config_name!r}], "
+            f"bench.default_meshes({max_devices}))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"scaling benchmark in a subprocess failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def matmul_rate(dtype=jnp.float32, n: int | None = None, rounds: int = 10) -> dict[str, float]:
+    """Measured TFLOP/s of one ``n × n × n`` matmul (2n³ flops) in ``dtype``: the roofline the MLPs are held to.
+
+    ``n`` defaults to 8192 on an accelerator and 2048 on a CPU. Float32 uses
+    JAX's default precision (TF32 on recent NVIDIA GPUs), as the training steps do.
+    """
+    n = n or (2048 if jax.default_backend() == "cpu" else 8192)
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    mm = jax.jit(jnp.matmul)
+    jax.block_until_ready(mm(a, b))
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        jax.block_until_ready(mm(a, b))
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"n": n, "median_s": med, "tflops": 2 * n**3 / med / 1e12}
+
+
+def precision_steps(config: dict, rounds: int = 10, steps: int = 10) -> dict[str, dict]:
+    """The funcnet step in float32 and with bfloat16 compute (float32 master weights), interleaved."""
+    sizes, batch = config["sizes"], config["batch"]
+    x, y = (jnp.asarray(a) for a in _data(sizes, batch))
+    runners = {"float32": funcnet_step(sizes, config["activation"]),
+               "bfloat16": funcnet_step(sizes, config["activation"], compute_dtype=jnp.bfloat16)}
+    for r in runners.values():
+        r.run(x, y, 2)
+    times = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, r in runners.items():
+            times[k].append(r.run(x, y, steps))
+    flops = 6 * batch * param_count(sizes)
+    return {k: {"median_s": statistics.median(ts), "tflops": flops / statistics.median(ts) / 1e12}
+            for k, ts in times.items()}
+
+
+def default_configs() -> tuple[str, ...]:
+    """small, medium and deep everywhere; the wide configuration only on an accelerator (minutes per step on a CPU)."""
+    return ("small", "medium", "deep") + (() if jax.default_backend() == "cpu" else ("wide",))
 
 
 def machine() -> str:
@@ -333,12 +407,19 @@ def machine() -> str:
 
 
 # ------------------------------------------------------------------ report
-def run(configs=("small", "medium", "deep"), frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
+def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         memory: bool = True, activations_sweep: bool = True, scan: bool = True, sweep_batch: int = 4096,
-        scaling_devices: int = 8, log=print) -> dict:
-    """Run the benchmark and return every number (also the input of :func:`markdown`)."""
+        scaling_devices: int = 8, roofline: bool = True, log=print) -> dict:
+    """Run the benchmark and return every number (also the input of :func:`markdown`).
+
+    ``configs`` defaults to :func:`default_configs`.
+    """
+    configs = default_configs() if configs is None else tuple(configs)
     notes: list[str] = []
     result = {"machine": machine(), "configs": {}, "notes": notes}
+    if roofline:
+        log("matmul rate (float32, bfloat16) ...")
+        result["matmul"] = {"float32": matmul_rate(jnp.float32), "bfloat16": matmul_rate(jnp.bfloat16)}
     for name in configs:
         cfg = CONFIGS[name]
         log(f"[{name}] timing {', '.join(frameworks)} ...")
@@ -346,6 +427,9 @@ def run(configs=("small", "medium", "deep"), frameworks=FRAMEWORKS, rounds: int 
                  "timing": time_steps(cfg, frameworks, rounds, steps, notes)}
         if memory:
             entry["memory"] = temp_memory(cfg)
+        if roofline:
+            log(f"[{name}] float32 vs bfloat16 compute ...")
+            entry["mixed_precision"] = precision_steps(cfg, rounds, steps)
         result["configs"][name] = entry
     if activations_sweep:
         deep = {**CONFIGS["deep"], "batch": sweep_batch}
@@ -356,12 +440,11 @@ def run(configs=("small", "medium", "deep"), frameworks=FRAMEWORKS, rounds: int 
         log("[small] scan vs step-at-a-time ...")
         result["scan"] = scan_vs_loop(CONFIGS["small"])
     if scaling_devices:
-        log(f"[medium] data-parallel throughput on up to {scaling_devices} devices ...")
-        if jax.devices()[0].platform == "cpu":
+        log(f"[medium] data- and model-parallel throughput on up to {scaling_devices} devices ...")
+        if jax.default_backend() == "cpu":
             result["scaling"] = scaling_in_subprocess("medium", scaling_devices)
         else:
-            counts = tuple(n for n in (1, 2, 4, 8, 16) if n <= min(scaling_devices, len(jax.devices())))
-            result["scaling"] = scaling(CONFIGS["medium"], counts)
+            result["scaling"] = scaling(CONFIGS["medium"], default_meshes(min(scaling_devices, len(jax.devices()))))
     return result
 
 
@@ -376,16 +459,35 @@ def _ratio(a: int, b: int) -> str:
 def markdown(result: dict, command: str) -> str:
     lines = ["# Benchmarks", "", f"Machine: {result['machine']}.", "", f"Command: `{command}`", "",
              "One training step (forward, softmax cross-entropy, backward, SGD with momentum 0.9, float32) of "
-             "the same MLP on the same batch; frameworks interleaved in one process; median over rounds; "
-             "ratio = step time / plain JAX (`jax.nn` + `optax`, `jax.grad`); TFLOP/s = 6 × batch × "
-             "parameters / step time.", ""]
+             "the same MLP on the same batch; frameworks interleaved in one process, in an order that rotates "
+             "every round; median step time over rounds; ratio = median over rounds of the step time / plain "
+             "JAX's (`jax.nn` + `optax`, `jax.grad`) in the same round, with its interquartile range; "
+             "TFLOP/s = 6 × batch × parameters / step time.", ""]
+    rates = {k: v["tflops"] for k, v in result.get("matmul", {}).items()}
+    if rates:
+        lines += ["Roofline: one jitted n × n × n matmul measured "
+                  + " and ".join(f"{v:.3f} TFLOP/s in {k}" for k, v in rates.items())
+                  + f" (n = {result['matmul']['float32']['n']}); the last column of each table is the step's "
+                  "TFLOP/s as a fraction of the float32 rate.", ""]
     for name, entry in result["configs"].items():
         cfg = entry["config"]
+        roof_head, roof_rule = (" of f32 matmul rate |", " ---: |") if rates else ("", "")
         lines += [f"## {name}: {'-'.join(map(str, cfg['sizes']))}, batch {cfg['batch']}, {cfg['activation']} "
-                  f"({entry['params']:,} parameters)", "", "| framework | median step | ratio to plain JAX | TFLOP/s |",
-                  "| --- | ---: | ---: | ---: |"]
+                  f"({entry['params']:,} parameters)", "",
+                  "| framework | median step | ratio to plain JAX (IQR) | TFLOP/s |" + roof_head,
+                  "| --- | ---: | ---: | ---: |" + roof_rule]
         for fw, t in entry["timing"].items():
-            lines.append(f"| {fw} | {t['median_s'] * 1e6:,.0f} µs | {t['ratio']:.3f} | {t['tflops']:.4f} |")
+            roof = f" {t['tflops'] / rates['float32']:.0%} |" if rates else ""
+            lo, hi = t["ratio_iqr"]
+            lines.append(f"| {fw} | {t['median_s'] * 1e6:,.0f} µs | {t['ratio']:.3f} ({lo:.3f}–{hi:.3f}) | "
+                         f"{t['tflops']:.4f} |{roof}")
+        if "mixed_precision" in entry and rates:
+            mp = entry["mixed_precision"]
+            lines += ["", "Mixed precision (funcnet, `fit(compute_dtype=jnp.bfloat16)`: bfloat16 compute, float32 "
+                      "master weights): " + "; ".join(
+                          f"{k} {v['median_s'] * 1e6:,.0f} µs, {v['tflops']:.4f} TFLOP/s = "
+                          f"{v['tflops'] / rates[k]:.0%} of the {k} matmul rate" for k, v in mp.items())
+                      + f"; bfloat16 / float32 step time = {mp['bfloat16']['median_s'] / mp['float32']['median_s']:.2f}."]
         if "memory" in entry:
             m = entry["memory"]
             lines += ["", "Temporary memory of the compiled step (XLA `memory_analysis().temp_size_in_bytes`): "
@@ -404,16 +506,22 @@ def markdown(result: dict, command: str) -> str:
     if "scan" in result:
         s = result["scan"]
         lines += ["## Steps fused in one `lax.scan` (small network)", "",
-                  f"One jitted step at a time: {s['loop_s'] * 1e6:,.0f} µs per step; 200 steps in one compiled "
+                  f"One jitted step at a time: {s['loop_s'] * 1e6:,.0f} µs per step; {s['n_steps']} steps in one "
+                  "compiled "
                   f"`lax.scan`: {s['scan_s'] * 1e6:,.0f} µs per step ({s['loop_s'] / s['scan_s']:.2f}× faster).", ""]
     if "scaling" in result:
-        lines += ["## Data-parallel throughput (medium network, batch 256 split over the devices)", "",
-                  "| devices | median step | examples/s | scaling efficiency |", "| ---: | ---: | ---: | ---: |"]
-        for n, r in result["scaling"].items():
-            lines.append(f"| {n} | {r['median_s'] * 1e6:,.0f} µs | {r['examples_per_s']:,.0f} | "
+        lines += ["## Data- and model-parallel throughput (medium network, batch 256)", "",
+                  "Mesh `data x model`: the batch is split over `data`; with `model` > 1 each Dense layer's units "
+                  "are split over `model` as well (`fit(mesh=parallel.mesh_2d(data, model))`).", "",
+                  "| mesh (data x model) | devices | median step | examples/s | scaling efficiency |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for k, r in result["scaling"].items():
+            lines.append(f"| {k} | {r['devices']} | {r['median_s'] * 1e6:,.0f} µs | {r['examples_per_s']:,.0f} | "
                          f"{r['efficiency']:.2f} |")
-        lines += ["", "On a CPU the devices are simulated host devices sharing the same cores, so this row "
-                  "measures the overhead of sharding and collectives, not a speed-up.", ""]
+        if result["machine"].startswith("CPU"):
+            lines += ["", "On a CPU the devices are simulated host devices sharing the same cores, so this table "
+                      "measures the overhead of sharding and collectives, not a speed-up."]
+        lines.append("")
     if result["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in sorted(set(result["notes"]))] + [""]
     return "\n".join(lines)
@@ -430,11 +538,14 @@ def plot(result: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(fws), 1)
     for i, fw in enumerate(fws):
-        ratios = [result["configs"][n]["timing"].get(fw, {}).get("ratio", np.nan) for n in names]
-        ax.bar(np.arange(len(names)) + i * width, ratios, width, label=fw)
+        rows = [result["configs"][n]["timing"].get(fw, {"ratio": np.nan, "ratio_iqr": [np.nan] * 2}) for n in names]
+        ratios = np.array([r["ratio"] for r in rows])
+        iqr = np.array([r["ratio_iqr"] for r in rows]).T
+        ax.bar(np.arange(len(names)) + i * width, ratios, width, label=fw,
+               yerr=np.abs(iqr - ratios), capsize=2, error_kw={"lw": 0.8})
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(names)) + width * (len(fws) - 1) / 2, names)
-    ax.set_ylabel("step time / plain JAX (lower is faster)")
+    ax.set_ylabel("step time / plain JAX (lower is faster; bars: IQR)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

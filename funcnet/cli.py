@@ -136,7 +136,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     from funcnet import bench
 
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    configs = bench.default_configs() if args.configs is None else [c.strip() for c in args.configs.split(",")
+                                                                     if c.strip()]
     unknown = [c for c in configs if c not in bench.CONFIGS]
     if unknown:
         raise _UsageError(f"unknown configuration {', '.join(unknown)}; known: {', '.join(bench.CONFIGS)}")
@@ -144,17 +145,19 @@ def _bench(args: argparse.Namespace) -> int:
     unknown = [f for f in frameworks if f not in bench.FRAMEWORKS]
     if unknown:
         raise _UsageError(f"unknown framework {', '.join(unknown)}; known: {', '.join(bench.FRAMEWORKS)}")
+    outputs = [pathlib.Path(p) for p in (args.markdown, args.plot) if p]
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not args.overwrite:  # checked before minutes of measuring, not after
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise _UsageError(f"{' and '.join(existing)} already {verb}; pass --overwrite to replace")
     result = bench.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
                        activations_sweep=not args.no_sweep, scan=not args.no_scan,
-                       scaling_devices=args.scaling_devices,
+                       scaling_devices=args.scaling_devices, roofline=not args.no_roofline,
                        log=lambda m: print(m, file=sys.stderr))
     text = bench.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
     print(bench.dumps(result) if args.json else text)
     if args.markdown:
-        path = pathlib.Path(args.markdown)
-        if path.exists() and not args.overwrite:
-            raise _UsageError(f"{path} exists; pass --overwrite to replace it")
-        path.write_text(text)
+        pathlib.Path(args.markdown).write_text(text)
     if args.plot:
         bench.plot(result, args.plot)
     return 0
@@ -222,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "funcnet.reference (autodiff), plain JAX + optax, Flax NNX, Equinox and PyTorch "
                         "(peers need `pip install funcnet[bench]`), interleaved in one process; medians, "
                         "ratios to plain JAX, TFLOP/s, and XLA's temporary memory of the compiled step.")
-    be.add_argument("--configs", default="small,medium,deep", help="comma-separated: small, medium, deep, wide")
+    be.add_argument("--configs", default=None,
+                    help="comma-separated: small, medium, deep, wide (default: small, medium, deep, and wide "
+                    "on an accelerator)")
     be.add_argument("--frameworks", default=",".join(("funcnet", "funcnet.reference", "plain_jax", "flax_nnx",
                                                       "equinox", "pytorch")), help="comma-separated")
     be.add_argument("--rounds", type=int, default=10, help="interleaved rounds (the median is over these)")
@@ -231,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--no-sweep", action="store_true", help="skip the per-activation memory sweep")
     be.add_argument("--no-scan", action="store_true", help="skip scan vs step-at-a-time")
     be.add_argument("--scaling-devices", type=int, default=8, metavar="N",
-                    help="data-parallel throughput on 1, 2, 4, ... N devices (0 to skip)")
+                    help="throughput on data-parallel meshes of 1, 2, 4, ... N devices and on N devices with a "
+                    "model axis (0 to skip)")
+    be.add_argument("--no-roofline", action="store_true",
+                    help="skip the matmul rates and the bfloat16 mixed-precision steps")
     be.add_argument("--markdown", metavar="PATH", help="also write the report there (e.g. docs/benchmarks.md)")
-    be.add_argument("--overwrite", action="store_true", help="allow --markdown to replace an existing file")
+    be.add_argument("--overwrite", action="store_true", help="allow --markdown and --plot to replace existing files")
     be.add_argument("--plot", metavar="PNG", help="also plot the ratios")
     be.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     be.set_defaults(run=_bench)

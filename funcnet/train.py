@@ -28,7 +28,7 @@ from funcnet.data import Dataset, Split
 from funcnet.layers import MANUAL, Layer
 
 __all__ = [
-    "LOSSES", "make_objective", "History", "FitResult", "fit", "fit_many", "evaluate",
+    "LOSSES", "make_objective", "mixed_precision", "History", "FitResult", "fit", "fit_many", "evaluate",
     "newton", "newton_step", "grid_search", "random_search", "SearchResult",
 ]
 
@@ -49,6 +49,21 @@ def _loss_fn(loss: str, ops: types.ModuleType) -> tuple[Callable, bool]:
     return getattr(ops.losses, name), classifies
 
 
+def mixed_precision(apply: Callable, compute_dtype: Any = None) -> Callable:
+    """``apply(params, x, **kw)`` run in ``compute_dtype``: float parameters and inputs are cast on the way in.
+
+    The caller's parameters keep their own dtype (float32 master weights), and
+    their gradients come back in it through the cast. ``None`` returns ``apply``.
+    """
+    if compute_dtype is None:
+        return apply
+
+    def cast_apply(params, x, **kwargs):
+        return apply(cast_floats(params, compute_dtype), x.astype(compute_dtype), **kwargs)
+
+    return cast_apply
+
+
 def make_objective(apply: Callable, loss: str = "softmax_cross_entropy", penalty: str = "l2",
                    ops: types.ModuleType = MANUAL, compute_dtype: Any = None) -> Callable:
     """``objective(params, x, y, lam, key=None) -> (J, outputs)``: mean data loss + λ·penalty.
@@ -65,10 +80,10 @@ def make_objective(apply: Callable, loss: str = "softmax_cross_entropy", penalty
         raise ValueError(f"unknown penalty {penalty!r}; known: {', '.join(PENALTIES)}")
     penalty_fn = getattr(ops.losses, f"{penalty}_penalty")
 
+    apply = mixed_precision(apply, compute_dtype)
+
     def objective(params, x, y, lam, key=None):
-        p, xin = (params, x) if compute_dtype is None else (cast_floats(params, compute_dtype),
-                                                           x.astype(compute_dtype))
-        out = apply(p, xin, key=key, train=key is not None)
+        out = apply(params, x, key=key, train=key is not None)
         data_loss = jnp.mean(loss_fn(out, y).astype(jnp.float32))
         return data_loss + lam * penalty_fn(params), out
 

@@ -44,8 +44,7 @@ def test_missing_peer_is_skipped_with_a_note(monkeypatch):
 def test_memory_report_and_markdown(tmp_path, monkeypatch):
     monkeypatch.setitem(bench.CONFIGS, "tiny", TINY)
     result = bench.run(["tiny"], ("funcnet", "plain_jax"), rounds=1, steps=1, activations_sweep=False, scan=False,
-                       scaling_devices=0,
-                       log=lambda m: None)
+                       scaling_devices=0, roofline=False, log=lambda m: None)
     mem = result["configs"]["tiny"]["memory"]
     assert set(mem) == {"funcnet", "funcnet.reference", "plain_jax"} and all(v >= 0 for v in mem.values())
     text = bench.markdown(result, "funcnet bench --configs tiny")
@@ -65,7 +64,43 @@ def test_cli_rejects_unknown_configs_and_refuses_to_overwrite(tmp_path, capsys):
     assert existing.read_text() == "mine" and "--overwrite" in capsys.readouterr().err
 
 
-def test_scaling_over_simulated_devices():
+def test_scaling_over_simulated_devices_with_data_and_model_axes():
+    assert bench.default_meshes(8) == ((1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (2, 4))
+    assert bench.default_meshes(1) == ((1, 1),)
     out = bench.scaling_in_subprocess("small", max_devices=2)
-    assert set(out) == {1, 2}
-    assert out[1]["efficiency"] == 1.0 and out[2]["examples_per_s"] > 0
+    assert list(out) == ["1 x 1", "2 x 1", "1 x 2"]
+    assert [r["devices"] for r in out.values()] == [1, 2, 2]
+    assert out["1 x 1"]["efficiency"] == 1.0 and all(r["examples_per_s"] > 0 for r in out.values())
+    text = bench.markdown({"machine": "CPU test", "configs": {}, "notes": [], "scaling": out}, "cmd")
+    assert "| 1 x 2 | 2 |" in text and "simulated host devices" in text
+
+
+def test_matmul_rate_and_mixed_precision_steps():
+    rate = bench.matmul_rate(jnp.float32, n=64, rounds=2)
+    assert rate["n"] == 64 and rate["tflops"] == pytest.approx(2 * 64**3 / rate["median_s"] / 1e12)
+    steps = bench.precision_steps(TINY, rounds=1, steps=1)
+    assert set(steps) == {"float32", "bfloat16"} and all(v["median_s"] > 0 for v in steps.values())
+
+
+def test_bfloat16_step_keeps_float32_master_weights_and_moves_them():
+    x, y = (jnp.asarray(a) for a in bench._data(TINY["sizes"], TINY["batch"]))
+    s = bench.funcnet_step(TINY["sizes"], "relu", compute_dtype=jnp.bfloat16)
+    before = [np.asarray(a).copy() for a in jax.tree.leaves(s.state[0])]
+    s.run(x, y, 2)
+    after = jax.tree.leaves(s.state[0])
+    assert all(a.dtype == jnp.float32 for a in after)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    hlo = s.step.lower(s.state, x, y).as_text()
+    assert "bf16" in hlo  # the matmuls really run in bfloat16
+
+
+def test_cli_refuses_to_overwrite_a_plot_before_measuring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured before checking the outputs"))
+    existing = tmp_path / "b.png"
+    existing.write_bytes(b"mine")
+    assert cli.main(["bench", "--configs", "small", "--plot", str(existing)]) == 2
+    assert existing.read_bytes() == b"mine" and "--overwrite" in capsys.readouterr().err
+
+
+def test_wide_configuration_only_by_default_on_an_accelerator():
+    assert ("wide" in bench.default_configs()) == (jax.default_backend() != "cpu")

@@ -34,6 +34,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from funcnet._trees import cast_floats, path_name
+from funcnet.gradcheck.differences import contract, probe
 
 #: Pass thresholds on the scale-free error, by the dtype the gradients were computed in.
 TOLERANCES: dict[str, dict[str, float]] = {
@@ -161,8 +162,7 @@ def _scalarize(f: Callable, args: tuple, seed: int) -> Callable:
     cts = [rng.standard_normal(o.shape) for o in leaves]
 
     def scalar(*a):
-        outs = jax.tree.leaves(f(*a))
-        return sum(jnp.vdot(jnp.asarray(c, o.dtype), o) for c, o in zip(cts, outs))
+        return contract(cts, f(*a))
 
     return scalar
 
@@ -266,13 +266,9 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
                 new_args[i] = a
             return s64(*new_args)
 
-        @jax.jit
-        def probe_all(d):
-            return jax.lax.map(lambda row: jnp.stack([at(flat + step * row), at(flat - step * row)]), d,
-                               batch_size=64)
-
         base = float(jax.jit(at)(flat))
-        values = np.asarray(probe_all(jnp.asarray(directions))) if len(directions) else np.zeros((0, 2))
+        values = (np.asarray(jax.jit(probe, static_argnums=(0, 3))(at, flat, jnp.asarray(directions), step))
+                  if len(directions) else np.zeros((0, 2)))
         reports, row = [], 0
         for name, dtype, x, m, a, local in zip(names, dtypes, leaves64, m_leaves, a_leaves, local_directions):
             plus, minus = values[row:row + len(local), 0], values[row:row + len(local), 1]

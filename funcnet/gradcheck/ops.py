@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from funcnet.gradcheck.differences import centred, contract, probe
 from funcnet.registry import OPS, OpSpec, cast_args
 
 #: Pass thresholds on the scale-free error, by the dtype the manual rule ran in.
@@ -62,8 +63,8 @@ def finite_difference_grads(
 ) -> tuple:
     """Centred differences of ``⟨cotangent, f(*args)⟩`` over every coordinate, in float64.
 
-    All coordinates are perturbed at once as one ``vmap``-ed batch of 2n
-    evaluations, so the check costs one compiled call per input.
+    Every coordinate is probed in one compiled program
+    (:func:`funcnet.gradcheck.differences.probe`).
     """
     with jax.enable_x64(True):
         args64 = tuple(
@@ -75,14 +76,10 @@ def finite_difference_grads(
         g = _diff_fn(f, args64, diff_argnums)
 
         def scalar(v):
-            out = g(*unravel(v))
-            return sum(jnp.vdot(c, o) for c, o in zip(jax.tree.leaves(ct64), jax.tree.leaves(out)))
+            return contract(ct64, g(*unravel(v)))
 
-        probes = step * jnp.eye(flat.size, dtype=jnp.float64)
-        values = jax.vmap(scalar)(jnp.concatenate([flat + probes, flat - probes]))
-        n = flat.size
-        grad = (values[:n] - values[n:]) / (2 * step)
-        return tuple(unravel(grad))
+        values = probe(scalar, flat, jnp.eye(flat.size, dtype=jnp.float64), step)
+        return tuple(unravel(centred(values, step)))
 
 
 def three_gradients(manual: Callable, autodiff: Callable, args: tuple, diff_argnums: Sequence[int], cotangent: Any):
