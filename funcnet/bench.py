@@ -270,6 +270,35 @@ def temp_memory(config: dict, activation: str | None = None) -> dict[str, int]:
     return out
 
 
+#: Output heads of the loss-memory sweep: ``head(ops, outputs, integer_labels, one_hot) -> per-example loss``.
+LOSS_HEADS: dict[str, Callable] = {
+    "softmax_cross_entropy": lambda ops, o, y, t: ops.losses.softmax_cross_entropy(o, t),
+    "softmax_cross_entropy_with_integer_labels":
+        lambda ops, o, y, t: ops.losses.softmax_cross_entropy_with_integer_labels(o, y),
+    "sigmoid_binary_cross_entropy": lambda ops, o, y, t: ops.losses.sigmoid_binary_cross_entropy(o, t).sum(-1),
+    "binary_cross_entropy": lambda ops, o, y, t: ops.losses.binary_cross_entropy(ops.nn.sigmoid(o), t).sum(-1),
+    "multiclass_svm_loss": lambda ops, o, y, t: ops.losses.multiclass_svm_loss(o, y),
+    "squared_error": lambda ops, o, y, t: ops.losses.squared_error(o, t).sum(-1),
+}
+
+
+def loss_memory(config: dict) -> dict[str, dict[str, int]]:
+    """Temporary memory (bytes) of the compiled step with each loss of :data:`LOSS_HEADS` as the output head."""
+    sizes, batch = config["sizes"], config["batch"]
+    x, y = (jnp.asarray(a) for a in _data(sizes, batch))
+    t = jax.nn.one_hot(y, sizes[-1])
+    out = {}
+    for name, head in LOSS_HEADS.items():
+        out[name] = {}
+        for label, ops in (("funcnet", funcnet), ("funcnet.reference", funcnet.reference)):
+            net = layers.mlp(sizes, config["activation"], ops=ops)
+            _, params = net.init(jax.random.key(0))
+            step = _optax_step(lambda p, x, y, ops=ops, net=net, head=head: head(ops, net.apply(p, x), y, t).mean(),
+                               params)
+            out[name][label] = step.temp_bytes(x, y)
+    return out
+
+
 def scan_vs_loop(config: dict, n_steps: int = 500, rounds: int = 5) -> dict[str, float]:
     """Seconds per step: one jitted step at a time vs ``n_steps`` steps fused in one ``lax.scan``."""
     sizes, batch = config["sizes"], config["batch"]
@@ -436,6 +465,10 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         log(f"[deep, batch {sweep_batch}] memory per activation ...")
         result["activation_memory"] = {a: temp_memory(deep, a) for a in layers.ACTIVATIONS if a != "prelu"}
         result["activation_memory_batch"] = sweep_batch
+        wide_head = {**deep, "sizes": deep["sizes"][:-1] + [1000]}
+        log(f"[deep with 1000 classes, batch {sweep_batch}] memory per loss ...")
+        result["loss_memory"] = loss_memory(wide_head)
+        result["loss_memory_config"] = wide_head
     if scan:
         log("[small] scan vs step-at-a-time ...")
         result["scan"] = scan_vs_loop(CONFIGS["small"])
@@ -468,7 +501,10 @@ def markdown(result: dict, command: str) -> str:
         lines += ["Roofline: one jitted n × n × n matmul measured "
                   + " and ".join(f"{v:.3f} TFLOP/s in {k}" for k, v in rates.items())
                   + f" (n = {result['matmul']['float32']['n']}); the last column of each table is the step's "
-                  "TFLOP/s as a fraction of the float32 rate.", ""]
+                  "TFLOP/s as a fraction of the float32 rate."
+                  + (" On a CPU this is a reference point rather than a ceiling: the steps' smaller matmuls can "
+                     "run faster than one large matmul, and bfloat16 has no faster matmul units here."
+                     if result["machine"].startswith("CPU") else ""), ""]
     for name, entry in result["configs"].items():
         cfg = entry["config"]
         roof_head, roof_rule = (" of f32 matmul rate |", " ---: |") if rates else ("", "")
@@ -501,6 +537,14 @@ def markdown(result: dict, command: str) -> str:
         for act, m in result["activation_memory"].items():
             plain = _mib(m["plain_jax"]) if "plain_jax" in m else "-"
             lines.append(f"| {act} | {_mib(m['funcnet'])} | {_mib(m['funcnet.reference'])} | {plain} | "
+                         f"{_ratio(m['funcnet'], m['funcnet.reference'])} |")
+        lines.append("")
+    if "loss_memory" in result:
+        cfg = result["loss_memory_config"]
+        lines += [f"## Memory per loss ({'-'.join(map(str, cfg['sizes']))}, {cfg['activation']}, batch {cfg['batch']})",
+                  "", "| loss | manual rules (MiB) | autodiff twin (MiB) | manual / autodiff |", "| --- | ---: | ---: | ---: |"]
+        for loss, m in result["loss_memory"].items():
+            lines.append(f"| {loss} | {_mib(m['funcnet'])} | {_mib(m['funcnet.reference'])} | "
                          f"{_ratio(m['funcnet'], m['funcnet.reference'])} |")
         lines.append("")
     if "scan" in result:

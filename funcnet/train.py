@@ -176,7 +176,7 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         penalty: str = "l2", lam: float = 0.0, patience: int | None = None, seed: int = 0,
         progress: bool = True, ops: types.ModuleType = MANUAL, checkpoint: str | None = None,
         resume: str | None = None, config: Mapping | None = None,
-        mesh: jax.sharding.Mesh | None = None, compute_dtype: Any = None,
+        mesh: jax.sharding.Mesh | str | None = None, compute_dtype: Any = None,
         callback: Callable[[int, Any, "History"], bool | None] | None = None) -> FitResult:
     """Train ``params`` of ``model`` on ``data`` by minibatch gradient descent.
 
@@ -206,7 +206,8 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
       resume: a checkpoint written by a previous ``fit`` with the same settings.
       config: extra JSON-able settings stored in the checkpoint.
       mesh: data-parallel training over a ``jax.sharding.Mesh`` with a
-        ``"data"`` axis (see :mod:`funcnet.parallel`): each minibatch is split
+        ``"data"`` axis (see :mod:`funcnet.parallel`), or ``"auto"`` for a
+        ``"data"`` mesh over all visible devices: each minibatch is split
         over the devices, parameters are replicated, and XLA reduces the
         gradients. ``batch_size`` must be a multiple of the number of devices
         on that axis. A second ``"model"`` axis (``parallel.mesh_2d``) also
@@ -236,6 +237,13 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
     if mesh is not None:
         from funcnet import parallel
 
+        if isinstance(mesh, str) and mesh == "auto":
+            mesh = parallel.data_mesh()
+        if not isinstance(mesh, jax.sharding.Mesh):
+            raise TypeError(f"fit: mesh must be a jax.sharding.Mesh or 'auto', got {mesh!r}")
+        if parallel.DATA_AXIS not in mesh.axis_names:
+            raise ValueError(f"fit: the mesh needs a '{parallel.DATA_AXIS}' axis to split the batch over; "
+                             f"its axes are {mesh.axis_names}")
         n_dev = mesh.shape[parallel.DATA_AXIS]
         if batch_size % n_dev:
             raise ValueError(f"fit: batch_size {batch_size} does not split over the {n_dev} devices of the mesh's "

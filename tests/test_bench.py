@@ -104,3 +104,9 @@ def test_cli_refuses_to_overwrite_a_plot_before_measuring(tmp_path, capsys, monk
 
 def test_wide_configuration_only_by_default_on_an_accelerator():
     assert ("wide" in bench.default_configs()) == (jax.default_backend() != "cpu")
+
+
+def test_loss_memory_covers_every_head_for_manual_rules_and_autodiff():
+    out = bench.loss_memory(TINY)
+    assert set(out) == set(bench.LOSS_HEADS)
+    assert all(set(m) == {"funcnet", "funcnet.reference"} and min(m.values()) >= 0 for m in out.values())

@@ -36,10 +36,17 @@ SCRIPT = textwrap.dedent("""
            "rel_2d": rel(w_2d.params, w_one.params), "w0_spec": list(w0.sharding.spec),
            "w0_shard": list(w0.addressable_shards[0].data.shape),
            "devices": len(next(iter(jax.tree.leaves(eight.params))).sharding.device_set)}
+    auto = train.fit(net, params, ds, mesh="auto", **kw)
+    out["rel_auto"] = rel(auto.params, eight.params)
+    out["auto_devices"] = len(next(iter(jax.tree.leaves(auto.params))).sharding.device_set)
     try:
         train.fit(net, params, ds, mesh=parallel.data_mesh(8), **{**kw, "batch_size": 30})
     except ValueError as err:
         out["error"] = str(err)
+    try:
+        train.fit(net, params, ds, mesh=jax.sharding.Mesh(np.array(jax.devices()), ("x",)), **kw)
+    except ValueError as err:
+        out["axis_error"] = str(err)
     print(json.dumps(out))
 """)
 
@@ -67,3 +74,11 @@ def test_data_and_model_parallel_mesh_equals_1_device(result):
 def test_batch_that_does_not_split_over_the_devices_is_a_clear_error(result):
     assert "batch_size 30 does not split over the 8 devices" in result["error"]
     assert "multiple of 8" in result["error"]
+
+
+def test_auto_mesh_spans_every_visible_device(result):
+    assert result["auto_devices"] == 8 and result["rel_auto"] == 0.0
+
+
+def test_mesh_without_a_data_axis_is_a_clear_error(result):
+    assert "fit: the mesh needs a 'data' axis" in result["axis_error"] and "('x',)" in result["axis_error"]
