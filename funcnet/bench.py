@@ -286,16 +286,17 @@ def loss_memory(config: dict) -> dict[str, dict[str, int]]:
     """Temporary memory (bytes) of the compiled step with each loss of :data:`LOSS_HEADS` as the output head."""
     sizes, batch = config["sizes"], config["batch"]
     x, y = (jnp.asarray(a) for a in _data(sizes, batch))
-    t = jax.nn.one_hot(y, sizes[-1])
     out = {}
     for name, head in LOSS_HEADS.items():
         out[name] = {}
         for label, ops in (("funcnet", funcnet), ("funcnet.reference", funcnet.reference)):
             net = layers.mlp(sizes, config["activation"], ops=ops)
             _, params = net.init(jax.random.key(0))
-            step = _optax_step(lambda p, x, y, ops=ops, net=net, head=head: head(ops, net.apply(p, x), y, t).mean(),
-                               params)
-            out[name][label] = step.temp_bytes(x, y)
+
+            def loss(p, x, y, ops=ops, net=net, head=head):
+                return head(ops, net.apply(p, x), y, jax.nn.one_hot(y, sizes[-1])).mean()
+
+            out[name][label] = _optax_step(loss, params).temp_bytes(x, y)
     return out
 
 
