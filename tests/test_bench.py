@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import bench, cli
+import funcnet
+from funcnet import bench, cli, layers
 
 TINY = {"sizes": [8, 16, 4], "batch": 16, "activation": "relu"}
 
@@ -110,3 +111,37 @@ def test_loss_memory_covers_every_head_for_manual_rules_and_autodiff():
     out = bench.loss_memory(TINY)
     assert set(out) == set(bench.LOSS_HEADS)
     assert all(set(m) == {"funcnet", "funcnet.reference"} and min(m.values()) >= 0 for m in out.values())
+
+
+# Memory is deterministic (XLA's buffer assignment of the compiled step), so unlike time it can be tested.
+MEMORY_NET = {**bench.CONFIGS["deep"], "batch": 1024}
+
+
+def _manual_over_autodiff(activation):
+    x, y = (jnp.asarray(a) for a in bench._data(MEMORY_NET["sizes"], MEMORY_NET["batch"]))
+    manual = bench.funcnet_step(MEMORY_NET["sizes"], activation).temp_bytes(x, y)
+    auto = bench.funcnet_step(MEMORY_NET["sizes"], activation, funcnet.reference).temp_bytes(x, y)
+    return manual, auto
+
+
+@pytest.mark.parametrize("activation", [a for a in layers.ACTIVATIONS if a != "prelu"])
+def test_manual_rules_never_need_more_temporary_memory_than_autodiff(activation):
+    manual, auto = _manual_over_autodiff(activation)
+    assert manual <= auto, f"{activation}: {manual / 2**20:.1f} MiB with manual rules, {auto / 2**20:.1f} with autodiff"
+    if activation == "elu":  # the rule keeps only the output; autodiff keeps the input and an exponential
+        assert manual <= 0.5 * auto
+
+
+def test_the_memory_check_catches_an_elu_rule_that_keeps_the_input(monkeypatch):
+    from funcnet.ops import activations as impl
+
+    def fwd(x, alpha):
+        return impl._elu_value(x, alpha), x
+
+    def bwd(alpha, x, g):
+        return (g * jnp.where(x > 0, 1.0, alpha * jnp.exp(x)),)
+
+    monkeypatch.setattr(impl._elu, "fwd", fwd)
+    monkeypatch.setattr(impl._elu, "bwd", bwd)
+    manual, auto = _manual_over_autodiff("elu")
+    assert manual > 0.5 * auto
