@@ -257,6 +257,36 @@ def time_steps(config: dict, frameworks=FRAMEWORKS, rounds: int = 10, steps: int
     return out
 
 
+def compiled_ratio(config: dict, rounds: int = 60, steps: int = 10, seed: int = 0) -> dict[str, float]:
+    """funcnet / plain JAX step time of the compiled programs alone, with a 95% bootstrap interval.
+
+    Both steps are lowered and compiled once and the executables are called on
+    the same inputs, so Python dispatch is left out and only what the manual
+    rules change in the program is timed. Rounds alternate the order; the ratio
+    is the median over rounds of the paired ratio.
+    """
+    sizes, batch = config["sizes"], config["batch"]
+    x, y = (jnp.asarray(a) for a in _data(sizes, batch))
+    built = {"funcnet": funcnet_step(sizes, config["activation"]),
+             "plain_jax": plain_jax_step(sizes, config["activation"])}
+    programs = {k: (s.step.lower(s.state, x, y).compile(), s.state) for k, s in built.items()}
+    for program, state in programs.values():
+        jax.block_until_ready(program(state, x, y))
+    times = {k: [] for k in programs}
+    for r in range(rounds):
+        for k in (list(programs) if r % 2 else list(programs)[::-1]):
+            program, state = programs[k]
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                out = program(state, x, y)
+            jax.block_until_ready(out)
+            times[k].append((time.perf_counter() - t0) / steps)
+    ratios = np.array(times["funcnet"]) / np.array(times["plain_jax"])
+    boot = np.median(np.random.default_rng(seed).choice(ratios, (2000, len(ratios))), axis=1)
+    return {"ratio": float(np.median(ratios)), "rounds": rounds,
+            "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]}
+
+
 def temp_memory(config: dict, activation: str | None = None) -> dict[str, int]:
     """XLA's temporary memory of the compiled step (bytes) for manual rules, autodiff twins and plain JAX."""
     sizes, batch = config["sizes"], config["batch"]
@@ -455,6 +485,9 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         log(f"[{name}] timing {', '.join(frameworks)} ...")
         entry = {"config": cfg, "params": param_count(cfg["sizes"]),
                  "timing": time_steps(cfg, frameworks, rounds, steps, notes)}
+        if "funcnet" in frameworks and BASELINE in frameworks:
+            log(f"[{name}] compiled programs, funcnet vs plain JAX ...")
+            entry["compiled_ratio"] = compiled_ratio(cfg, rounds=2 * rounds, steps=steps)
         if memory:
             entry["memory"] = temp_memory(cfg)
         if roofline:
@@ -518,6 +551,10 @@ def markdown(result: dict, command: str) -> str:
             lo, hi = t["ratio_iqr"]
             lines.append(f"| {fw} | {t['median_s'] * 1e6:,.0f} µs | {t['ratio']:.3f} ({lo:.3f}–{hi:.3f}) | "
                          f"{t['tflops']:.4f} |{roof}")
+        if "compiled_ratio" in entry:
+            c = entry["compiled_ratio"]
+            lines += ["", f"Compiled programs alone (no Python dispatch; {c['rounds']} paired rounds): funcnet / plain "
+                      f"JAX = {c['ratio']:.3f}, 95% bootstrap interval {c['ci95'][0]:.3f}–{c['ci95'][1]:.3f}."]
         if "mixed_precision" in entry and rates:
             mp = entry["mixed_precision"]
             lines += ["", "Mixed precision (funcnet, `fit(compute_dtype=jnp.bfloat16)`: bfloat16 compute, float32 "

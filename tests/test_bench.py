@@ -145,3 +145,12 @@ def test_the_memory_check_catches_an_elu_rule_that_keeps_the_input(monkeypatch):
     monkeypatch.setattr(impl._elu, "bwd", bwd)
     manual, auto = _manual_over_autodiff("elu")
     assert manual > 0.5 * auto
+
+
+def test_compiled_ratio_pairs_the_two_programs_and_reports_an_interval():
+    out = bench.compiled_ratio(TINY, rounds=6, steps=2)
+    assert out["rounds"] == 6 and out["ratio"] > 0
+    assert out["ci95"][0] <= out["ratio"] <= out["ci95"][1]
+    text = bench.markdown({"machine": "CPU test", "notes": [], "configs": {"tiny": {
+        "config": TINY, "params": 1, "timing": {}, "compiled_ratio": out}}}, "cmd")
+    assert "Compiled programs alone" in text and "95% bootstrap interval" in text
