@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import funcnet
 from funcnet import gates, losses, nn
 
 f32 = jnp.float32
@@ -121,8 +122,6 @@ def test_out_of_range_labels_under_jit_subtract_nothing_from_the_gradient():
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_integer_label_gradient_along_any_class_axis(axis):
-    import funcnet
-
     rng = np.random.default_rng(axis % 3)
     logits = jnp.asarray(rng.standard_normal((4, 5, 6)))
     shape = list(logits.shape)
