@@ -14,6 +14,7 @@ a peer that is not installed is skipped with a note.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -44,11 +45,27 @@ def param_count(sizes) -> int:
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def _data(sizes, batch, seed=0):
+def _data(sizes, batch, seed=0) -> tuple[jax.Array, jax.Array]:
+    """A standard-normal float32 batch and integer class labels, on JAX's default device."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], batch).astype(np.int32)
-    return x, y
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def _interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Call every ``run`` (which returns seconds per step) once per round; the times of each.
+
+    The order rotates every round, so no run always follows the same neighbour
+    (a framework timed right after PyTorch, or after a cache-thrashing run,
+    would otherwise pay for it every round).
+    """
+    order = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in order}
+    for k in range(rounds):
+        for name in order[k % len(order):] + order[: k % len(order)]:
+            times[name].append(runs[name]())
+    return times
 
 
 # ------------------------------------------------------------------ JAX steps
@@ -86,16 +103,39 @@ def _optax_step(loss, params) -> JaxStep:
     return JaxStep(step, (params, opt.init(params)), opt.init)
 
 
-def funcnet_step(sizes, activation, ops=funcnet, compute_dtype=None) -> JaxStep:
-    """The funcnet MLP's step; ``compute_dtype=jnp.bfloat16`` runs it as ``fit(compute_dtype=...)`` does."""
+def _one_hot(o, y):
+    return jax.nn.one_hot(y, o.shape[-1], dtype=o.dtype)
+
+
+#: Loss heads of the step, ``head(ops, outputs, integer_labels) -> per-example loss``.
+LOSS_HEADS: dict[str, Callable] = {
+    "softmax_cross_entropy": lambda ops, o, y: ops.losses.softmax_cross_entropy(o, _one_hot(o, y)),
+    "softmax_cross_entropy_with_integer_labels":
+        lambda ops, o, y: ops.losses.softmax_cross_entropy_with_integer_labels(o, y),
+    "sigmoid_binary_cross_entropy":
+        lambda ops, o, y: ops.losses.sigmoid_binary_cross_entropy(o, _one_hot(o, y)).sum(-1),
+    "binary_cross_entropy":
+        lambda ops, o, y: ops.losses.binary_cross_entropy(ops.nn.sigmoid(o), _one_hot(o, y)).sum(-1),
+    "multiclass_svm_loss": lambda ops, o, y: ops.losses.multiclass_svm_loss(o, y),
+    "squared_error": lambda ops, o, y: ops.losses.squared_error(o, _one_hot(o, y)).sum(-1),
+}
+
+
+def funcnet_step(sizes, activation, ops=funcnet, compute_dtype=None,
+                 loss: str = "softmax_cross_entropy_with_integer_labels") -> JaxStep:
+    """The funcnet MLP's step with a loss head of :data:`LOSS_HEADS`.
+
+    ``compute_dtype=jnp.bfloat16`` runs it as ``fit(compute_dtype=...)`` does.
+    """
     net = layers.mlp(sizes, activation, ops=ops)
     _, params = net.init(jax.random.key(0))
     apply = train.mixed_precision(net.apply, compute_dtype)
+    head = LOSS_HEADS[loss]
 
-    def loss(p, x, y):
-        return ops.losses.softmax_cross_entropy_with_integer_labels(apply(p, x), y).astype(jnp.float32).mean()
+    def objective(p, x, y):
+        return head(ops, apply(p, x), y).astype(jnp.float32).mean()
 
-    return _optax_step(loss, params)
+    return _optax_step(objective, params)
 
 
 def plain_jax_step(sizes, activation) -> JaxStep:
@@ -227,7 +267,6 @@ def time_steps(config: dict, frameworks=FRAMEWORKS, rounds: int = 10, steps: int
     """Median seconds per training step of each framework, interleaved round by round."""
     sizes, batch, activation = config["sizes"], config["batch"], config["activation"]
     x, y = _data(sizes, batch)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
     runners = {}
     for name in frameworks:
         try:
@@ -236,13 +275,8 @@ def time_steps(config: dict, frameworks=FRAMEWORKS, rounds: int = 10, steps: int
             if notes is not None:
                 notes.append(f"{name} skipped: {err.name or err} is not installed (pip install 'funcnet[bench]')")
     for r in runners.values():
-        r.run(xj, yj, 2)  # compile and warm up
-    times = {name: [] for name in runners}
-    order = list(runners)
-    for k in range(rounds):
-        # rotate the order every round, so no framework always runs right after the same neighbour
-        for name in order[k % len(order):] + order[: k % len(order)]:
-            times[name].append(runners[name].run(xj, yj, steps))
+        r.run(x, y, 2)  # compile and warm up
+    times = _interleaved({name: functools.partial(r.run, x, y, steps) for name, r in runners.items()}, rounds)
     flops = 6 * batch * param_count(sizes)
     out = {}
     for name, ts in times.items():
@@ -265,22 +299,24 @@ def compiled_ratio(config: dict, rounds: int = 60, steps: int = 10, seed: int = 
     rules change in the program is timed. Rounds alternate the order; the ratio
     is the median over rounds of the paired ratio.
     """
-    sizes, batch = config["sizes"], config["batch"]
-    x, y = (jnp.asarray(a) for a in _data(sizes, batch))
-    built = {"funcnet": funcnet_step(sizes, config["activation"]),
-             "plain_jax": plain_jax_step(sizes, config["activation"])}
-    programs = {k: (s.step.lower(s.state, x, y).compile(), s.state) for k, s in built.items()}
-    for program, state in programs.values():
-        jax.block_until_ready(program(state, x, y))
-    times = {k: [] for k in programs}
-    for r in range(rounds):
-        for k in (list(programs) if r % 2 else list(programs)[::-1]):
-            program, state = programs[k]
+    sizes = config["sizes"]
+    x, y = _data(sizes, config["batch"])
+
+    def timer(s: JaxStep) -> Callable[[], float]:
+        program = s.step.lower(s.state, x, y).compile()
+        jax.block_until_ready(program(s.state, x, y))
+
+        def run():
             t0 = time.perf_counter()
             for _ in range(steps):
-                out = program(state, x, y)
+                out = program(s.state, x, y)
             jax.block_until_ready(out)
-            times[k].append((time.perf_counter() - t0) / steps)
+            return (time.perf_counter() - t0) / steps
+
+        return run
+
+    times = _interleaved({"funcnet": timer(funcnet_step(sizes, config["activation"])),
+                          "plain_jax": timer(plain_jax_step(sizes, config["activation"]))}, rounds)
     ratios = np.array(times["funcnet"]) / np.array(times["plain_jax"])
     boot = np.median(np.random.default_rng(seed).choice(ratios, (2000, len(ratios))), axis=1)
     return {"ratio": float(np.median(ratios)), "rounds": rounds,
@@ -292,64 +328,43 @@ def temp_memory(config: dict, activation: str | None = None) -> dict[str, int]:
     sizes, batch = config["sizes"], config["batch"]
     activation = activation or config["activation"]
     x, y = _data(sizes, batch)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    out = {"funcnet": funcnet_step(sizes, activation).temp_bytes(xj, yj),
-           "funcnet.reference": funcnet_step(sizes, activation, funcnet.reference).temp_bytes(xj, yj)}
+    out = {"funcnet": funcnet_step(sizes, activation).temp_bytes(x, y),
+           "funcnet.reference": funcnet_step(sizes, activation, funcnet.reference).temp_bytes(x, y)}
     if hasattr(jax.nn, activation):
-        out["plain_jax"] = plain_jax_step(sizes, activation).temp_bytes(xj, yj)
+        out["plain_jax"] = plain_jax_step(sizes, activation).temp_bytes(x, y)
     return out
-
-
-#: Output heads of the loss-memory sweep: ``head(ops, outputs, integer_labels, one_hot) -> per-example loss``.
-LOSS_HEADS: dict[str, Callable] = {
-    "softmax_cross_entropy": lambda ops, o, y, t: ops.losses.softmax_cross_entropy(o, t),
-    "softmax_cross_entropy_with_integer_labels":
-        lambda ops, o, y, t: ops.losses.softmax_cross_entropy_with_integer_labels(o, y),
-    "sigmoid_binary_cross_entropy": lambda ops, o, y, t: ops.losses.sigmoid_binary_cross_entropy(o, t).sum(-1),
-    "binary_cross_entropy": lambda ops, o, y, t: ops.losses.binary_cross_entropy(ops.nn.sigmoid(o), t).sum(-1),
-    "multiclass_svm_loss": lambda ops, o, y, t: ops.losses.multiclass_svm_loss(o, y),
-    "squared_error": lambda ops, o, y, t: ops.losses.squared_error(o, t).sum(-1),
-}
 
 
 def loss_memory(config: dict) -> dict[str, dict[str, int]]:
     """Temporary memory (bytes) of the compiled step with each loss of :data:`LOSS_HEADS` as the output head."""
-    sizes, batch = config["sizes"], config["batch"]
-    x, y = (jnp.asarray(a) for a in _data(sizes, batch))
-    out = {}
-    for name, head in LOSS_HEADS.items():
-        out[name] = {}
-        for label, ops in (("funcnet", funcnet), ("funcnet.reference", funcnet.reference)):
-            net = layers.mlp(sizes, config["activation"], ops=ops)
-            _, params = net.init(jax.random.key(0))
-
-            def loss(p, x, y, ops=ops, net=net, head=head):
-                return head(ops, net.apply(p, x), y, jax.nn.one_hot(y, sizes[-1])).mean()
-
-            out[name][label] = _optax_step(loss, params).temp_bytes(x, y)
-    return out
+    sizes, activation = config["sizes"], config["activation"]
+    x, y = _data(sizes, config["batch"])
+    return {loss: {label: funcnet_step(sizes, activation, ops, loss=loss).temp_bytes(x, y)
+                   for label, ops in (("funcnet", funcnet), ("funcnet.reference", funcnet.reference))}
+            for loss in LOSS_HEADS}
 
 
 def scan_vs_loop(config: dict, n_steps: int = 500, rounds: int = 5) -> dict[str, float]:
     """Seconds per step: one jitted step at a time vs ``n_steps`` steps fused in one ``lax.scan``."""
     sizes, batch = config["sizes"], config["batch"]
     x, y = _data(sizes, batch)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
     s = funcnet_step(sizes, config["activation"])
 
     @jax.jit
     def many(state, x, y):
         return jax.lax.scan(lambda st, _: (s.step(st, x, y), None), state, None, length=n_steps)[0]
 
-    jax.block_until_ready(many(s.state, xj, yj))
-    s.run(xj, yj, 5)
-    loop, fused = [], []
-    for _ in range(rounds):
-        loop.append(s.run(xj, yj, n_steps))
+    jax.block_until_ready(many(s.state, x, y))
+    s.run(x, y, 5)
+
+    def fused():
         t0 = time.perf_counter()
-        jax.block_until_ready(many(s.state, xj, yj))
-        fused.append((time.perf_counter() - t0) / n_steps)
-    return {"loop_s": statistics.median(loop), "scan_s": statistics.median(fused), "n_steps": n_steps}
+        jax.block_until_ready(many(s.state, x, y))
+        return (time.perf_counter() - t0) / n_steps
+
+    times = _interleaved({"loop": functools.partial(s.run, x, y, n_steps), "scan": fused}, rounds)
+    return {"loop_s": statistics.median(times["loop"]), "scan_s": statistics.median(times["scan"]),
+            "n_steps": n_steps}
 
 
 def default_meshes(max_devices: int) -> tuple[tuple[int, int], ...]:
@@ -380,13 +395,10 @@ def scaling(config: dict, meshes=((1, 1), (2, 1), (4, 1), (8, 1)), rounds: int =
         s = funcnet_step(sizes, config["activation"])
         params = jax.device_put(s.state[0], parallel.param_shardings(s.state[0], mesh))
         s.state = (params, jax.jit(s.init_opt)(params))  # the optimizer state follows the parameters' shardings
-        data = jax.device_put((jnp.asarray(x), jnp.asarray(y)), parallel.batch_sharded(mesh))
+        data = jax.device_put((x, y), parallel.batch_sharded(mesh))
         s.run(*data, 2)
-        runners[f"{d} x {m}"] = (d * m, s, data)
-    times = {k: [] for k in runners}
-    for _ in range(rounds):
-        for k, (_, s, data) in runners.items():
-            times[k].append(s.run(*data, steps))
+        runners[f"{d} x {m}"] = (d * m, functools.partial(s.run, *data, steps))
+    times = _interleaved({k: run for k, (_, run) in runners.items()}, rounds)
     out = {}
     for k, ts in times.items():
         med = statistics.median(ts)
@@ -435,15 +447,12 @@ def matmul_rate(dtype=jnp.float32, n: int | None = None, rounds: int = 10) -> di
 def precision_steps(config: dict, rounds: int = 10, steps: int = 10) -> dict[str, dict]:
     """The funcnet step in float32 and with bfloat16 compute (float32 master weights), interleaved."""
     sizes, batch = config["sizes"], config["batch"]
-    x, y = (jnp.asarray(a) for a in _data(sizes, batch))
+    x, y = _data(sizes, batch)
     runners = {"float32": funcnet_step(sizes, config["activation"]),
                "bfloat16": funcnet_step(sizes, config["activation"], compute_dtype=jnp.bfloat16)}
     for r in runners.values():
         r.run(x, y, 2)
-    times = {k: [] for k in runners}
-    for _ in range(rounds):
-        for k, r in runners.items():
-            times[k].append(r.run(x, y, steps))
+    times = _interleaved({k: functools.partial(r.run, x, y, steps) for k, r in runners.items()}, rounds)
     flops = 6 * batch * param_count(sizes)
     return {k: {"median_s": statistics.median(ts), "tflops": flops / statistics.median(ts) / 1e12}
             for k, ts in times.items()}

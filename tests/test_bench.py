@@ -12,7 +12,7 @@ TINY = {"sizes": [8, 16, 4], "batch": 16, "activation": "relu"}
 
 
 def test_every_jax_framework_computes_the_same_kind_of_step():
-    x, y = (jnp.asarray(a) for a in bench._data(TINY["sizes"], TINY["batch"]))
+    x, y = bench._data(TINY["sizes"], TINY["batch"])
     for build in (bench.funcnet_step, bench.plain_jax_step):
         s = build(TINY["sizes"], "relu")
         before = [np.asarray(a).copy() for a in jax.tree.leaves(s.state[0])]
@@ -84,7 +84,7 @@ def test_matmul_rate_and_mixed_precision_steps():
 
 
 def test_bfloat16_step_keeps_float32_master_weights_and_moves_them():
-    x, y = (jnp.asarray(a) for a in bench._data(TINY["sizes"], TINY["batch"]))
+    x, y = bench._data(TINY["sizes"], TINY["batch"])
     s = bench.funcnet_step(TINY["sizes"], "relu", compute_dtype=jnp.bfloat16)
     before = [np.asarray(a).copy() for a in jax.tree.leaves(s.state[0])]
     s.run(x, y, 2)
@@ -118,7 +118,7 @@ MEMORY_NET = {**bench.CONFIGS["deep"], "batch": 1024}
 
 
 def _manual_over_autodiff(activation):
-    x, y = (jnp.asarray(a) for a in bench._data(MEMORY_NET["sizes"], MEMORY_NET["batch"]))
+    x, y = bench._data(MEMORY_NET["sizes"], MEMORY_NET["batch"])
     manual = bench.funcnet_step(MEMORY_NET["sizes"], activation).temp_bytes(x, y)
     auto = bench.funcnet_step(MEMORY_NET["sizes"], activation, funcnet.reference).temp_bytes(x, y)
     return manual, auto
