@@ -532,6 +532,13 @@ def _ratio(a: int, b: int) -> str:
     return f"{a / b:.2f}" if b else ("1.00" if a == b else "inf")
 
 
+def _memory_row(name: str, m: dict[str, int], *extra: str) -> str:
+    """``| name | manual MiB | autodiff MiB | *extra | manual / autodiff |``"""
+    cells = [name, _mib(m["funcnet"]), _mib(m["funcnet.reference"]), *extra,
+             _ratio(m["funcnet"], m["funcnet.reference"])]
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown(result: dict, command: str) -> str:
     lines = ["# Benchmarks", "", f"Machine: {result['machine']}.", "", f"Command: `{command}`", "",
              "One training step (forward, softmax cross-entropy, backward, SGD with momentum 0.9, float32) of "
@@ -583,16 +590,14 @@ def markdown(result: dict, command: str) -> str:
                   "| --- | ---: | ---: | ---: | ---: |"]
         for act, m in result["activation_memory"].items():
             plain = _mib(m["plain_jax"]) if "plain_jax" in m else "-"
-            lines.append(f"| {act} | {_mib(m['funcnet'])} | {_mib(m['funcnet.reference'])} | {plain} | "
-                         f"{_ratio(m['funcnet'], m['funcnet.reference'])} |")
+            lines.append(_memory_row(act, m, plain))
         lines.append("")
     if "loss_memory" in result:
         cfg = result["loss_memory_config"]
         lines += [f"## Memory per loss ({'-'.join(map(str, cfg['sizes']))}, {cfg['activation']}, batch {cfg['batch']})",
                   "", "| loss | manual rules (MiB) | autodiff twin (MiB) | manual / autodiff |", "| --- | ---: | ---: | ---: |"]
         for loss, m in result["loss_memory"].items():
-            lines.append(f"| {loss} | {_mib(m['funcnet'])} | {_mib(m['funcnet.reference'])} | "
-                         f"{_ratio(m['funcnet'], m['funcnet.reference'])} |")
+            lines.append(_memory_row(loss, m))
         lines.append("")
     if "scan" in result:
         s = result["scan"]
