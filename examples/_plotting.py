@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
+from funcnet._plotting import pyplot
 
-def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["pyplot", "free_path", "save"]
 
 
 def free_path(out_dir: str | pathlib.Path, name: str) -> pathlib.Path:

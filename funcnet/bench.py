@@ -624,11 +624,9 @@ def markdown(result: dict, command: str) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-    import matplotlib
+    from funcnet._plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(result["configs"])
     fws = sorted({fw for e in result["configs"].values() for fw in e["timing"]}, key=FRAMEWORKS.index)
     fig, ax = plt.subplots(figsize=(8, 4))

@@ -18,8 +18,24 @@ import optax
 
 from funcnet import schedules
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-SCHEDULES = ("constant", "inverse_time", "power")
+#: ``--optimizer`` names: each builds an Optax optimizer from a learning rate (or schedule).
+_OPTIMIZERS: dict[str, Any] = {
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "rmsprop": optax.rmsprop,
+    "adagrad": optax.adagrad,
+}
+#: ``--schedule`` names: each builds the learning rate (a number or a schedule) from the run's settings.
+_SCHEDULES: dict[str, Any] = {
+    "constant": lambda cfg: cfg.lr,
+    "inverse_time": lambda cfg: schedules.inverse_time_decay(cfg.lr, cfg.decay),
+    "power": lambda cfg: schedules.power_decay(cfg.lr, cfg.decay, cfg.warmup),
+}
+OPTIMIZERS = tuple(_OPTIMIZERS)
+SCHEDULES = tuple(_SCHEDULES)
 
 
 class RunError(ValueError):
@@ -64,20 +80,9 @@ class RunConfig:
 def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
     if cfg.lr <= 0:
         raise RunError(f"--lr must be positive, got {cfg.lr}")
-    lr: Any = {
-        "constant": cfg.lr,
-        "inverse_time": schedules.inverse_time_decay(cfg.lr, cfg.decay),
-        "power": schedules.power_decay(cfg.lr, cfg.decay, cfg.warmup),
-    }[cfg.schedule]
-    return {
-        "sgd": lambda: optax.sgd(lr),
-        "momentum": lambda: optax.sgd(lr, momentum=0.9),
-        "nesterov": lambda: optax.sgd(lr, momentum=0.9, nesterov=True),
-        "adam": lambda: optax.adam(lr),
-        "adamw": lambda: optax.adamw(lr),
-        "rmsprop": lambda: optax.rmsprop(lr),
-        "adagrad": lambda: optax.adagrad(lr),
-    }[cfg.optimizer]()
+    # every schedule is built, so a bad --decay or --warmup is reported whichever schedule is chosen
+    rates = {name: build(cfg) for name, build in _SCHEDULES.items()}
+    return _OPTIMIZERS[cfg.optimizer](rates[cfg.schedule])
 
 
 def new_run_folder(root: pathlib.Path) -> pathlib.Path:
@@ -103,11 +108,9 @@ def claim_folder(out: pathlib.Path) -> pathlib.Path:
 
 
 def plot_history(history: dict, path: pathlib.Path, title: str) -> None:
-    import matplotlib
+    from funcnet._plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = history["epoch"]
     axes[0].plot(epochs, history["train_loss"], label="train")
