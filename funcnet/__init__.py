@@ -1,9 +1,8 @@
 """funcnet: functional neural networks in JAX with hand-written, verified backward rules.
 
-Every op is a ``jax.custom_vjp`` with a hand-written reverse-mode rule; its autodiff
-twin lives under the same name in :mod:`funcnet.reference`. Forward mode
-(``jax.jvp``, ``jax.jacfwd``) does not go through a ``custom_vjp``: use
-:func:`funcnet.hessian` for second derivatives, or the twins for forward mode.
+Every op carries a hand-written reverse rule (``jax.grad``) and a hand-written
+forward rule (``jax.jvp``, ``jax.jacfwd``), declared once in ``funcnet/ops``; its
+autodiff twin lives under the same name in :mod:`funcnet.reference`.
 """
 
 from funcnet import gates, losses, nn, reference

@@ -29,26 +29,35 @@ INDEX_INTRO = """\
 
 Functional neural networks in JAX whose every gradient is written by hand and
 checked against autodiff. Networks are pure functions over parameter pytrees;
-every gate, activation and loss is a `jax.custom_vjp` with a hand-written
-backward rule.
+every gate, activation and loss carries a hand-written reverse rule *and* a
+hand-written forward rule.
+
+## One declaration per op, both directions
+
+Each op is declared once (`funcnet/ops/*.py`): its value, what it saves, its
+reverse rule, its forward (tangent) rule from the same residuals, its autodiff
+twin, its kink convention and its input sampler. The public function, the
+registry, `layers`' activations, these pages and `funcnet gradcheck` are
+derived from that declaration ([Adding an op](adding-an-op.md) shows how).
+
+`jax.grad`, `jax.vjp` and `jax.jacrev` run the hand-written reverse rule;
+`jax.jvp`, `jax.jacfwd` and `jax.linearize` run the hand-written forward rule;
+`jax.hessian`, grad-of-grad, `vmap`, `scan`, `jax.checkpoint` and
+`jax.shard_map` all work. The rules are carried by a primitive built on
+`jax.experimental.hijax.VJPHiPrimitive`; the classic `jax.custom_vjp` form of
+every rule (reverse mode only) is built from the same declaration and used
+where that experimental API is missing, or when `FUNCNET_RULES=custom_vjp` is
+set.
 
 ## Manual rules and autodiff twins
 
 Beside each manual op, `funcnet.reference` holds its *autodiff twin* under the
 same name: the same forward pass in plain `jax.numpy`, differentiated by JAX.
 `funcnet.registry.OPS` lists every op with its twin, an input sampler and
-tolerances; the tests and `funcnet gradcheck` compare each hand-written gradient
-with autodiff of the twin and with centred finite differences. These pages are
-generated from the same registry by `python -m funcnet.docs`.
-
-## Forward mode and second derivatives
-
-A `jax.custom_vjp` has no forward mode: `jax.jvp` and `jax.jacfwd` of a funcnet
-op fail with `can't apply forward-mode autodiff (jvp) to a custom_vjp function`.
-For second derivatives use `funcnet.hessian(f)`, reverse-over-reverse through
-the manual rules; for forward mode use the twins in `funcnet.reference`.
-`jax.hessian` (forward-over-reverse) does work in practice, because its forward
-pass only meets the backward rules, which are plain `jnp` code.
+tolerances; the tests and `funcnet gradcheck` compare each hand-written rule
+with autodiff of the twin and with centred finite differences, and the two
+rules with each other (⟨v, J u⟩ = ⟨Jᵀ v, u⟩). These pages are generated from
+the same registry by `python -m funcnet.docs`.
 
 ## Ops
 """
@@ -135,14 +144,15 @@ def family_page(family: str) -> str:
             "",
             _markdown(fn.__doc__ or ""),
             "",
-            "| Registry row | Saves | Kink | Upstream | Autodiff twin |",
-            "| --- | --- | --- | --- | --- |",
+            "| Registry row | Saves | Kink | Upstream | Differs from upstream | Autodiff twin |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for spec in specs:
             upstream = upstream_name(spec)
             lines.append(
                 f"| `{_cell(spec.name)}` | {_cell(spec.saves) or '—'} | {_cell(spec.kink)} "
-                f"| {f'`{upstream}`' if upstream else '—'} | `{twin_name(spec)}` |"
+                f"| {f'`{upstream}`' if upstream else '—'} | {_cell(spec.differs) or ('no' if upstream else '—')} "
+                f"| `{twin_name(spec)}` |"
             )
         lines.append("")
     return "\n".join(lines)

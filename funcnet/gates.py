@@ -1,5 +1,6 @@
-"""Gates with hand-written backward rules: ``add``, ``multiply``, ``maximum``, ``matmul``, ``affine``."""
+"""Gates with hand-written rules in both directions: ``add``, ``multiply``, ``maximum``, ``matmul``, ``affine``."""
 
-from funcnet.ops.gates import add, affine, matmul, maximum, multiply
+from funcnet.ops import gates as _gates
+from funcnet.ops.gates import *  # noqa: F401,F403  (the declared gates)
 
-__all__ = ["add", "multiply", "maximum", "matmul", "affine"]
+__all__ = list(_gates.__all__)

@@ -142,9 +142,9 @@ def PReLU(alpha_init: float = 0.25, *, per_channel: bool = True, ops: types.Modu
     return Layer(init, apply, "prelu", desc)
 
 
-#: Activation names accepted by :func:`Activation` and :func:`mlp`.
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "elu", "prelu",
-               "softplus", "silu", "gelu", "softmax", "log_softmax")
+#: Activation names accepted by :func:`Activation` and :func:`mlp`: every declared
+#: op of ``funcnet.nn`` (derived from the declarations, so a new activation appears here).
+ACTIVATIONS = tuple(funcnet.nn.__all__)
 
 
 # ------------------------------------------------------------ Dropout, Flatten

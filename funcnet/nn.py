@@ -1,22 +1,6 @@
-"""Activations with hand-written backward rules; a drop-in for the same names in ``jax.nn``."""
+"""Activations with hand-written rules in both directions; a drop-in for the same names in ``jax.nn``."""
 
-from funcnet.ops.activations import (
-    elu,
-    gelu,
-    hard_tanh,
-    identity,
-    leaky_relu,
-    log_softmax,
-    prelu,
-    relu,
-    sigmoid,
-    silu,
-    softmax,
-    softplus,
-    tanh,
-)
+from funcnet.ops import activations as _activations
+from funcnet.ops.activations import *  # noqa: F401,F403  (the declared activations)
 
-__all__ = [
-    "identity", "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "elu", "prelu",
-    "softplus", "silu", "gelu", "softmax", "log_softmax",
-]
+__all__ = list(_activations.__all__)

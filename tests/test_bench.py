@@ -135,14 +135,14 @@ def test_manual_rules_never_need_more_temporary_memory_than_autodiff(activation)
 def test_the_memory_check_catches_an_elu_rule_that_keeps_the_input(monkeypatch):
     from funcnet.ops import activations as impl
 
-    def fwd(x, alpha):
+    def save(x, alpha):
         return impl._elu_value(x, alpha), x
 
-    def bwd(alpha, x, g):
+    def vjp(x, g, alpha):
         return (g * jnp.where(x > 0, 1.0, alpha * jnp.exp(x)),)
 
-    monkeypatch.setattr(impl._elu, "fwd", fwd)
-    monkeypatch.setattr(impl._elu, "bwd", bwd)
+    monkeypatch.setattr(impl._ELU, "save", save)
+    monkeypatch.setattr(impl._ELU, "vjp", vjp)
     manual, auto = _manual_over_autodiff("elu")
     assert manual > 0.5 * auto
 

@@ -109,3 +109,18 @@ def test_check_command_exits_1_on_a_stale_page(fresh_docs):
     )
     assert proc.returncode == 1
     assert "gates.md" in proc.stderr and "nn.md" not in proc.stderr
+
+
+def test_adding_an_op_worked_example_runs_and_declares_the_op():
+    """The Python block of docs/adding-an-op.md, run as written, in a fresh process."""
+    text = (DOCS / "adding-an-op.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1
+    check = (
+        "\nfrom funcnet.ops._declare import DECLARED\n"
+        "assert DECLARED[-1].fn is soft_sign and DECLARED[-1].family == 'nn'\n"
+        "print('declared')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", blocks[0] + check], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "both rules agree" in proc.stdout and "declared" in proc.stdout

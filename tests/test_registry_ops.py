@@ -130,40 +130,6 @@ def test_reverse_over_reverse_hessian_matches_twin(spec: OpSpec):
 
 
 @ops
-def test_jax_hessian_forward_over_reverse_works(spec: OpSpec):
-    """Finding: jax.hessian (jacfwd of jacrev) goes through the manual ops.
-
-    Its forward-mode pass only meets the backward rules, which are plain jnp, and
-    the forward passes of the rules, which call no custom_vjp. Only jvp/jacfwd of
-    an op itself is refused (next test).
-    """
-    args = sample(spec, _small_case(spec), seed=4)
-    ct = cotangent_for(spec.manual, args)
-    argnums = tuple(range(len(spec.diff_argnums)))
-    d = diff_args(spec, args)
-    h = jax.hessian(scalarized(spec.manual, spec, args, ct), argnums)(*d)
-    h_twin = jax.hessian(scalarized(spec.autodiff, spec, args, ct), argnums)(*d)
-    assert_trees_close(h, h_twin, rtol=1e-9, atol=1e-10, err_msg=spec.name)
-
-
-@ops
-def test_forward_mode_fails_with_a_pointer_to_the_fixes(spec: OpSpec):
-    args = sample(spec, _small_case(spec))
-    d = diff_args(spec, args)
-    s = scalarized(spec.manual, spec, args, cotangent_for(spec.manual, args))
-    with pytest.raises(TypeError, match="forward-mode") as info:
-        jax.jvp(s, d, jax.tree.map(jnp.ones_like, d))
-    assert "funcnet.hessian" in str(info.value) and "funcnet.reference" in str(info.value)
-    with pytest.raises(TypeError, match="funcnet.hessian"):
-        jax.jacfwd(s)(*d)
-    # under jit JAX raises the same error later, at lowering, with its own message
-    with pytest.raises(TypeError, match="forward-mode"):
-        jax.jit(lambda *d: jax.jvp(s, d, d))(*d)
-    # the twin supports forward mode
-    jax.jvp(scalarized(spec.autodiff, spec, args, cotangent_for(spec.manual, args)), d, d)
-
-
-@ops
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_output_and_gradient_keep_the_input_dtype(spec: OpSpec, dtype):
     args = sample(spec, spec.cases[-1], dtype, seed=5)

@@ -1,9 +1,13 @@
 """Gradient checking: manual rules vs autodiff vs centred finite differences.
 
-* :func:`check_gradients` compares the gradients of any function of pytrees
-  (a whole model's loss) leaf by leaf and returns a :class:`GradientReport`.
+* :func:`check_gradients` compares the derivatives of any function of pytrees
+  (a whole model's loss) leaf by leaf, in reverse and forward mode and at
+  second order, and returns a :class:`GradientReport`.
 * :func:`check_op` and :func:`check_registry` check the registry's ops, one
-  row per op (the table of ``funcnet gradcheck``).
+  row per op (the table of ``funcnet gradcheck``): reverse rule, forward rule,
+  their adjointness and the documented kink conventions.
+
+Both take their pass limits from the one table, :mod:`funcnet.tolerances`.
 """
 
 from funcnet.gradcheck.model import (
@@ -12,15 +16,21 @@ from funcnet.gradcheck.model import (
     LeafReport,
     PairError,
     check_gradients,
+    leaf_step,
+    limits,
 )
 from funcnet.gradcheck.ops import (
     FD_STEP,
     THRESHOLDS,
+    KinkCheck,
     OpCheck,
+    adjoint_error,
+    check_kinks,
     check_op,
     check_registry,
     finite_difference_grads,
     format_table,
+    jvp_tangents,
     random_cotangent,
     relative_error,
     three_gradients,
@@ -28,7 +38,8 @@ from funcnet.gradcheck.ops import (
 )
 
 __all__ = [
-    "check_gradients", "GradientReport", "LeafReport", "PairError", "GradientCheckError",
-    "check_op", "check_registry", "format_table", "OpCheck", "THRESHOLDS", "FD_STEP", "relative_error",
-    "vjp_grads", "finite_difference_grads", "three_gradients", "random_cotangent",
+    "check_gradients", "GradientReport", "LeafReport", "PairError", "GradientCheckError", "limits", "leaf_step",
+    "check_op", "check_registry", "check_kinks", "format_table", "OpCheck", "KinkCheck", "THRESHOLDS", "FD_STEP",
+    "relative_error", "adjoint_error", "vjp_grads", "jvp_tangents", "finite_difference_grads", "three_gradients",
+    "random_cotangent",
 ]

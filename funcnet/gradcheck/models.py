@@ -31,8 +31,10 @@ def mlp_loss_pair(activation: str, sizes, lam: float = 1e-3):
 
 
 def check_mlp(activation: str, model: str = "mlp", seed: int = 0, precision: str = "float64",
-              probes: int = 16) -> GradientReport:
+              probes: int = 16, modes=("rev",), order: int = 1) -> GradientReport:
     """Check every parameter leaf of an MLP with ``activation``.
+
+    ``modes`` and ``order`` are those of :func:`check_gradients`.
 
     ``model="mlp"``: a 10-16-16-4 network on 32 random examples (no data set
     needed). ``model="digits"``: the 64-256-10 network of ``funcnet train`` on
@@ -54,7 +56,7 @@ def check_mlp(activation: str, model: str = "mlp", seed: int = 0, precision: str
     init, manual, twin = mlp_loss_pair(activation, sizes)
     _, params = init(jax.random.key(seed))
     return check_gradients(manual, params, jnp.asarray(x, jnp.float32), jnp.asarray(y), twin=twin,
-                           precision=precision, probes=probes, seed=seed)
+                           precision=precision, probes=probes, seed=seed, modes=modes, order=order)
 
 
 def summary_row(name: str, report: GradientReport) -> dict:

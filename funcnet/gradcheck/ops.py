@@ -1,16 +1,27 @@
-"""Compare manual gradients with autodiff and with centred finite differences.
+"""Check one op's hand-written rules against autodiff, finite differences and its documented kinks.
 
-For one op (a registry entry) the checker draws valid inputs, contracts the
-output with a random cotangent ``c`` to get a scalar ``s(args) = ⟨c, f(args)⟩``,
-and compares three gradients of ``s``:
+For one op (a registry entry) the checker draws valid inputs away from kinks
+and, for every input shape, in float32 and float64:
 
-* the manual rule: ``jax.vjp`` through the ``custom_vjp`` op;
-* autodiff: ``jax.vjp`` of the op's twin in ``funcnet.reference``;
-* centred finite differences ``(s(x + h e_i) - s(x - h e_i)) / 2h`` over every
-  coordinate, always computed in float64.
+* **reverse rule**: contracts the output with a random cotangent ``c`` to get a
+  scalar ``s(args) = ⟨c, f(args)⟩`` and compares three gradients of ``s``: the
+  manual rule (``jax.vjp`` of the op), autodiff (``jax.vjp`` of its twin in
+  ``funcnet.reference``) and centred finite differences
+  ``(s(x + h e_i) - s(x - h e_i)) / 2h`` over every coordinate, always computed
+  in float64;
+* **forward rule**: ``jax.jvp`` of the op against ``jax.jvp`` of its twin, along
+  random tangents ``u``;
+* **adjoint** (float64): the two hand-written rules against each other,
+  ``⟨c, J u⟩ = ⟨Jᵀ c, u⟩``.
 
-The error of a pair is the scale-free ``max|a - b| / max(max|a|, max|b|)`` over
-all argument leaves, maximised over input shapes.
+Then, at each documented kink (:class:`funcnet.registry.Kink`), ``jax.grad`` of
+``sum(op)`` must equal the hand-computed gradient exactly, and ``jax.jvp`` with
+a tangent of ones must give its sum.
+
+The error of a comparison is the scale-free ``max|a - b| / max(max|a|, max|b|)``
+over all argument leaves, maximised over input shapes; it passes when it is at
+most the ``rtol`` of :mod:`funcnet.tolerances` for its kind and dtype (the
+forward rule against its twin is an ``autodiff`` comparison).
 """
 
 from __future__ import annotations
@@ -23,13 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from funcnet import tolerances
 from funcnet.gradcheck.differences import centred, contract, probe
+from funcnet.ops._rule import backend
 from funcnet.registry import OPS, OpSpec, cast_args
 
-#: Pass thresholds on the scale-free error, by the dtype the manual rule ran in.
-THRESHOLDS = {
-    "float64": {"autodiff": 1e-9, "finite_diff": 1e-6},
-    "float32": {"autodiff": 1e-5, "finite_diff": 1e-4},
+#: The pass limits on the scale-free errors, ``THRESHOLDS[dtype][kind]``: a view of the ``rtol``
+#: column of :mod:`funcnet.tolerances` (the one table), not a table of its own.
+THRESHOLDS: dict[str, dict[str, float]] = {
+    dtype: {kind: tolerances.tolerance(kind, dtype).rtol for kind in ("autodiff", "finite_diff", "adjoint")}
+    for dtype in ("float64", "float32")
 }
 FD_STEP = 1e-6
 
@@ -39,14 +53,19 @@ def random_cotangent(rng: np.random.Generator, out: Any) -> Any:
     return jax.tree.map(lambda o: jnp.asarray(rng.standard_normal(o.shape), o.dtype), out)
 
 
+def _with_diff_args(args: tuple, diff_argnums: Sequence[int], diff_args: Sequence) -> tuple:
+    """``args`` with the differentiable positions replaced by ``diff_args``."""
+    full = list(args)
+    for i, a in zip(diff_argnums, diff_args):
+        full[i] = a
+    return tuple(full)
+
+
 def _diff_fn(f: Callable, args: tuple, diff_argnums: Sequence[int]) -> Callable:
     """``f`` as a function of its differentiable arguments only (the rest fixed)."""
 
     def g(*diff_args):
-        full = list(args)
-        for i, a in zip(diff_argnums, diff_args):
-            full[i] = a
-        return f(*full)
+        return f(*_with_diff_args(args, diff_argnums, diff_args))
 
     return g
 
@@ -92,10 +111,7 @@ def three_gradients(manual: Callable, autodiff: Callable, args: tuple, diff_argn
 
     @jax.jit
     def run(diff_args, ct):
-        full = list(args)
-        for i, a in zip(diff_argnums, diff_args):
-            full[i] = a
-        full = tuple(full)
+        full = _with_diff_args(args, diff_argnums, diff_args)
         return (
             vjp_grads(manual, full, diff_argnums, ct),
             vjp_grads(autodiff, full, diff_argnums, ct),
@@ -103,6 +119,19 @@ def three_gradients(manual: Callable, autodiff: Callable, args: tuple, diff_argn
         )
 
     return run(tuple(args[i] for i in diff_argnums), cotangent)
+
+
+def jvp_tangents(manual: Callable, autodiff: Callable, args: tuple, diff_argnums: Sequence[int], tangents: tuple):
+    """``(J u, J_twin u)``: ``jax.jvp`` of the op and of its twin along ``tangents``, in one compiled call."""
+    diff_argnums = tuple(diff_argnums)
+
+    @jax.jit
+    def run(diff_args, u):
+        full = _with_diff_args(args, diff_argnums, diff_args)
+        return (jax.jvp(_diff_fn(manual, full, diff_argnums), diff_args, u)[1],
+                jax.jvp(_diff_fn(autodiff, full, diff_argnums), diff_args, u)[1])
+
+    return run(tuple(args[i] for i in diff_argnums), tuple(tangents))
 
 
 def relative_error(a: Any, b: Any) -> float:
@@ -127,33 +156,155 @@ def relative_error(a: Any, b: Any) -> float:
     return 0.0 if diff == 0 else float(diff / max(scale, np.finfo(np.float64).tiny))
 
 
+def _inner(a: Any, b: Any) -> float:
+    return float(sum(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64))
+                     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)))
+
+
+def _norm(a: Any) -> float:
+    return _inner(a, a) ** 0.5
+
+
+def adjoint_error(cotangent: Any, ju: Any, jtv: Any, u: Any, dtype: str = "float64") -> float:
+    """``|⟨v, J u⟩ - ⟨Jᵀ v, u⟩| / max(‖v‖ ‖J u‖, atol / rtol)``, with the adjoint tolerance of ``dtype``.
+
+    It is at most ``rtol`` exactly when the gap is within ``max(atol, rtol ‖v‖ ‖J u‖)``.
+    """
+    gap = abs(_inner(cotangent, ju) - _inner(jtv, u))
+    if not np.isfinite(gap):
+        return float("inf")
+    tol = tolerances.tolerance("adjoint", dtype)
+    return float(gap / max(_norm(cotangent) * _norm(ju), tol.atol / tol.rtol))
+
+
+@dataclasses.dataclass(frozen=True)
+class KinkCheck:
+    """One documented kink: does the op's gradient there match the hand-computed one?
+
+    ``reverse``: ``jax.grad`` of ``sum(op)`` equals ``kink.grad`` exactly;
+    ``forward``: ``jax.jvp`` with a tangent of ones equals ``sum(kink.grad)``
+    (``None`` where the ops have no forward rule in use).
+    """
+
+    where: str
+    reverse: bool
+    forward: bool | None
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.reverse and self.forward is not False
+
+
 @dataclasses.dataclass
 class OpCheck:
-    """One row of the gradient-check table: the worst errors over all input shapes."""
+    """One row of the gradient-check table: the worst errors over all input shapes.
+
+    Attributes:
+      name: the registry row.
+      errors: the reverse rule, ``dtype -> {"autodiff": err, "finite_diff": err}``.
+      forward: the forward rule against the twin's, ``dtype -> err`` (``None``:
+        not checked, the ops are built without forward rules).
+      adjoint: the forward rule against the reverse rule, ``dtype -> err``.
+      kinks: one :class:`KinkCheck` per documented kink.
+      notes: why a column could not be computed.
+    """
 
     name: str
-    errors: dict[str, dict[str, float]]  # dtype -> {"autodiff": err, "finite_diff": err}
+    errors: dict[str, dict[str, float]]
+    forward: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    adjoint: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    kinks: list[KinkCheck] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
-        return [
+        out = [
             f"{dtype} vs {kind}"
             for dtype, errs in self.errors.items()
             for kind, err in errs.items()
             if not err <= THRESHOLDS[dtype][kind]
         ]
+        out += [f"{dtype} fwd vs twin" for dtype, err in self.forward.items()
+                if err is not None and not err <= THRESHOLDS[dtype]["autodiff"]]
+        out += [f"{dtype} adjoint" for dtype, err in self.adjoint.items()
+                if err is not None and not err <= THRESHOLDS[dtype]["adjoint"]]
+        for k in self.kinks:
+            if not k.reverse:
+                out.append(f"kink {k.where} (rev)")
+            if k.forward is False:
+                out.append(f"kink {k.where} (fwd)")
+        return out
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
+    def to_dict(self) -> dict:
+        """Plain types only (the ``--json`` output of ``funcnet gradcheck``)."""
+        return {"op": self.name, "errors": self.errors, "forward": self.forward, "adjoint": self.adjoint,
+                "kinks": [dataclasses.asdict(k) for k in self.kinks], "notes": self.notes,
+                "passed": self.passed, "failures": self.failures}
+
+
+def _forward_in_use() -> bool:
+    """Whether ops carry their hand-written forward rules (the ``hijax`` backend of :mod:`funcnet.ops._rule`)."""
+    return backend() == "hijax"
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:200]
+
+
+def check_kinks(spec: OpSpec) -> list[KinkCheck]:
+    """Check each documented kink of ``spec``: the gradient there, in both directions, against the hand-computed one."""
+    results = []
+    with jax.enable_x64(True):
+        for kink in spec.kinks:
+            kw = {**spec.kwargs, **kink.kwargs}
+            args = tuple(jax.tree.map(jnp.asarray, kink.args))
+            want = np.asarray(kink.grad, np.float64)
+
+            def total(x, args=args, kw=kw):
+                return jnp.sum(spec.fn(x, *args[1:], **kw))
+
+            try:
+                grad = np.asarray(jax.grad(total)(args[0]), np.float64)
+                reverse = grad.shape == want.shape and bool(np.array_equal(grad, want))
+                detail = "" if reverse else f"rev gives {grad.tolist()}, documented {want.tolist()}"
+            except Exception as err:  # noqa: BLE001 - a rule that cannot run at its kink fails it
+                reverse, detail = False, f"rev: {_short(err)}"
+            forward = None
+            if _forward_in_use():
+                try:
+                    _, dot = jax.jvp(total, (args[0],), (jnp.ones_like(args[0]),))
+                    tol = tolerances.tolerance("autodiff", "float64")
+                    forward = bool(np.isclose(float(dot), float(np.sum(want)), rtol=tol.rtol, atol=tol.atol))
+                    if not forward:
+                        detail = "; ".join(filter(None, [detail, f"fwd gives {float(dot)!r}, documented "
+                                                                  f"{float(np.sum(want))!r}"]))
+                except Exception as err:  # noqa: BLE001
+                    forward = False
+                    detail = "; ".join(filter(None, [detail, f"fwd: {_short(err)}"]))
+            results.append(KinkCheck(kink.where, reverse, forward, detail))
+    return results
+
 
 def check_op(spec: OpSpec, seed: int = 0, dtypes: Iterable[str] = ("float32", "float64")) -> OpCheck:
-    """Compare manual, autodiff and finite-difference gradients of one registry entry."""
+    """Check one registry entry: reverse rule, forward rule, their adjointness, and its kinks (module docstring)."""
     errors: dict[str, dict[str, float]] = {}
+    forward: dict[str, float | None] = {}
+    adjoint: dict[str, float | None] = {}
+    notes: list[str] = []
+    fwd = _forward_in_use()
+    if not fwd:
+        notes.append("forward rules not checked: ops are built as jax.custom_vjp (FUNCNET_RULES=custom_vjp)")
     with jax.enable_x64(True):
         for dtype in dtypes:
             worst = {"autodiff": 0.0, "finite_diff": 0.0}
+            worst_fwd = 0.0 if fwd else None
+            worst_adj = 0.0 if fwd and dtype == "float64" else None
             for k, case in enumerate(spec.cases):
                 rng = np.random.default_rng([seed, k])
                 args = cast_args(spec.sample(rng, case), spec.diff_argnums, dtype)
@@ -161,8 +312,24 @@ def check_op(spec: OpSpec, seed: int = 0, dtypes: Iterable[str] = ("float32", "f
                 manual, auto, fd = three_gradients(spec.manual, spec.autodiff, args, spec.diff_argnums, ct)
                 worst["autodiff"] = max(worst["autodiff"], relative_error(manual, auto))
                 worst["finite_diff"] = max(worst["finite_diff"], relative_error(manual, fd))
+                if worst_fwd is None:
+                    continue
+                u = random_cotangent(np.random.default_rng([seed, k, 1]), tuple(args[i] for i in spec.diff_argnums))
+                try:
+                    ju, ju_twin = jvp_tangents(spec.manual, spec.autodiff, args, spec.diff_argnums, u)
+                except Exception as err:  # noqa: BLE001 - an op without a working forward rule fails the column
+                    notes.append(f"{dtype} {case}: jax.jvp failed: {_short(err)}")
+                    worst_fwd = float("inf")
+                    worst_adj = None if worst_adj is None else float("inf")
+                    continue
+                worst_fwd = max(worst_fwd, relative_error(ju, ju_twin))
+                if worst_adj is not None:
+                    worst_adj = max(worst_adj, adjoint_error(ct, ju, manual, u, dtype))
             errors[dtype] = worst
-    return OpCheck(spec.name, errors)
+            forward[dtype] = worst_fwd
+            if dtype == "float64":
+                adjoint[dtype] = worst_adj
+    return OpCheck(spec.name, errors, forward, adjoint, check_kinks(spec), notes)
 
 
 def check_registry(ops: Sequence[OpSpec] = OPS, seed: int = 0) -> list[OpCheck]:
@@ -170,20 +337,39 @@ def check_registry(ops: Sequence[OpSpec] = OPS, seed: int = 0) -> list[OpCheck]:
     return [check_op(spec, seed) for spec in ops]
 
 
+def _cell(err: float | None, width: int = 15) -> str:
+    return f"{'-':>{width}}" if err is None else f"{err:>{width}.2e}"
+
+
+def _kink_cell(kinks: list[KinkCheck]) -> str:
+    if not kinks:
+        return f"{'-':>7}"
+    return f"{sum(k.passed for k in kinks)}/{len(kinks)}".rjust(7)
+
+
 def format_table(rows: Sequence[OpCheck]) -> str:
-    """The rows as a fixed-width table with a final verdict line."""
+    """The rows as a fixed-width table with a final verdict line.
+
+    Columns: the reverse rule against autodiff and finite differences (float32
+    and float64 inputs), the forward rule against the twin's (float32, float64),
+    the adjoint gap ⟨v, J u⟩ vs ⟨Jᵀ v, u⟩ (float64), and the documented kinks
+    that hold (``-``: the op has none, or the column was not computed).
+    """
     width = max(len(r.name) for r in rows)
-    head = (
-        f"{'op':<{width}}  {'f32 vs autodiff':>15}  {'f32 vs fin.diff':>15}  "
-        f"{'f64 vs autodiff':>15}  {'f64 vs fin.diff':>15}  result"
-    )
+    titles = ["f32 vs autodiff", "f32 vs fin.diff", "f64 vs autodiff", "f64 vs fin.diff",
+              "f32 fwd vs twin", "f64 fwd vs twin", "f64 adjoint"]
+    head = f"{'op':<{width}}  " + "  ".join(f"{t:>15}" for t in titles) + f"  {'kinks':>7}  result"
     lines = [head, "-" * len(head)]
     for r in rows:
-        cells = [f"{r.errors[d][k]:>15.2e}" for d in ("float32", "float64") for k in ("autodiff", "finite_diff")]
+        cells = [_cell(r.errors.get(d, {}).get(k)) for d in ("float32", "float64") for k in ("autodiff", "finite_diff")]
+        cells += [_cell(r.forward.get(d)) for d in ("float32", "float64")] + [_cell(r.adjoint.get("float64"))]
         verdict = "ok" if r.passed else "FAIL: " + ", ".join(r.failures)
-        lines.append(f"{r.name:<{width}}  " + "  ".join(cells) + f"  {verdict}")
+        lines.append(f"{r.name:<{width}}  " + "  ".join(cells) + f"  {_kink_cell(r.kinks)}  {verdict}")
     failed = sum(not r.passed for r in rows)
     lines.append("-" * len(head))
-    limits = ", ".join(f"{d}: autodiff {t['autodiff']:.0e}, fin.diff {t['finite_diff']:.0e}" for d, t in THRESHOLDS.items())
-    lines.append(f"{len(rows) - failed}/{len(rows)} ops passed (max relative error; limits {limits})")
+    limits = "; ".join(f"{d}: " + ", ".join(f"{k} {v:.0e}" for k, v in t.items()) for d, t in THRESHOLDS.items())
+    lines.append(f"{len(rows) - failed}/{len(rows)} ops passed (max relative error; limits from funcnet.tolerances: "
+                 f"{limits}; fwd vs twin as autodiff; kinks exact)")
+    notes = sorted({n for r in rows for n in r.notes if n.startswith("forward rules not checked")})
+    lines += notes
     return "\n".join(lines)

@@ -6,56 +6,41 @@ errors it raises point at the user's call, not at a compiled program.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-FORWARD_MODE_HINT = (
-    "funcnet ops are jax.custom_vjp functions: they have hand-written reverse-mode "
-    "rules and no forward mode, so jax.jvp and jax.jacfwd cannot go through them. "
-    "For second derivatives use funcnet.hessian (reverse-over-reverse through the "
-    "manual rules); for forward mode use the autodiff twins in funcnet.reference."
-)
-
-
-def with_forward_mode_hint(fn: Callable) -> Callable:
-    """Re-raise JAX's forward-mode error from ``fn`` with a pointer to the fixes.
-
-    JAX raises ``TypeError("can't apply forward-mode autodiff (jvp) to a
-    custom_vjp function.")`` while the op is called under ``jax.jvp`` outside of
-    ``jit``; there we add the hint and keep the error type. Under ``jit`` JAX
-    raises the same error later, at lowering time, where no op code runs, so the
-    message stays JAX's own (the README and docs carry the hint for that case).
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except TypeError as err:
-            if "forward-mode autodiff" in str(err) and FORWARD_MODE_HINT not in str(err):
-                raise TypeError(f"{err}\n{FORWARD_MODE_HINT}") from err
-            raise
-
-    return wrapper
-
-
 def _describe(x: Any) -> str:
     return f"{x.dtype}{list(x.shape)}"
 
 
+def default_float():
+    """The dtype ``jnp`` promotes integers to: float32, or float64 under ``jax_enable_x64``."""
+    return jnp.result_type(float)
+
+
+def float_input(op: str, name: str, x: Any, *, keep_int: bool = False) -> jax.Array | None:
+    """``x`` as a floating JAX array, promoting integers and booleans as ``jax.nn`` does.
+
+    With ``keep_int=True`` an integer input returns ``None`` instead, for the
+    ops whose ``jax.nn`` namesake keeps integers integer (``relu``, ...).
+    """
+    try:
+        x = jnp.asarray(x)
+    except TypeError as err:
+        raise TypeError(f"{op}: `{name}` must be an array of numbers, got {type(x).__name__}") from err
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+        return None if keep_int else x.astype(default_float())
+    raise TypeError(f"{op}: `{name}` must be a real floating-point or integer array, got {_describe(x)}")
+
+
 def as_float_array(op: str, name: str, x: Any) -> jax.Array:
-    """``x`` as a JAX array with a floating dtype, or a TypeError naming ``op``."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(
-            f"{op}: `{name}` must be a floating-point array, got {_describe(x)}; "
-            f"cast it first, e.g. {name}.astype(jnp.float32)"
-        )
-    return x
+    """``x`` as a floating JAX array (integers promoted), or a TypeError naming ``op``."""
+    return float_input(op, name, x)
 
 
 def as_integer_array(op: str, name: str, x: Any) -> jax.Array:
@@ -73,7 +58,10 @@ def promote_floats(op: str, **arrays: Any) -> list[jax.Array]:
     own input's dtype through the cast's transpose.
     """
     checked = [as_float_array(op, name, x) for name, x in arrays.items()]
-    dtype = jnp.result_type(*checked)
+    # jnp's promotion on the original dtypes (float16 with int stays float16) ...
+    dtype = jnp.result_type(*(x if isinstance(x, (int, float)) else jnp.asarray(x) for x in arrays.values()))
+    if not jnp.issubdtype(dtype, jnp.floating):  # ... and the default float when all are integers
+        dtype = jnp.result_type(*checked)
     return [x.astype(dtype) for x in checked]
 
 
@@ -91,8 +79,15 @@ def static_float(op: str, name: str, value: Any) -> float:
 
 
 def canonical_axis(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
-    """Normalise an int or tuple axis argument to a sorted tuple of positive axes."""
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    """Normalise an int, tuple or ``None`` (all axes) axis argument to a sorted tuple of positive axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+        axes = (int(axis),)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(int(a) if isinstance(a, np.integer) else a for a in axis)
+    else:
+        raise TypeError(f"{op}: `axis` must be an int, a tuple of ints or None, got {axis!r}")
     if not all(isinstance(a, int) for a in axes):
         raise TypeError(f"{op}: `axis` must be an int or a tuple of ints, got {axis!r}")
     out = []
@@ -151,24 +146,31 @@ def widen(x: jax.Array) -> jax.Array:
     return x.astype(compute_dtype(x.dtype))
 
 
-def saves_output(value: Callable) -> Callable:
-    """The forward half of a rule that keeps only its output: ``fwd(*args) = (y, y)``."""
-
-    def fwd(*args):
-        y = value(*args)
-        return y, y
-
-    return fwd
-
-
-def saves_inputs(value: Callable) -> Callable:
-    """The forward half of a rule that keeps its (array) inputs: ``fwd(*args) = (y, args)``."""
-
-    def fwd(*args):
-        return value(*args), args
-
-    return fwd
-
-
 def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+#: ``binary_cross_entropy`` clamps each log term at this value (PyTorch's
+#: ``BCELoss`` convention), so a probability of exactly 0 or 1 gives a finite loss.
+LOG_FLOOR = -100.0
+
+
+def default_is_weight(path: tuple, leaf: Any) -> bool:
+    """The default weight test of the penalties: a floating leaf with ndim ≥ 2.
+
+    Dense kernels ``w`` of shape ``(n_in, n_out)`` are weights; biases ``b``
+    (1-D), PReLU slopes and other scalars or vectors are not. Pass your own
+    ``is_weight(path, leaf) -> bool`` to change the rule (``path`` is the leaf's
+    key path as given by ``jax.tree_util.tree_flatten_with_path``).
+    """
+    leaf = jnp.asarray(leaf)
+    return leaf.ndim >= 2 and jnp.issubdtype(leaf.dtype, jnp.floating)
+
+
+def weight_leaves(params, is_weight: Callable | None = None) -> list:
+    """The leaves of ``params`` that the penalties act on, in tree order."""
+    is_weight = default_is_weight if is_weight is None else is_weight
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    return [leaf for path, leaf in flat if is_weight(path, leaf)]
+
+

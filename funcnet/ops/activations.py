@@ -1,13 +1,17 @@
-"""Activation functions with hand-written backward rules (``funcnet.nn``).
+"""Activation functions with hand-written rules in both directions (``funcnet.nn``).
 
-Names, signatures and forward values follow ``jax.nn``. Each function is a
-``jax.custom_vjp`` whose rule keeps the smallest residual it needs: the output
-alone wherever the derivative can be written in terms of the output (sigmoid,
-tanh, ReLU, leaky ReLU, ELU, softplus, softmax, log-softmax). The output is
-kept by the next layer anyway, so such a rule adds no memory of its own.
+Names, signatures, values and edge cases follow ``jax.nn``. Each activation is
+one :class:`~funcnet.ops._rule.Rule` (value, residuals, reverse rule, forward
+rule) and one public function, declared together with :func:`declare`. A rule
+keeps the smallest residual it needs: the output alone wherever the derivative
+can be written in terms of the output (sigmoid, tanh, ReLU, leaky ReLU, ELU,
+softplus, softmax, log-softmax); the next layer keeps the output anyway.
 
 Float16 and bfloat16 inputs are computed in float32 and rounded back, so the
-output and the gradient keep the input dtype without half-precision overflow.
+output and both derivatives keep the input dtype without half-precision
+overflow. Integer inputs are promoted to the default float dtype, as ``jax.nn``
+does, except where ``jax.nn`` keeps them integer (``identity``, ``relu``,
+``hard_tanh``: the plain value, which has no gradient).
 """
 
 from __future__ import annotations
@@ -18,85 +22,83 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops._common import (
-    as_float_array,
-    canonical_axis,
-    check_broadcast_to,
-    promote_floats,
-    saves_inputs,
-    saves_output,
-    static_float,
-    sum_to_shape,
-    widen,
-    with_forward_mode_hint,
-)
-
-__all__ = [
-    "identity",
-    "sigmoid",
-    "tanh",
-    "hard_tanh",
-    "relu",
-    "leaky_relu",
-    "elu",
-    "prelu",
-    "softplus",
-    "silu",
-    "gelu",
-    "softmax",
-    "log_softmax",
-]
+from funcnet.ops import _samples as S
+from funcnet.ops._common import canonical_axis, check_broadcast_to, float_input, promote_floats, sum_to_shape, widen
+from funcnet.ops._declare import Kink, declare, names
+from funcnet.ops._rule import Rule
+from funcnet.reference import nn as twin
 
 
-def _x(op: str, x):
-    return as_float_array(f"funcnet.nn.{op}", "x", x)
+def _elementwise(name, value, local, save=None):
+    """A rule for ``y = f(x)`` whose derivative ``local(res)`` depends on the residual alone.
+
+    Reverse: ``g · f'``; forward: ``ẋ · f'``; both computed in at least float32.
+    """
+    if save is None:
+        def save(x, **static):
+            y = value(x, **static)
+            return y, y
+
+    def vjp(res, g, **static):
+        return ((widen(g) * local(res, **static)).astype(g.dtype),)
+
+    def jvp(res, t, **static):
+        return None if t is None else (widen(t) * local(res, **static)).astype(t.dtype)
+
+    return Rule(name, value=value, save=save, vjp=vjp, jvp=jvp)
+
+
+def _saves_input(value):
+    return lambda x, **static: (value(x, **static), x)
+
+
+def _unary(name: str, x, *, keep_int: bool = False):
+    """``x`` as a float array; ``None`` for an integer input that ``jax.nn`` keeps integer."""
+    return float_input(f"funcnet.nn.{name}", "x", x, keep_int=keep_int)
+
+
+_kink_free = dict(sample=S.unary(), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation)
 
 
 # ---------------------------------------------------------------------- identity
-def _identity_value(x):
-    return x
+_IDENTITY = Rule(
+    "identity",
+    value=lambda x: x,
+    save=lambda x: (x, None),
+    vjp=lambda _, g: (g,),
+    jvp=lambda _, t: t,
+)
 
 
-_identity = jax.custom_vjp(_identity_value)
-
-
-_identity.defvjp(lambda x: (x, None), lambda _, g: (g,))
-
-
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.identity, rules=_IDENTITY, saves="nothing",
+         upstream=jax.nn.identity, **_kink_free)
 def identity(x):
     """Identity activation ``f(x) = x``: the linear output unit.
 
-    Derivative: f'(x) = 1. Saves: nothing. Kinks: none.
+    Derivative: f'(x) = 1.
     """
-    return _identity(_x("identity", x))
+    xf = _unary("identity", x, keep_int=True)
+    return jnp.asarray(x) if xf is None else _IDENTITY(xf)
 
 
 # ----------------------------------------------------------------------- sigmoid
 def _sigmoid_value(x):
-    return jax.nn.sigmoid(widen(x)).astype(x.dtype)
+    return lax.logistic(widen(x)).astype(x.dtype)
 
 
-_sigmoid = jax.custom_vjp(_sigmoid_value)
+_SIGMOID = _elementwise("sigmoid", _sigmoid_value, lambda y: widen(y) * (1 - widen(y)))
 
 
-def _sigmoid_bwd(y, g):
-    y = widen(y)
-    return ((widen(g) * y * (1 - y)).astype(g.dtype),)
-
-
-_sigmoid.defvjp(saves_output(_sigmoid_value), _sigmoid_bwd)
-
-
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.sigmoid, rules=_SIGMOID, saves="the output σ(x)",
+         upstream=jax.nn.sigmoid, differs="integer inputs are promoted to float (jax.nn.sigmoid raises)",
+         **_kink_free)
 def sigmoid(x):
     """Logistic sigmoid ``σ(x) = 1 / (1 + exp(-x))``.
 
-    Derivative: σ'(x) = σ(x)(1 - σ(x)).
-    Saves: the output σ(x) only. Kinks: none. Computed with ``lax.logistic``,
-    which does not overflow for large negative ``x``.
+    Derivative: σ'(x) = σ(x)(1 - σ(x)). Computed with ``lax.logistic``, which
+    does not overflow for large negative ``x``.
     """
-    return _sigmoid(_x("sigmoid", x))
+    return _SIGMOID(_unary("sigmoid", x))
 
 
 # -------------------------------------------------------------------------- tanh
@@ -104,187 +106,210 @@ def _tanh_value(x):
     return jnp.tanh(widen(x)).astype(x.dtype)
 
 
-_tanh = jax.custom_vjp(_tanh_value)
+_TANH = _elementwise("tanh", _tanh_value, lambda y: 1 - widen(y) ** 2)
 
 
-def _tanh_bwd(y, g):
-    y = widen(y)
-    return ((widen(g) * (1 - y * y)).astype(g.dtype),)
-
-
-_tanh.defvjp(saves_output(_tanh_value), _tanh_bwd)
-
-
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.tanh, rules=_TANH, saves="the output", upstream=jax.nn.tanh, **_kink_free)
 def tanh(x):
     """Hyperbolic tangent ``tanh(x) = (eˣ - e⁻ˣ)/(eˣ + e⁻ˣ) = 2σ(2x) - 1``.
 
     Derivative: tanh'(x) = 1 - tanh(x)².
-    Saves: the output only. Kinks: none.
     """
-    return _tanh(_x("tanh", x))
+    return _TANH(_unary("tanh", x))
 
 
 # --------------------------------------------------------------------- hard_tanh
-def _hard_tanh_value(x):
-    return jnp.clip(x, -1, 1)
+_HARD_TANH = _elementwise(
+    "hard_tanh",
+    lambda x: jnp.clip(x, -1, 1),
+    lambda inside: inside.astype(jnp.float32),
+    save=lambda x: (jnp.clip(x, -1, 1), (x >= -1) & (x <= 1)),
+)
 
 
-_hard_tanh = jax.custom_vjp(_hard_tanh_value)
-
-
-def _hard_tanh_fwd(x):
-    return jnp.clip(x, -1, 1), (x >= -1) & (x <= 1)
-
-
-def _hard_tanh_bwd(inside, g):
-    return (jnp.where(inside, g, jnp.zeros_like(g)),)
-
-
-_hard_tanh.defvjp(_hard_tanh_fwd, _hard_tanh_bwd)
-
-
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.hard_tanh, rules=_HARD_TANH, upstream=jax.nn.hard_tanh,
+         saves="a boolean mask of -1 <= x <= 1 (the output cannot tell x = 1 from x > 1)",
+         sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="gradient 1 at x = ±1 (the closed interval), as jax.nn.hard_tanh",
+         kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([1.0, 1.0])),))
 def hard_tanh(x):
     """Hard tanh: ``-1`` for x < -1, ``x`` for -1 ≤ x ≤ 1, ``1`` for x > 1.
 
     Derivative: 1 on [-1, 1], 0 outside.
-    Kink convention: at x = ±1 the gradient is 1 (the closed interval), as in
-    ``jax.nn.hard_tanh``.
-    Saves: a boolean mask of -1 ≤ x ≤ 1 (one byte per element; the output alone
-    cannot tell x = 1 from x > 1).
     """
-    return _hard_tanh(_x("hard_tanh", x))
+    xf = _unary("hard_tanh", x, keep_int=True)
+    return jnp.clip(jnp.asarray(x), -1, 1) if xf is None else _HARD_TANH(xf)
 
 
 # -------------------------------------------------------------------------- relu
-def _relu_value(x):
-    return jnp.maximum(x, 0)
+_RELU = _elementwise(
+    "relu",
+    lambda x: jnp.maximum(x, 0),
+    lambda y: (y > 0).astype(jnp.float32),
+)
 
 
-_relu = jax.custom_vjp(_relu_value)
-
-
-def _relu_fwd(x):
-    y = jnp.maximum(x, 0)
-    return y, y
-
-
-def _relu_bwd(y, g):
-    return (jnp.where(y > 0, g, jnp.zeros_like(g)),)
-
-
-_relu.defvjp(_relu_fwd, _relu_bwd)
-
-
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.relu, rules=_RELU, upstream=jax.nn.relu,
+         saves="the output (y > 0 exactly when x > 0)",
+         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="gradient 0 at x = 0, as jax.nn.relu",
+         kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([0.0])),))
 def relu(x):
     """Rectified linear unit ``relu(x) = max(x, 0)``.
 
     Derivative: 1 for x > 0, 0 for x < 0.
-    Kink convention: the gradient at x = 0 is 0, as in ``jax.nn.relu``.
-    Saves: the output only (y > 0 exactly when x > 0).
     """
-    return _relu(_x("relu", x))
+    xf = _unary("relu", x, keep_int=True)
+    return jnp.maximum(jnp.asarray(x), 0) if xf is None else _RELU(xf)
 
 
 # -------------------------------------------------------------------- leaky_relu
-def _leaky_relu_value(x, negative_slope):
+def _leaky_value(x, negative_slope):
     return jnp.where(x >= 0, x, negative_slope * x)
 
 
-_leaky_relu = jax.custom_vjp(_leaky_relu_value, nondiff_argnums=(1,))
-
-
-def _leaky_relu_fwd(x, negative_slope):
-    y = _leaky_relu_value(x, negative_slope)
+_LEAKY_RELU = _elementwise(
+    "leaky_relu",
+    _leaky_value,
     # For a positive slope the output has the sign of the input, so it is enough.
-    return y, (y if negative_slope > 0 else x)
+    lambda y_or_x, negative_slope: jnp.where(y_or_x >= 0, 1.0, negative_slope),
+    save=lambda x, negative_slope: (
+        _leaky_value(x, negative_slope),
+        _leaky_value(x, negative_slope) if negative_slope > 0 else x,
+    ),
+)
 
 
-def _leaky_relu_bwd(negative_slope, y_or_x, g):
-    return (jnp.where(y_or_x >= 0, g, negative_slope * g),)
+def _prelu_vjp(res, g):
+    x, alpha = res
+    positive = x >= 0
+    return jnp.where(positive, g, alpha * g), sum_to_shape(jnp.where(positive, jnp.zeros_like(g), g * x), alpha.shape)
 
 
-_leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
+def _prelu_jvp(res, tx, talpha):
+    x, alpha = res
+    out = jnp.zeros(x.shape, x.dtype)
+    if tx is not None:
+        out = out + jnp.where(x >= 0, tx, alpha * tx)
+    if talpha is not None:
+        out = out + jnp.where(x >= 0, 0.0, talpha * x).astype(x.dtype)
+    return out
 
 
-@with_forward_mode_hint
+_PRELU = Rule("prelu", value=lambda x, alpha: jnp.where(x >= 0, x, alpha * x), vjp=_prelu_vjp, jvp=_prelu_jvp)
+
+
+def _slope_as_array(op: str, x, value):
+    """``(x, slope)`` as float arrays of the broadcast shape of x (the slope may be smaller)."""
+    x, value = promote_floats(op, x=x, negative_slope=value)
+    shape = jnp.broadcast_shapes(x.shape, value.shape)
+    return jnp.broadcast_to(x, shape), value
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@declare(family="nn", twin=twin.leaky_relu, rules=(_LEAKY_RELU, _PRELU), upstream=jax.nn.leaky_relu,
+         saves="the output when negative_slope is a positive number; x and the slope when it is an array",
+         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         variants=({}, {"negative_slope": 0.2}),
+         kink="gradient 1 at x = 0, as jax.nn.leaky_relu",
+         kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([1.0])),))
 def leaky_relu(x, negative_slope=1e-2):
     """Leaky ReLU: ``x`` for x ≥ 0 and ``negative_slope · x`` for x < 0.
 
-    Derivative: 1 for x > 0, ``negative_slope`` for x < 0.
-    Kink convention: the gradient at x = 0 is 1, as in ``jax.nn.leaky_relu``.
-    Saves: the output only when ``negative_slope > 0`` (it then has the sign of
-    x), the input otherwise. ``negative_slope`` is a fixed number; use
-    :func:`prelu` for a trainable one.
+    Derivative: 1 for x > 0, ``negative_slope`` for x < 0; d/d negative_slope
+    = x for x < 0 and 0 otherwise. ``negative_slope`` may be a Python number
+    (the rule then saves only the output) or an array, traced or not, that
+    broadcasts with ``x`` (it then gets its gradient, as in ``jax.nn``).
     """
-    slope = static_float("funcnet.nn.leaky_relu", "negative_slope", negative_slope)
-    return _leaky_relu(_x("leaky_relu", x), slope)
+    op = "funcnet.nn.leaky_relu"
+    if _is_number(negative_slope):
+        return _LEAKY_RELU(_unary("leaky_relu", x), negative_slope=float(negative_slope))
+    return _PRELU(*_slope_as_array(op, _unary("leaky_relu", x), negative_slope))
 
 
 # --------------------------------------------------------------------------- elu
 def _elu_value(x, alpha):
     xw = widen(x)
-    negative = alpha * jnp.expm1(jnp.minimum(xw, 0))
-    return jnp.where(xw > 0, xw, negative).astype(x.dtype)
+    return jnp.where(xw > 0, xw, alpha * jnp.expm1(jnp.minimum(xw, 0))).astype(x.dtype)
 
 
-_elu = jax.custom_vjp(_elu_value, nondiff_argnums=(1,))
-
-
-def _elu_fwd(x, alpha):
-    y = _elu_value(x, alpha)
-    return y, (y if alpha > 0 else x)
-
-
-def _elu_bwd(alpha, y_or_x, g):
+def _elu_local(y_or_x, alpha):
     if alpha > 0:
         y = widen(y_or_x)
-        local = jnp.where(y > 0, 1.0, y + alpha)  # α·eˣ = y + α below zero
-    else:
-        x = widen(y_or_x)
-        local = jnp.where(x > 0, 1.0, alpha * jnp.exp(jnp.minimum(x, 0)))
-    return ((widen(g) * local).astype(g.dtype),)
+        return jnp.where(y > 0, 1.0, y + alpha)  # α·eˣ = y + α below zero
+    x = widen(y_or_x)
+    return jnp.where(x > 0, 1.0, alpha * jnp.exp(jnp.minimum(x, 0)))
 
 
-_elu.defvjp(_elu_fwd, _elu_bwd)
+_ELU = _elementwise(
+    "elu", _elu_value, _elu_local,
+    save=lambda x, alpha: (_elu_value(x, alpha), _elu_value(x, alpha) if alpha > 0 else x),
+)
 
 
-@with_forward_mode_hint
+def _elu_array_value(x, alpha):
+    xw, aw = widen(x), widen(alpha)
+    return jnp.where(xw > 0, xw, aw * jnp.expm1(jnp.minimum(xw, 0))).astype(x.dtype)
+
+
+def _elu_array_vjp(res, g):
+    x, alpha = res
+    xw, aw, gw = widen(x), widen(alpha), widen(g)
+    negative = xw <= 0
+    em1 = jnp.expm1(jnp.minimum(xw, 0))
+    gx = gw * jnp.where(negative, aw * (em1 + 1), 1.0)
+    galpha = jnp.where(negative, gw * em1, 0.0)
+    return gx.astype(x.dtype), sum_to_shape(galpha, alpha.shape).astype(alpha.dtype)
+
+
+def _elu_array_jvp(res, tx, talpha):
+    x, alpha = res
+    xw, aw = widen(x), widen(alpha)
+    negative = xw <= 0
+    em1 = jnp.expm1(jnp.minimum(xw, 0))
+    out = jnp.zeros(xw.shape, xw.dtype)
+    if tx is not None:
+        out = out + widen(tx) * jnp.where(negative, aw * (em1 + 1), 1.0)
+    if talpha is not None:
+        out = out + jnp.where(negative, widen(talpha) * em1, 0.0)
+    return out.astype(x.dtype)
+
+
+_ELU_ARRAY = Rule("elu", value=_elu_array_value, vjp=_elu_array_vjp, jvp=_elu_array_jvp)
+
+
+@declare(family="nn", twin=twin.elu, rules=(_ELU, _ELU_ARRAY), upstream=jax.nn.elu,
+         saves="the output when alpha is a positive number (no exponential in the rule); x and alpha otherwise",
+         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         variants=({}, {"alpha": 0.5}),
+         kink="gradient alpha at x = 0 (the left branch), as jax.nn.elu",
+         kinks=(Kink("x = 0, alpha = 2", (S.np.array([0.0]),), S.np.array([2.0]), {"alpha": 2.0}),))
 def elu(x, alpha=1.0):
     """Exponential linear unit: ``x`` for x > 0, ``α(eˣ - 1)`` for x ≤ 0.
 
-    Derivative: 1 for x > 0, α·eˣ = elu(x) + α for x ≤ 0.
-    Kink convention: at x = 0 the gradient is α (the left branch), as in
-    ``jax.nn.elu``; for α = 1 both sides agree.
-    Saves: the output only (for α > 0), so the rule needs no exponential and is
-    exact for any large negative x, where ``elu(x) + α`` is 0.
+    Derivative: 1 for x > 0, α·eˣ = elu(x) + α for x ≤ 0; d/dα = eˣ - 1 for
+    x ≤ 0 and 0 otherwise. ``alpha`` may be a Python number (for α > 0 the rule
+    then saves only the output and is exact for any large negative x) or an
+    array, traced or not, that broadcasts to ``x`` (it then gets its gradient).
     """
-    a = static_float("funcnet.nn.elu", "alpha", alpha)
-    return _elu(_x("elu", x), a)
+    op = "funcnet.nn.elu"
+    x = _unary("elu", x)
+    if _is_number(alpha):
+        return _ELU(x, alpha=float(alpha))
+    x, alpha = promote_floats(op, x=x, alpha=alpha)
+    x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape, alpha.shape))
+    return _ELU_ARRAY(x, alpha)
 
 
 # ------------------------------------------------------------------------- prelu
-def _prelu_value(x, alpha):
-    return jnp.where(x >= 0, x, alpha * x)
-
-
-_prelu = jax.custom_vjp(_prelu_value)
-
-
-def _prelu_bwd(res, g):
-    x, alpha = res
-    positive = x >= 0
-    gx = jnp.where(positive, g, alpha * g)
-    galpha = jnp.where(positive, jnp.zeros_like(g), g * x)
-    return gx, sum_to_shape(galpha, alpha.shape)
-
-
-_prelu.defvjp(saves_inputs(_prelu_value), _prelu_bwd)
-
-
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.prelu, rules=_PRELU, saves="x and alpha",
+         sample=S.with_slope, cases=(((), ()), ((5,), ()), ((3, 4), (4,)), ((2, 3, 4), (3, 1))),
+         diff_argnums=(0, 1), extreme=lambda: (S.extreme_activation()[0], S.np.array(0.25)),
+         kink="at x = 0 the gradient is 1 in x and 0 in alpha (prelu(x, c) == leaky_relu(x, c))",
+         kinks=(Kink("x = 0", (S.np.array([0.0]), S.np.array(0.3)), S.np.array([1.0])),))
 def prelu(x, alpha):
     """Parametric ReLU: ``x`` for x ≥ 0 and ``α · x`` for x < 0, α trainable.
 
@@ -293,14 +318,11 @@ def prelu(x, alpha):
 
     Derivative: d/dx = 1 for x > 0 and α for x < 0; d/dα = x for x < 0 and 0
     otherwise (summed over the axes α is broadcast along).
-    Kink convention: at x = 0 the gradient in x is 1 and in α is 0, so
-    ``prelu(x, c)`` equals ``leaky_relu(x, c)`` in value and gradient.
-    Saves: x and α.
     """
     op = "funcnet.nn.prelu"
     x, alpha = promote_floats(op, x=x, alpha=alpha)
     check_broadcast_to(op, ("alpha", "x"), alpha.shape, x.shape)
-    return _prelu(x, alpha)
+    return _PRELU(x, alpha)
 
 
 # ---------------------------------------------------------------------- softplus
@@ -308,60 +330,45 @@ def _softplus_value(x):
     return jnp.logaddexp(widen(x), 0).astype(x.dtype)
 
 
-_softplus = jax.custom_vjp(_softplus_value)
+# σ(x) = 1 - e^{-softplus(x)}; expm1 keeps it exact when y is tiny.
+_SOFTPLUS = _elementwise("softplus", _softplus_value, lambda y: -jnp.expm1(-widen(y)))
 
 
-def _softplus_bwd(y, g):
-    # σ(x) = 1 - e^{-softplus(x)}; expm1 keeps it exact when y is tiny.
-    return ((widen(g) * -jnp.expm1(-widen(y))).astype(g.dtype),)
-
-
-_softplus.defvjp(saves_output(_softplus_value), _softplus_bwd)
-
-
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.softplus, rules=_SOFTPLUS, upstream=jax.nn.softplus,
+         saves="the output; the derivative -expm1(-y) is accurate for large |x| of either sign",
+         **_kink_free)
 def softplus(x):
     """Softplus ``log(1 + eˣ)``, a smooth ReLU.
 
     Derivative: σ(x) = 1 - exp(-softplus(x)).
-    Saves: the output only; the derivative ``-expm1(-y)`` is accurate both for
-    large positive x (y ≈ x, derivative 1) and large negative x (y ≈ eˣ).
-    Kinks: none.
     """
-    return _softplus(_x("softplus", x))
+    return _SOFTPLUS(_unary("softplus", x))
 
 
 # -------------------------------------------------------------------------- silu
 def _silu_value(x):
     xw = widen(x)
-    return (xw * jax.nn.sigmoid(xw)).astype(x.dtype)
+    return (xw * lax.logistic(xw)).astype(x.dtype)
 
 
-_silu = jax.custom_vjp(_silu_value)
-
-
-def _silu_fwd(x):
-    return _silu_value(x), x
-
-
-def _silu_bwd(x, g):
+def _silu_local(x):
     xw = widen(x)
-    s = jax.nn.sigmoid(xw)
-    return ((widen(g) * s * (1 + xw * (1 - s))).astype(g.dtype),)
+    s = lax.logistic(xw)
+    return s * (1 + xw * (1 - s))
 
 
-_silu.defvjp(_silu_fwd, _silu_bwd)
+_SILU = _elementwise("silu", _silu_value, _silu_local, save=_saves_input(_silu_value))
 
 
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.silu, rules=_SILU, upstream=jax.nn.silu,
+         saves="the input (σ is recomputed rather than stored)",
+         differs="integer inputs are promoted to float (jax.nn.silu raises)", **_kink_free)
 def silu(x):
     """SiLU (swish) ``x · σ(x)``.
 
     Derivative: σ(x)(1 + x(1 - σ(x))).
-    Saves: the input only (σ is recomputed in the backward pass instead of
-    being stored). Kinks: none.
     """
-    return _silu(_x("silu", x))
+    return _SILU(_unary("silu", x))
 
 
 # -------------------------------------------------------------------------- gelu
@@ -370,35 +377,31 @@ _GELU_C = 0.044715
 
 
 def _gelu_value(x, approximate):
-    return jax.nn.gelu(widen(x), approximate=approximate).astype(x.dtype)
+    xw = widen(x)
+    if approximate:
+        y = 0.5 * xw * (1 + jnp.tanh(_SQRT_2_OVER_PI * (xw + _GELU_C * xw**3)))
+    else:
+        y = 0.5 * xw * lax.erfc(-xw / math.sqrt(2))
+    return y.astype(x.dtype)
 
 
-_gelu = jax.custom_vjp(_gelu_value, nondiff_argnums=(1,))
-
-
-def _gelu_fwd(x, approximate):
-    return _gelu_value(x, approximate), x
-
-
-def _gelu_bwd(approximate, x, g):
+def _gelu_local(x, approximate):
     xw = widen(x)
     if approximate:
         # Beyond |x| = 10 tanh is ±1 to float32 precision; clamping keeps x³ finite.
         xc = jnp.clip(xw, -10, 10)
         t = jnp.tanh(_SQRT_2_OVER_PI * (xc + _GELU_C * xc**3))
-        sech2 = 1 - t * t
-        local = 0.5 * (1 + t) + 0.5 * xc * sech2 * _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * xc**2)
-    else:
-        cdf = 0.5 * lax.erfc(-xw / math.sqrt(2))
-        pdf = jnp.exp(-0.5 * xw * xw) / math.sqrt(2 * math.pi)
-        local = cdf + xw * pdf
-    return ((widen(g) * local).astype(g.dtype),)
+        return 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * xc**2)
+    cdf = 0.5 * lax.erfc(-xw / math.sqrt(2))
+    pdf = jnp.exp(-0.5 * xw * xw) / math.sqrt(2 * math.pi)
+    return cdf + xw * pdf
 
 
-_gelu.defvjp(_gelu_fwd, _gelu_bwd)
+_GELU = _elementwise("gelu", _gelu_value, _gelu_local, save=_saves_input(_gelu_value))
 
 
-@with_forward_mode_hint
+@declare(family="nn", twin=twin.gelu, rules=_GELU, upstream=jax.nn.gelu, saves="the input",
+         variants=({}, {"approximate": False}), **_kink_free)
 def gelu(x, approximate=True):
     """Gaussian error linear unit ``x · Φ(x)``.
 
@@ -408,63 +411,137 @@ def gelu(x, approximate=True):
 
     Derivative: exact form ``Φ(x) + x φ(x)`` (φ the normal density); tanh form
     ``½(1 + tanh u) + ½x(1 - tanh²u)·√(2/π)(1 + 3·0.044715x²)``.
-    Saves: the input only. Kinks: none.
     """
-    return _gelu(_x("gelu", x), bool(approximate))
+    return _GELU(_unary("gelu", x), approximate=bool(approximate))
 
 
 # ----------------------------------------------------------------------- softmax
-def _softmax_value(x, axis):
-    return jax.nn.softmax(widen(x), axis=axis).astype(x.dtype)
+def _masked_max(x, axis, where):
+    m = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+    return lax.stop_gradient(m)
 
 
-_softmax = jax.custom_vjp(_softmax_value, nondiff_argnums=(1,))
+def _softmax_value(x, where, axis):
+    xw = widen(x)
+    safe = xw if where is None else jnp.where(where, xw, -jnp.inf)
+    e = jnp.exp(safe - _masked_max(xw, axis, where))
+    y = e / jnp.sum(e, axis=axis, where=where, keepdims=True)
+    return (y if where is None else jnp.where(where, y, 0.0)).astype(x.dtype)
 
 
-def _softmax_bwd(axis, y, g):
+def _softmax_vjp(res, g, axis):
+    y, _ = res
     y, gw = widen(y), widen(g)
-    return ((y * (gw - jnp.sum(gw * y, axis=axis, keepdims=True))).astype(g.dtype),)
+    return (y * (gw - jnp.sum(gw * y, axis=axis, keepdims=True))).astype(g.dtype), None
 
 
-_softmax.defvjp(saves_output(_softmax_value), _softmax_bwd)
+def _softmax_jvp(res, t, _, axis):
+    y, _ = res
+    y, tw = widen(y), widen(t)
+    return (y * (tw - jnp.sum(tw * y, axis=axis, keepdims=True))).astype(t.dtype)
 
 
-@with_forward_mode_hint
-def softmax(x, axis=-1):
-    """Softmax ``y_i = exp(x_i) / Σ_j exp(x_j)`` along ``axis``.
+def _softmax_save(x, where, axis):
+    y = _softmax_value(x, where, axis)
+    return y, (y, None)
 
-    Derivative: ∂y_i/∂x_j = y_i(δ_ij - y_j), so the vector-Jacobian product is
-    ``y ⊙ (g - Σ_j g_j y_j)``.
-    Saves: the output only. The forward pass subtracts the maximum, so large
-    logits do not overflow. Kinks: none.
+
+_SOFTMAX = Rule("softmax", value=_softmax_value, save=_softmax_save, vjp=_softmax_vjp, jvp=_softmax_jvp)
+
+
+def _log_softmax_value(x, where, axis):
+    xw = widen(x)
+    safe = xw if where is None else jnp.where(where, xw, -jnp.inf)
+    shifted = safe - _masked_max(xw, axis, where)
+    y = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, where=where, keepdims=True))
+    return (y if where is None else jnp.where(where, y, -jnp.inf)).astype(x.dtype)
+
+
+def _log_softmax_vjp(res, g, axis):
+    y, where = res
+    gw = widen(g) if where is None else jnp.where(where, widen(g), 0.0)
+    gx = gw - jnp.exp(widen(y)) * jnp.sum(gw, axis=axis, keepdims=True)
+    return (gx if where is None else jnp.where(where, gx, 0.0)).astype(g.dtype), None
+
+
+def _log_softmax_jvp(res, t, _, axis):
+    y, where = res
+    p = jnp.exp(widen(y))
+    tw = widen(t) if where is None else jnp.where(where, widen(t), 0.0)
+    out = tw - jnp.sum(p * tw, axis=axis, keepdims=True)
+    return (out if where is None else jnp.where(where, out, 0.0)).astype(t.dtype)
+
+
+def _log_softmax_save(x, where, axis):
+    y = _log_softmax_value(x, where, axis)
+    return y, (y, where)
+
+
+_LOG_SOFTMAX = Rule("log_softmax", value=_log_softmax_value, save=_log_softmax_save,
+                    vjp=_log_softmax_vjp, jvp=_log_softmax_jvp)
+
+
+def _normalize(op: str, rule: Rule, x, axis, where):
+    name = f"funcnet.nn.{op}"
+    x = _unary(op, x)
+    axes = canonical_axis(name, axis, x.ndim)
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.dtype != jnp.bool_:
+            raise TypeError(f"{name}: `where` must be a boolean mask, got {where.dtype}{list(where.shape)}")
+        check_broadcast_to(name, ("where", "x"), where.shape, x.shape)
+        where = jnp.broadcast_to(where, x.shape)
+        return rule(x, where, axis=axes)
+    return _without_mask(rule)(x, axis=axes)
+
+
+def _without_mask(rule):
+    """The rule with ``where=None`` bound (``None`` is not an array argument)."""
+    return _UNMASKED[rule.name]
+
+
+def _unmasked(rule: Rule) -> Rule:
+    return Rule(
+        rule.name,
+        value=lambda x, axis: rule.value(x, None, axis),
+        save=lambda x, axis: rule.save(x, None, axis),
+        vjp=lambda res, g, axis: rule.vjp(res, g, axis)[:1],
+        jvp=lambda res, t, axis: rule.jvp(res, t, None, axis),
+    )
+
+
+_UNMASKED = {r.name: _unmasked(r) for r in (_SOFTMAX, _LOG_SOFTMAX)}
+
+_softmax_like = dict(sample=S.unary(), cases=S.SOFTMAX_SHAPES, extreme=lambda: (S.extreme_logits(),),
+                     variants=({}, {"axis": 0}, {"axis": None}))
+
+
+@declare(family="nn", twin=twin.softmax, rules=(_UNMASKED["softmax"], _SOFTMAX), upstream=jax.nn.softmax,
+         saves="the output only", **_softmax_like)
+def softmax(x, axis=-1, where=None):
+    """Softmax ``y_i = exp(x_i) / Σ_j exp(x_j)`` along ``axis`` (an int, a tuple, or None for all).
+
+    Derivative: ∂y_i/∂x_j = y_i(δ_ij - y_j), so the reverse rule is
+    ``y ⊙ (g - Σ_j g_j y_j)`` and the forward rule ``y ⊙ (ẋ - Σ_j ẋ_j y_j)``.
+    The maximum is subtracted first, so large logits do not overflow.
+    ``where`` (a boolean mask broadcasting to ``x``) leaves entries out: they
+    get probability 0 and gradient 0, as in ``jax.nn.softmax``.
     """
-    x = _x("softmax", x)
-    return _softmax(x, canonical_axis("funcnet.nn.softmax", axis, x.ndim))
+    return _normalize("softmax", _SOFTMAX, x, axis, where)
 
 
-# ------------------------------------------------------------------- log_softmax
-def _log_softmax_value(x, axis):
-    return jax.nn.log_softmax(widen(x), axis=axis).astype(x.dtype)
+@declare(family="nn", twin=twin.log_softmax, rules=(_UNMASKED["log_softmax"], _LOG_SOFTMAX),
+         upstream=jax.nn.log_softmax, saves="the output only (softmax is exp(y)), and the mask if given",
+         **_softmax_like)
+def log_softmax(x, axis=-1, where=None):
+    """Log-softmax ``y_i = x_i - log Σ_j exp(x_j)`` along ``axis`` (an int, a tuple, or None).
 
-
-_log_softmax = jax.custom_vjp(_log_softmax_value, nondiff_argnums=(1,))
-
-
-def _log_softmax_bwd(axis, y, g):
-    gw = widen(g)
-    return ((gw - jnp.exp(widen(y)) * jnp.sum(gw, axis=axis, keepdims=True)).astype(g.dtype),)
-
-
-_log_softmax.defvjp(saves_output(_log_softmax_value), _log_softmax_bwd)
-
-
-@with_forward_mode_hint
-def log_softmax(x, axis=-1):
-    """Log-softmax ``y_i = x_i - log Σ_j exp(x_j)`` along ``axis``.
-
-    Derivative: ∂y_i/∂x_j = δ_ij - softmax(x)_j, so the vector-Jacobian product
-    is ``g - exp(y) Σ_j g_j``.
-    Saves: the output only (softmax is ``exp(y)``). Kinks: none.
+    Derivative: ∂y_i/∂x_j = δ_ij - softmax(x)_j, so the reverse rule is
+    ``g - exp(y) Σ_j g_j`` and the forward rule ``ẋ - Σ_j exp(y_j) ẋ_j``.
+    ``where`` leaves entries out: they get -inf and gradient 0, as in
+    ``jax.nn.log_softmax``.
     """
-    x = _x("log_softmax", x)
-    return _log_softmax(x, canonical_axis("funcnet.nn.log_softmax", axis, x.ndim))
+    return _normalize("log_softmax", _LOG_SOFTMAX, x, axis, where)
+
+
+__all__ = names("nn")

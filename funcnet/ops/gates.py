@@ -1,134 +1,155 @@
-"""Gates of a computational graph: add, multiply, maximum, matmul, affine.
+"""Gates of a computational graph: add, multiply, maximum, matmul, affine (``funcnet.gates``).
 
-Each gate is a ``jax.custom_vjp`` with a hand-written backward rule. The rules are
-the three patterns of backpropagation on a graph:
+Each gate is one :class:`~funcnet.ops._rule.Rule` (value, residuals, reverse
+rule, forward rule) and one public function, declared together with
+:func:`declare`. The reverse rules are the three patterns of backpropagation on
+a graph:
 
 * the **add** gate distributes the upstream gradient unchanged to both inputs;
 * the **max** gate routes it to the larger input;
 * the **multiply** gate swaps: each input receives the gradient times the other.
 
+The forward rules are the same derivatives applied to input tangents: the add
+gate sums them, the max gate passes on the winner's, the multiply gate weights
+each by the other input (``ẋ y + x ẏ``).
+
 All gates broadcast like ``jax.numpy``; a gradient is summed back to the shape of
-the input it belongs to. Inputs must be floating point; mixed float dtypes are
+the input it belongs to, and a tangent is broadcast to the shape of the output.
+Integer inputs are promoted to the default float dtype; mixed float dtypes are
 promoted like ``jnp`` does, and each gradient returns in its own input's dtype.
 """
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
+import numpy as np
 
-from funcnet.ops._common import (
-    broadcast_shapes,
-    promote_floats,
-    saves_inputs,
-    sum_to_shape,
-    with_forward_mode_hint,
-)
+from funcnet.ops import _samples as S
+from funcnet.ops._common import broadcast_shapes, promote_floats, sum_to_shape
+from funcnet.ops._declare import Kink, declare, names
+from funcnet.ops._rule import Rule
+from funcnet.reference import gates as twin
 
-__all__ = ["add", "multiply", "maximum", "matmul", "affine"]
+
+def _sum_tangents(terms, shape):
+    """The sum of the non-``None`` tangent terms, broadcast to ``shape``; ``None`` if all are ``None``."""
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return jnp.broadcast_to(out, shape)
 
 
 # --------------------------------------------------------------------------- add
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _add(x_shape, y_shape, x, y):
-    return x + y
-
-
-def _add_fwd(x_shape, y_shape, x, y):
-    return x + y, None
-
-
-def _add_bwd(x_shape, y_shape, _, g):
+def _add_vjp(_, g, x_shape, y_shape):
     return sum_to_shape(g, x_shape), sum_to_shape(g, y_shape)
 
 
-_add.defvjp(_add_fwd, _add_bwd)
+def _add_jvp(_, tx, ty, x_shape, y_shape):
+    return _sum_tangents((tx, ty), np.broadcast_shapes(x_shape, y_shape))
 
 
-@with_forward_mode_hint
+_ADD = Rule(
+    "add",
+    value=lambda x, y, x_shape, y_shape: x + y,
+    save=lambda x, y, x_shape, y_shape: (x + y, None),
+    vjp=_add_vjp,
+    jvp=_add_jvp,
+)
+
+
+@declare(family="gates", twin=twin.add, rules=_ADD, saves="nothing (static shapes only)",
+         sample=S.pair, cases=S.BROADCAST_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair)
 def add(x, y):
     """Elementwise sum ``x + y`` with ``jnp`` broadcasting.
 
-    Derivative: d(x+y)/dx = d(x+y)/dy = 1, so the rule hands the upstream
-    gradient to both inputs (each summed back to its own shape).
-
-    Saves: nothing (only the static input shapes).
-    Kinks: none.
+    Derivative: d(x+y)/dx = d(x+y)/dy = 1, so the reverse rule hands the
+    upstream gradient to both inputs (each summed back to its own shape) and
+    the forward rule is ``ẋ + ẏ`` (broadcast to the output's shape).
     """
-    x, y = promote_floats("funcnet.gates.add", x=x, y=y)
-    broadcast_shapes("funcnet.gates.add", x=x.shape, y=y.shape)
-    return _add(x.shape, y.shape, x, y)
+    op = "funcnet.gates.add"
+    x, y = promote_floats(op, x=x, y=y)
+    broadcast_shapes(op, x=x.shape, y=y.shape)
+    return _ADD(x, y, x_shape=tuple(x.shape), y_shape=tuple(y.shape))
 
 
 # ---------------------------------------------------------------------- multiply
-def _multiply_value(x, y):
-    return x * y
-
-
-_multiply = jax.custom_vjp(_multiply_value)
-
-
-def _multiply_bwd(res, g):
+def _multiply_vjp(res, g):
     x, y = res
     return sum_to_shape(g * y, x.shape), sum_to_shape(g * x, y.shape)
 
 
-_multiply.defvjp(saves_inputs(_multiply_value), _multiply_bwd)
+def _multiply_jvp(res, tx, ty):
+    x, y = res
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    return _sum_tangents((None if tx is None else tx * y, None if ty is None else x * ty), shape)
 
 
-@with_forward_mode_hint
+_MULTIPLY = Rule("multiply", value=lambda x, y: x * y, vjp=_multiply_vjp, jvp=_multiply_jvp)
+
+
+@declare(family="gates", twin=twin.multiply, rules=_MULTIPLY, saves="both inputs",
+         sample=S.pair, cases=S.BROADCAST_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair)
 def multiply(x, y):
     """Elementwise product ``x * y`` with ``jnp`` broadcasting.
 
     Derivative: d(xy)/dx = y and d(xy)/dy = x: the gate swaps its inputs, so
-    ``dx = g * y`` and ``dy = g * x``.
-
-    Saves: both inputs.
-    Kinks: none.
+    the reverse rule is ``dx = g * y``, ``dy = g * x`` and the forward rule
+    ``ẋ y + x ẏ``.
     """
-    x, y = promote_floats("funcnet.gates.multiply", x=x, y=y)
-    broadcast_shapes("funcnet.gates.multiply", x=x.shape, y=y.shape)
-    return _multiply(x, y)
+    op = "funcnet.gates.multiply"
+    x, y = promote_floats(op, x=x, y=y)
+    broadcast_shapes(op, x=x.shape, y=y.shape)
+    return _MULTIPLY(x, y)
 
 
 # ----------------------------------------------------------------------- maximum
-def _maximum_value(x, y):
-    return jnp.maximum(x, y)
+def _share_x(x, y, dtype):
+    """1 where x wins, 0 where y wins, 1/2 at a tie (in the broadcast shape)."""
+    return jnp.where(x > y, 1.0, jnp.where(x < y, 0.0, 0.5)).astype(dtype)
 
 
-_maximum = jax.custom_vjp(_maximum_value)
-
-
-def _maximum_bwd(res, g):
+def _maximum_vjp(res, g):
     x, y = res
-    # 1 where x wins, 0 where y wins, 1/2 at a tie.
-    share_x = jnp.where(x > y, 1.0, jnp.where(x < y, 0.0, 0.5)).astype(g.dtype)
-    gx = g * share_x
+    gx = g * _share_x(x, y, g.dtype)
     return sum_to_shape(gx, x.shape), sum_to_shape(g - gx, y.shape)
 
 
-_maximum.defvjp(saves_inputs(_maximum_value), _maximum_bwd)
+def _maximum_jvp(res, tx, ty):
+    x, y = res
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    if tx is None and ty is None:
+        return None
+    share = _share_x(x, y, (tx if tx is not None else ty).dtype)
+    return _sum_tangents((None if tx is None else share * tx, None if ty is None else (1 - share) * ty), shape)
 
 
-@with_forward_mode_hint
+_MAXIMUM = Rule("maximum", value=jnp.maximum, vjp=_maximum_vjp, jvp=_maximum_jvp)
+
+
+@declare(family="gates", twin=twin.maximum, rules=_MAXIMUM, saves="both inputs",
+         sample=S.untied_pair, cases=S.BROADCAST_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair,
+         kink="at a tie x == y the gradient is split equally, g/2 to each input (as jax.grad(jnp.maximum))",
+         kinks=(Kink("x == y", (np.array([1.0]), np.array([1.0])), np.array([0.5])),))
 def maximum(x, y):
     """Elementwise maximum ``max(x, y)`` with ``jnp`` broadcasting.
 
-    Derivative: 1 for the larger input and 0 for the other: the gate routes the
-    upstream gradient to whichever input won.
+    Derivative: 1 for the larger input and 0 for the other: the reverse rule
+    routes the upstream gradient to whichever input won, and the forward rule
+    passes on the winner's tangent.
 
-    Kink convention: at a tie ``x == y`` the gradient is split equally, ``g/2`` to
-    each input. This is the value ``jax.grad(jnp.maximum)`` gives, it keeps
-    ``maximum(x, y)`` and ``maximum(y, x)`` symmetric, and the two halves sum to
-    the gradient of the common value (a valid subgradient).
-
-    Saves: both inputs.
+    At a tie ``x == y`` the gradient is split equally, ``g/2`` to each input
+    (and the forward rule gives ``(ẋ + ẏ)/2``). This is the value
+    ``jax.grad(jnp.maximum)`` gives, it keeps ``maximum(x, y)`` and
+    ``maximum(y, x)`` symmetric, and the two halves sum to the gradient of the
+    common value (a valid subgradient).
     """
-    x, y = promote_floats("funcnet.gates.maximum", x=x, y=y)
-    broadcast_shapes("funcnet.gates.maximum", x=x.shape, y=y.shape)
-    return _maximum(x, y)
+    op = "funcnet.gates.maximum"
+    x, y = promote_floats(op, x=x, y=y)
+    broadcast_shapes(op, x=x.shape, y=y.shape)
+    return _MAXIMUM(x, y)
 
 
 # ------------------------------------------------------------------------ matmul
@@ -141,14 +162,7 @@ def _swap(m):
     return jnp.swapaxes(m, -1, -2)
 
 
-def _matmul_value(a, b):
-    return jnp.matmul(a, b)
-
-
-_matmul = jax.custom_vjp(_matmul_value)
-
-
-def _matmul_bwd(res, g):
+def _matmul_vjp(res, g):
     a, b = res
     a2, b2 = _as_matrices(a, b)
     g2 = g
@@ -161,10 +175,24 @@ def _matmul_bwd(res, g):
     return ga.reshape(a.shape), gb.reshape(b.shape)
 
 
-_matmul.defvjp(saves_inputs(_matmul_value), _matmul_bwd)
+def _matmul_jvp(res, ta, tb):
+    a, b = res
+    # jnp.matmul has the 1-D and batch-broadcast semantics of the value itself,
+    # so each term already has the output's shape.
+    terms = [t for t in (None if ta is None else jnp.matmul(ta, b), None if tb is None else jnp.matmul(a, tb))
+             if t is not None]
+    return None if not terms else sum(terms[1:], terms[0])
 
 
-@with_forward_mode_hint
+_MATMUL = Rule("matmul", value=jnp.matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
+
+
+@declare(family="gates", twin=twin.matmul, rules=_MATMUL, saves="both inputs",
+         sample=S.pair,
+         cases=(((3, 4), (4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4, 5)),
+                ((2, 1, 3, 4), (5, 4, 2))),
+         diff_argnums=(0, 1),
+         extreme=lambda: (np.array([[1e4, -1e4], [1.0, 2.0]]), np.array([[-1e4, 3.0], [1e4, 1.0]])))
 def matmul(a, b):
     """Matrix product with the semantics of ``jnp.matmul``.
 
@@ -172,11 +200,8 @@ def matmul(a, b):
     broadcast; a 1-D operand is treated as a row (``a``) or column (``b``) vector
     and that axis is dropped from the result.
 
-    Derivative: for C = A B, dA = G Bᵀ and dB = Aᵀ G (summed over broadcast
-    batch axes).
-
-    Saves: both inputs.
-    Kinks: none.
+    Derivative: for C = A B, the reverse rule is dA = G Bᵀ and dB = Aᵀ G
+    (summed over broadcast batch axes) and the forward rule Ċ = Ȧ B + A Ḃ.
     """
     op = "funcnet.gates.matmul"
     a, b = promote_floats(op, a=a, b=b)
@@ -189,20 +214,15 @@ def matmul(a, b):
             f"b{tuple(b.shape)} has {b2.shape[-2]} rows"
         )
     broadcast_shapes(op, a_batch=a2.shape[:-2], b_batch=b2.shape[:-2])
-    return _matmul(a, b)
+    return _MATMUL(a, b)
 
 
 # ------------------------------------------------------------------------ affine
-@jax.custom_vjp
-def _affine(x, w, b):
+def _affine_value(x, w, b):
     return jnp.matmul(x, w) + b
 
 
-def _affine_fwd(x, w, b):
-    return jnp.matmul(x, w) + b, (x, w)
-
-
-def _affine_bwd(res, g):
+def _affine_vjp(res, g):
     x, w = res
     lead = tuple(range(g.ndim - 1))
     gx = jnp.matmul(g, w.T)
@@ -211,21 +231,41 @@ def _affine_bwd(res, g):
     return gx, gw, gb
 
 
-_affine.defvjp(_affine_fwd, _affine_bwd)
+def _affine_jvp(res, tx, tw, tb):
+    x, w = res
+    return _sum_tangents(
+        (
+            None if tx is None else jnp.matmul(tx, w),
+            None if tw is None else jnp.matmul(x, tw),
+            tb,
+        ),
+        tuple(x.shape[:-1]) + (w.shape[1],),
+    )
 
 
-@with_forward_mode_hint
+_AFFINE = Rule(
+    "affine",
+    value=_affine_value,
+    save=lambda x, w, b: (_affine_value(x, w, b), (x, w)),
+    vjp=_affine_vjp,
+    jvp=_affine_jvp,
+)
+
+
+@declare(family="gates", twin=twin.affine, rules=_AFFINE, saves="x and w",
+         sample=S.pair, cases=(((5, 3), (3, 4), (4,)), ((3,), (3, 2), (2,)), ((2, 3, 4), (4, 2), (2,))),
+         diff_argnums=(0, 1, 2),
+         extreme=lambda: (np.array([[1e4, -1e4]]), np.array([[-1e4, 3.0], [1e4, 1.0]]), np.array([1e4, 0.0])))
 def affine(x, w, b):
     """Affine map ``x @ w + b``: the score function of a dense layer.
 
     ``x`` is ``(..., n_in)`` (any number of leading batch axes), ``w`` is
     ``(n_in, n_out)`` and ``b`` is ``(n_out,)``.
 
-    Derivative: with G the upstream gradient, dx = G wᵀ, dw = xᵀ G and db = ΣG,
-    the products and sums running over every leading batch axis.
-
-    Saves: ``x`` and ``w`` (the bias is not needed by the rule).
-    Kinks: none.
+    Derivative: with G the upstream gradient, the reverse rule is dx = G wᵀ,
+    dw = xᵀ G and db = ΣG, the products and sums running over every leading
+    batch axis; the forward rule is ẏ = ẋ w + x ẇ + ḃ.
+    Neither rule needs the bias, so it is not saved.
     """
     op = "funcnet.gates.affine"
     x, w, b = promote_floats(op, x=x, w=w, b=b)
@@ -237,4 +277,7 @@ def affine(x, w, b):
         )
     if b.shape != (w.shape[1],):
         raise ValueError(f"{op}: `b` must have shape ({w.shape[1]},) to match w{tuple(w.shape)}, got {tuple(b.shape)}")
-    return _affine(x, w, b)
+    return _AFFINE(x, w, b)
+
+
+__all__ = names("gates")

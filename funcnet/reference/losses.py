@@ -1,9 +1,15 @@
-"""Autodiff twins of :mod:`funcnet.losses`: the same values in plain ``jax.numpy``."""
+"""Autodiff twins of :mod:`funcnet.losses`: the same values in plain ``jax.numpy``.
 
-import jax
+Same signatures and semantics as the manual losses (and Optax's where Optax has
+the loss): labels broadcast against logits, ``where=`` masks, tuple axes. The
+masked terms use a double ``where``, so that autodiff gives the manual rules'
+0 (not 0·inf = NaN) at masked-out entries.
+"""
+
 import jax.numpy as jnp
+from jax import lax
 
-from funcnet.ops.losses import LOG_FLOOR, weight_leaves
+from funcnet.ops._common import LOG_FLOOR, weight_leaves
 from funcnet.reference.nn import log_softmax
 
 __all__ = [
@@ -24,8 +30,9 @@ def l2_loss(predictions, targets=None):
 
 def _clamped_log(u):
     # Double `where` so that the clamped branch passes a zero gradient, not 0 * inf.
+    # A negative u (a probability outside [0, 1]) gives NaN, as max(log u, LOG_FLOOR) does.
     ok = u > jnp.exp(jnp.asarray(LOG_FLOOR, u.dtype))
-    return jnp.where(ok, jnp.log(jnp.where(ok, u, 1.0)), LOG_FLOOR)
+    return jnp.where(ok, jnp.log(jnp.where(ok, u, 1.0)), jnp.where(u < 0, jnp.nan, LOG_FLOOR))
 
 
 def binary_cross_entropy(probs, labels):
@@ -38,19 +45,49 @@ def sigmoid_binary_cross_entropy(logits, labels):
     return labels * jnp.logaddexp(0.0, -logits) + (1 - labels) * jnp.logaddexp(0.0, logits)
 
 
-def softmax_cross_entropy(logits, labels, axis=-1):
-    return -jnp.sum(labels * log_softmax(logits, axis=axis), axis=axis)
+def softmax_cross_entropy(logits, labels, axis=-1, where=None):
+    # optax's code, with the masked terms zeroed before the product (double where)
+    if where is not None and where.ndim != logits.ndim:
+        where = jnp.expand_dims(where, axis)
+    logp = log_softmax(logits, axis=axis, where=where)
+    if where is not None:
+        logp = jnp.where(where, logp, 0.0)
+    return -jnp.sum(labels * logp, axis=axis, where=where)
 
 
-def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1):
-    logp = log_softmax(logits, axis=axis)
-    return -jnp.take_along_axis(logp, jnp.expand_dims(labels, axis), axis=axis).squeeze(axis)
+def _normalised(x, axis, where):
+    """``x - logsumexp(x)`` at every entry, the sum over unmasked entries (0 for an empty row)."""
+    m = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+    z = x - lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+    s = jnp.sum(jnp.exp(z), axis=axis, where=where, keepdims=True)
+    if where is not None:
+        s = jnp.where(jnp.any(where, axis=axis, keepdims=True), s, 1.0)
+    return z - jnp.log(s)
+
+
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None):
+    if where is not None and where.ndim != logits.ndim:
+        where = jnp.expand_dims(where, axis)
+    if isinstance(axis, tuple):  # optax: the class axes moved last, in order, and flattened
+        axes = tuple(a % logits.ndim for a in axis)
+        batch = tuple(a for a in range(logits.ndim) if a not in axes)
+        if where is not None:
+            where = jnp.broadcast_to(where, logits.shape).transpose(batch + axes)
+            where = where.reshape(where.shape[:len(batch)] + (-1,))
+        logits = logits.transpose(batch + axes)
+        logits = logits.reshape(logits.shape[:len(batch)] + (-1,))
+        axis = len(batch)
+    logp = _normalised(logits, axis, where)
+    out = -jnp.take_along_axis(logp, jnp.expand_dims(labels, axis), axis=axis).squeeze(axis)
+    if where is not None:
+        out = jnp.where(jnp.any(where, axis=axis), out, 0.0)
+    return out
 
 
 def multiclass_svm_loss(scores, labels, margin=1.0):
     correct = jnp.take_along_axis(scores, labels[..., None], axis=-1)
     margins = scores - correct + margin
-    wrong = ~jax.nn.one_hot(labels, scores.shape[-1], dtype=jnp.bool_)
+    wrong = labels[..., None] != jnp.arange(scores.shape[-1])
     return jnp.sum(jnp.where(wrong & (margins > 0), margins, 0.0), axis=-1)
 
 

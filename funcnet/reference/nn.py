@@ -42,7 +42,7 @@ def leaky_relu(x, negative_slope=1e-2):
 
 
 def elu(x, alpha=1.0):
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.where(x > 0, 0.0, x))).astype(x.dtype)
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.where(x > 0, 0.0, x))).astype(jnp.result_type(x, alpha))
 
 
 def prelu(x, alpha):
@@ -64,15 +64,20 @@ def gelu(x, approximate=True):
     return 0.5 * x * lax.erfc(-x / math.sqrt(2))
 
 
-def _shifted(x, axis):
-    return x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+def _masked(x, axis, where):
+    """``x`` with masked entries at -inf, shifted by its (masked) maximum, as jax.nn does."""
+    x_max = jnp.max(x, axis=axis, where=where, initial=-jnp.inf, keepdims=True)
+    safe = x if where is None else jnp.where(where, x, -jnp.inf)
+    return safe - lax.stop_gradient(x_max)
 
 
-def softmax(x, axis=-1):
-    e = jnp.exp(_shifted(x, axis))
-    return e / jnp.sum(e, axis=axis, keepdims=True)
+def softmax(x, axis=-1, where=None):
+    e = jnp.exp(_masked(x, axis, where))
+    y = e / jnp.sum(e, axis=axis, where=where, keepdims=True)
+    return y if where is None else jnp.where(where, y, 0.0)
 
 
-def log_softmax(x, axis=-1):
-    z = _shifted(x, axis)
-    return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))
+def log_softmax(x, axis=-1, where=None):
+    z = _masked(x, axis, where)
+    y = z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, where=where, keepdims=True))
+    return y if where is None else jnp.where(where, y, -jnp.inf)

@@ -1,0 +1,201 @@
+"""Both hand-written directions of every registry op: forward rule against the twin,
+the two rules against each other, and every JAX transformation that needs them.
+
+A new op in the registry is covered by every test here at once. The planted-fault
+tests at the end show that a wrong forward rule and a wrong reverse rule are each
+caught, and that each changes only its own mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from funcnet import tolerances
+from funcnet.ops._rule import Rule, backend, use_backend
+from funcnet.registry import OPS, OpSpec
+from helpers import assert_trees_close, cotangent_for, diff_args, sample, scalarized
+
+ops = pytest.mark.parametrize("spec", OPS, ids=[s.name for s in OPS])
+
+
+def tangents_for(d, seed=2):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(np.shape(a)), a.dtype), d)
+
+
+def partial_in(f, spec: OpSpec, args):
+    """``f`` as a function of the differentiable arguments only (the rest fixed)."""
+
+    def g(*d):
+        full = list(args)
+        for i, a in zip(spec.diff_argnums, d):
+            full[i] = a
+        return f(*full)
+
+    return g
+
+
+def jvp_of(f, spec, args, u):
+    return jax.jvp(partial_in(f, spec, args), diff_args(spec, args), u)
+
+
+def adjoint_gap(f, spec, args, u, v):
+    """|⟨v, J u⟩ - ⟨Jᵀ v, u⟩| and the scale it is relative to."""
+    g = partial_in(f, spec, args)
+    d = diff_args(spec, args)
+    _, ju = jax.jvp(g, d, u)
+    _, pullback = jax.vjp(g, *d)
+    jtv = pullback(v)
+    lhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(ju)))
+    rhs = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(jtv), jax.tree.leaves(u)))
+    scale = sum(float(jnp.vdot(a, a)) ** 0.5 for a in jax.tree.leaves(ju)) * float(
+        sum(jnp.vdot(a, a) for a in jax.tree.leaves(v))) ** 0.5
+    return abs(float(lhs) - float(rhs)), max(scale, 1e-300)
+
+
+def test_the_hijax_route_is_in_use():
+    assert backend() == "hijax"
+
+
+@ops
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_forward_rule_matches_the_twin(spec: OpSpec, dtype):
+    tol = tolerances.tolerance("autodiff", dtype)
+    for k, case in enumerate(spec.cases):
+        args = sample(spec, case, dtype, seed=k)
+        u = tangents_for(diff_args(spec, args), seed=k)
+        y, ju = jvp_of(spec.manual, spec, args, u)
+        y_twin, ju_twin = jvp_of(spec.autodiff, spec, args, u)
+        assert_trees_close(y, y_twin, tol.rtol, tol.atol, f"{spec.name} {case} value")
+        scale = max([float(jnp.max(jnp.abs(t))) for t in jax.tree.leaves(ju_twin)] + [1.0])
+        assert_trees_close(ju, ju_twin, tol.rtol, tol.atol * scale, f"{spec.name} {case} tangent")
+        for leaf, want in zip(jax.tree.leaves(ju), jax.tree.leaves(y)):
+            assert leaf.dtype == want.dtype, f"{spec.name}: tangent {leaf.dtype}, output {want.dtype}"
+
+
+@ops
+def test_forward_and_reverse_rules_are_adjoint(spec: OpSpec):
+    """⟨v, J u⟩ = ⟨Jᵀ v, u⟩ for random u, v in float64, on every case."""
+    tol = tolerances.tolerance("adjoint", "float64")
+    for k, case in enumerate(spec.cases):
+        args = sample(spec, case, "float64", seed=k)
+        u = tangents_for(diff_args(spec, args), seed=10 + k)
+        v = cotangent_for(spec.manual, args, seed=20 + k)
+        gap, scale = adjoint_gap(spec.manual, spec, args, u, v)
+        assert gap <= tol.atol + tol.rtol * scale, f"{spec.name} {case}: gap {gap:.3e} at scale {scale:.3e}"
+
+
+@ops
+def test_jax_check_grads_both_modes_second_order(spec: OpSpec):
+    args = sample(spec, spec.cases[0], "float64", seed=3)
+    check_grads(partial_in(spec.manual, spec, args), diff_args(spec, args), order=2, modes=("fwd", "rev"),
+                atol=1e-5, rtol=1e-5)
+
+
+@ops
+def test_forward_mode_under_transformations(spec: OpSpec):
+    """jacfwd, linearize, hessian, jacrev∘jacrev, and jvp under jit, vmap, scan and checkpoint."""
+    args = sample(spec, spec.cases[0], "float64", seed=5)
+    ct = cotangent_for(spec.manual, args)
+    d = diff_args(spec, args)
+    s_manual = scalarized(spec.manual, spec, args, ct)
+    s_twin = scalarized(spec.autodiff, spec, args, ct)
+    argnums = tuple(range(len(d)))
+    close = dict(rtol=1e-9, atol=1e-10, err_msg=spec.name)
+    assert_trees_close(jax.jacfwd(s_manual, argnums)(*d), jax.jacfwd(s_twin, argnums)(*d), **close)
+    assert_trees_close(jax.hessian(s_manual, argnums)(*d), jax.hessian(s_twin, argnums)(*d), **close)
+    assert_trees_close(jax.jacrev(jax.jacrev(s_manual, argnums), argnums)(*d),
+                       jax.hessian(s_twin, argnums)(*d), **close)
+    u = tangents_for(d)
+    y, f_lin = jax.linearize(s_manual, *d)
+    assert_trees_close(f_lin(*u), jax.jvp(s_twin, d, u)[1], **close)
+    assert_trees_close(jax.jit(lambda *d: jax.jvp(s_manual, d, u)[1])(*d), jax.jvp(s_twin, d, u)[1], **close)
+    assert_trees_close(jax.jvp(jax.checkpoint(s_manual), d, u)[1], jax.jvp(s_twin, d, u)[1], **close)
+
+    def scanned(f):
+        def body(carry, _):
+            return carry + jax.jvp(f, d, u)[1], None
+        return jax.lax.scan(body, 0.0, None, length=2)[0]
+
+    assert_trees_close(scanned(s_manual), scanned(s_twin), **close)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.9 * a]), d)  # 0.9: probabilities stay in [0, 1]
+    per = jax.vmap(lambda *d: jax.jvp(s_manual, d, u)[1])(*stacked)
+    per_twin = jax.vmap(lambda *d: jax.jvp(s_twin, d, u)[1])(*stacked)
+    assert_trees_close(per, per_twin, **close)
+
+
+@ops
+def test_custom_vjp_form_matches_autodiff(spec: OpSpec):
+    """The plain jax.custom_vjp form of every rule, built from the same declaration."""
+    args = sample(spec, spec.cases[-1], "float64", seed=6)
+    ct = cotangent_for(spec.manual, args)
+    argnums = tuple(range(len(spec.diff_argnums)))
+    want = jax.grad(scalarized(spec.autodiff, spec, args, ct), argnums)(*diff_args(spec, args))
+    with use_backend("custom_vjp"):
+        got = jax.jit(jax.grad(scalarized(spec.manual, spec, args, ct), argnums))(*diff_args(spec, args))
+        value = spec.manual(*args)
+    assert_trees_close(got, want, 1e-9, 1e-12, spec.name)
+    assert_trees_close(value, spec.autodiff(*args), 1e-9, 1e-12, spec.name)
+
+
+@pytest.mark.parametrize("spec", [s for s in OPS if s.kinks], ids=[s.name for s in OPS if s.kinks])
+def test_documented_kinks(spec: OpSpec):
+    """The gradient at each declared kink is the hand-computed one, in both directions."""
+    for kink in spec.kinks:
+        args = tuple(jax.tree.map(jnp.asarray, kink.args))
+        kw = {**spec.kwargs, **kink.kwargs}
+        f = lambda x: spec.fn(x, *args[1:], **kw)  # noqa: E731
+        grad = jax.grad(lambda x: jnp.sum(f(x)))(args[0])
+        np.testing.assert_array_equal(np.asarray(grad), kink.grad, err_msg=f"{spec.name} at {kink.where}")
+        ones = jnp.ones_like(args[0])
+        _, fwd = jax.jvp(lambda x: jnp.sum(f(x)), (args[0],), (ones,))
+        np.testing.assert_allclose(float(fwd), float(np.sum(kink.grad)), err_msg=f"{spec.name} fwd at {kink.where}")
+
+
+# ------------------------------------------------------------- planted faults
+def _planted(rule: Rule, *, jvp=None, vjp=None) -> Rule:
+    return Rule(rule.name, value=rule.value, save=rule.save, vjp=vjp or rule.vjp, jvp=jvp or rule.jvp)
+
+
+TANH = next(s for s in OPS if s.name == "tanh").rules[0]
+WRONG_FORWARD = _planted(TANH, jvp=lambda y, t: t * (1 - y))          # should be 1 - y²
+WRONG_REVERSE = _planted(TANH, vjp=lambda y, g: (g * (1 + y * y),))   # should be 1 - y²
+
+
+def _tanh_spec(rule):
+    spec = next(s for s in OPS if s.name == "tanh")
+    return dataclasses.replace(spec, fn=lambda x: rule(x), name=f"planted {spec.name}")
+
+
+@pytest.mark.parametrize("planted, broken, intact", [(WRONG_FORWARD, "fwd", "rev"), (WRONG_REVERSE, "rev", "fwd")])
+def test_a_planted_rule_is_caught_and_changes_only_its_own_mode(planted, broken, intact):
+    spec, good = _tanh_spec(planted), _tanh_spec(TANH)
+    args = sample(spec, (5,), "float64")
+    u, v = tangents_for(args), cotangent_for(spec.manual, args)
+    fwd = lambda s: jvp_of(s.manual, s, args, u)[1]  # noqa: E731
+    rev = lambda s: jax.vjp(s.manual, *args)[1](v)  # noqa: E731
+    mode = {"fwd": fwd, "rev": rev}
+    assert not np.allclose(mode[broken](spec), mode[broken](good)), "the planted rule did not change its mode"
+    assert_trees_close(mode[intact](spec), mode[intact](good), 0, 0, "the planted rule leaked into the other mode")
+    # each checker above catches it
+    gap, scale = adjoint_gap(spec.manual, spec, args, u, v)
+    assert gap > 1e-6 * scale
+    with pytest.raises(AssertionError):
+        test_forward_rule_matches_the_twin(spec, "float64") if broken == "fwd" else \
+            test_custom_vjp_form_matches_autodiff(spec)
+    with pytest.raises(AssertionError):
+        check_grads(spec.manual, args, order=1, modes=(broken,))
+
+
+def test_a_planted_kink_convention_is_caught():
+    relu = next(s for s in OPS if s.name == "relu")
+    wrong = _planted(relu.rules[0], vjp=lambda y, g: (jnp.where(y >= 0, g, 0.0),),
+                     jvp=lambda y, t: jnp.where(y >= 0, t, 0.0))
+    with pytest.raises(AssertionError):
+        test_documented_kinks(dataclasses.replace(relu, fn=lambda x: wrong(x)))

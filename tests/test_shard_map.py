@@ -1,0 +1,89 @@
+"""Every registry op inside ``jax.shard_map`` (JAX's default vma checks), on 4 host devices.
+
+The batch is split over a ``data`` axis and every other argument (weights,
+slopes) is replicated; the gradients of a psum-ed loss must equal the same code
+outside shard_map, for the manual rules (hijax and custom_vjp forms), and the
+same MLP step on ``jax.nn``/``optax`` must agree with funcnet's. Runs in a
+subprocess because the device count is fixed when JAX starts.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import json
+    import jax
+    jax.config.update("jax_num_cpu_devices", 4)
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp, numpy as np, optax
+    from jax.sharding import PartitionSpec as P
+    from funcnet import gates, losses, nn
+    from funcnet.ops._rule import use_backend
+    from funcnet.registry import OPS, cast_args
+
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    failures, checked = [], 0
+
+    def batched(spec, rng):
+        # a leading batch of 8 on the first argument; the others replicated
+        case = spec.cases[-1]
+        args = cast_args(spec.sample(rng, case), spec.diff_argnums, "float64")
+        if isinstance(args[0], dict):
+            return None
+        first = jnp.stack([cast_args(spec.sample(rng, case), spec.diff_argnums, "float64")[0] for _ in range(8)])
+        return (first,) + tuple(args[1:])
+
+    rng = np.random.default_rng(0)
+    for spec in OPS:
+        args = batched(spec, rng)
+        if args is None:
+            continue
+        per_example = jax.vmap(lambda a0, *rest: spec.manual(a0, *rest), in_axes=(0,) + (None,) * (len(args) - 1))
+        def loss(*a):
+            return jnp.sum(per_example(*a) ** 2)
+        argnums = spec.diff_argnums
+        want = jax.grad(loss, argnums)(*args)
+        def sharded_loss(*a):
+            return jax.lax.psum(loss(*a), "data")
+        specs = (P("data"),) + (P(),) * (len(args) - 1)
+        for route in ("hijax", "custom_vjp"):
+            with use_backend(route):
+                outs = tuple(P("data") if i == 0 else P() for i in argnums)
+                f = jax.jit(jax.shard_map(jax.grad(sharded_loss, argnums), mesh=mesh, in_specs=specs,
+                                          out_specs=outs))
+                try:
+                    got = f(*args)
+                    for i, (g, w) in enumerate(zip(got, want)):
+                        if not np.allclose(g, w, rtol=1e-9, atol=1e-12):
+                            failures.append(f"{spec.name} {route} arg {argnums[i]}")
+                except Exception as err:
+                    failures.append(f"{spec.name} {route}: {type(err).__name__}: {str(err)[:200]}")
+                checked += 1
+
+    # an MLP step on funcnet against the same step on jax.nn + optax
+    x = jnp.asarray(rng.normal(size=(16, 5))); y = jnp.asarray(rng.integers(0, 3, 16))
+    params = {"w0": jnp.asarray(rng.normal(size=(5, 7))), "b0": jnp.zeros(7),
+              "w1": jnp.asarray(rng.normal(size=(7, 3))), "b1": jnp.zeros(3)}
+    def mlp_loss(ops_affine, act, ce, p, x, y):
+        h = act(ops_affine(x, p["w0"], p["b0"]))
+        return jax.lax.psum(ce(ops_affine(h, p["w1"], p["b1"]), y).sum(), "data")
+    def step(fn):
+        return jax.jit(jax.shard_map(jax.grad(fn), mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=P()))
+    ours = step(lambda p, x, y: mlp_loss(gates.affine, nn.relu, losses.softmax_cross_entropy_with_integer_labels, p, x, y))
+    theirs = step(lambda p, x, y: mlp_loss(lambda x, w, b: x @ w + b, jax.nn.relu,
+                                           optax.losses.softmax_cross_entropy_with_integer_labels, p, x, y))
+    g1, g2 = ours(params, x, y), theirs(params, x, y)
+    mlp_ok = all(np.allclose(g1[k], g2[k], rtol=1e-9, atol=1e-12) for k in params)
+    print(json.dumps({"failures": failures, "checked": checked, "mlp_ok": mlp_ok}))
+""")
+
+
+def test_every_op_inside_shard_map_matches_unsharded_gradients():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["failures"] == [], out["failures"]
+    assert out["checked"] >= 40
+    assert out["mlp_ok"]
