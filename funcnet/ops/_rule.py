@@ -181,7 +181,8 @@ if VJPHiPrimitive is not None:
 
         def __init__(self, rule: Rule, args, static: dict):
             self.in_avals = tuple(jax.typeof(a) for a in args)
-            out = jax.eval_shape(functools.partial(rule.value, **static), *args)
+            out = _out_shape(rule, tuple(sorted(static.items())),
+                             tuple((a.shape, a.dtype) for a in self.in_avals))
             floats = [a for a in self.in_avals if _is_float(a.dtype)] or list(self.in_avals)
             self.out_aval = floats[0].update(shape=out.shape, dtype=out.dtype, weak_type=False)
             self.params = dict(rule=rule, static=tuple(sorted(static.items())))
@@ -228,6 +229,13 @@ if VJPHiPrimitive is not None:
 
 else:  # pragma: no cover
     _HiOp = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _out_shape(rule: Rule, static_items: tuple, in_shapes: tuple):
+    """The output shape and dtype of ``rule.value``, traced once per rule, parameters and input types."""
+    structs = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in in_shapes]
+    return jax.eval_shape(functools.partial(rule.value, **dict(static_items)), *structs)
 
 
 def _tangent_or_zeros(y_dot, like):
