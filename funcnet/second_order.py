@@ -1,10 +1,11 @@
 """Second derivatives through the manual rules, by reverse-over-reverse.
 
-``jax.hessian`` is forward-over-reverse. Forward mode cannot enter a
-``jax.custom_vjp``, but a reverse pass through funcnet's ops only runs their
-backward rules, which are plain ``jnp`` code, so a second reverse pass
-differentiates them: this is how the functions here work on any function built
-from manual ops, for parameters of any pytree shape.
+``jax.hessian`` (forward-over-reverse) works on funcnet's ops as well, since
+every op has a hand-written forward rule; the functions here take the other
+route, a second reverse pass, which differentiates the reverse rules themselves
+(plain ``jnp`` code). That route also works where the ops are built in their
+plain ``jax.custom_vjp`` form (``FUNCNET_RULES=custom_vjp``), which has no
+forward mode, for parameters of any pytree shape.
 """
 
 from __future__ import annotations
