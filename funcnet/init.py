@@ -8,12 +8,20 @@ For a weight of shape ``(fan_in, fan_out)`` (a Dense kernel; for more axes the
 leading axes count into ``fan_in`` like a receptive field):
 
 ============== ================================ =================================
-family          uniform on [-a, a]               normal N(0, s²)
+family          uniform on [-a, a]               normal, variance s²
 ============== ================================ =================================
 Glorot/Xavier   a = √(6 / (fan_in + fan_out))    s = √(2 / (fan_in + fan_out))
 He/Kaiming      a = √(6 / fan_in)                s = √(2 / fan_in)
 LeCun           a = √(3 / fan_in)                s = √(1 / fan_in)
 ============== ================================ =================================
+
+The normal families draw, as ``jax.nn.initializers`` does, from a normal
+truncated at ±2 standard deviations and rescaled (by 1/0.8796...) so that the
+variance is exactly s²; for the same key, shape and dtype every initializer
+here returns the same array as its ``jax.nn.initializers`` namesake. Fans
+follow JAX too: for a kernel of shape ``(..., n_in, n_out)`` the leading axes
+are a receptive field that multiplies both fans. Unlike JAX, a 1-D shape
+``(n,)`` is accepted, with fan_in = fan_out = n.
 
 Every row keeps the variance of the forward signal (Glorot: of forward and
 backward) roughly constant from layer to layer. Never start all weights equal
@@ -51,17 +59,24 @@ __all__ = [
     "ones",
     "constant",
     "fans",
+    "TRUNCATED_STD",
 ]
 
 
+#: The standard deviation of a standard normal truncated to [-2, 2]; dividing by it
+#: restores unit variance (the constant of ``jax.nn.initializers``).
+TRUNCATED_STD = 0.87962566103423978
+
+
 def fans(shape: Sequence[int]) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a weight: the last axis is the output, the others the input."""
+    """``(fan_in, fan_out)`` of a weight ``(..., n_in, n_out)``: ``n_in`` and ``n_out`` times the receptive field."""
     shape = tuple(shape)
     if len(shape) < 1:
         raise ValueError(f"funcnet.init: cannot compute fans of a scalar shape {shape}")
     if len(shape) == 1:
         return shape[0], shape[0]
-    return math.prod(shape[:-1]), shape[-1]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
 
 
 def _variance_scaling(scale: float, mode: str, distribution: str, name: str) -> Callable[..., Initializer]:
@@ -69,11 +84,11 @@ def _variance_scaling(scale: float, mode: str, distribution: str, name: str) -> 
         def init(key, shape, dtype=dtype):
             fan_in, fan_out = fans(shape)
             denominator = {"fan_in": fan_in, "fan_avg": (fan_in + fan_out) / 2}[mode]
-            variance = scale / denominator
-            if distribution == "uniform":
-                bound = math.sqrt(3 * variance)  # Var(U[-a, a]) = a²/3
-                return jax.random.uniform(key, shape, dtype, -bound, bound)
-            return math.sqrt(variance) * jax.random.normal(key, shape, dtype)
+            variance = jnp.array(scale / denominator, dtype=dtype)
+            if distribution == "uniform":  # Var(U[-a, a]) = a²/3
+                return jax.random.uniform(key, shape, dtype, -1) * jnp.sqrt(3 * variance)
+            stddev = jnp.sqrt(variance) / jnp.array(TRUNCATED_STD, dtype)
+            return jax.random.truncated_normal(key, -2, 2, shape, dtype) * stddev
 
         init.__name__ = name
         return init
@@ -92,11 +107,11 @@ xavier_uniform, xavier_normal = glorot_uniform, glorot_normal
 kaiming_uniform, kaiming_normal = he_uniform, he_normal
 
 glorot_uniform.__doc__ = "Glorot/Xavier uniform: U[-a, a] with a = √(6 / (fan_in + fan_out))."
-glorot_normal.__doc__ = "Glorot/Xavier normal: N(0, 2 / (fan_in + fan_out))."
+glorot_normal.__doc__ = "Glorot/Xavier normal: truncated at ±2σ, variance 2 / (fan_in + fan_out)."
 he_uniform.__doc__ = "He/Kaiming uniform: U[-a, a] with a = √(6 / fan_in) (for ReLU networks)."
-he_normal.__doc__ = "He/Kaiming normal: N(0, 2 / fan_in) (for ReLU networks)."
+he_normal.__doc__ = "He/Kaiming normal: truncated at ±2σ, variance 2 / fan_in (for ReLU networks)."
 lecun_uniform.__doc__ = "LeCun uniform: U[-a, a] with a = √(3 / fan_in)."
-lecun_normal.__doc__ = "LeCun normal: N(0, 1 / fan_in)."
+lecun_normal.__doc__ = "LeCun normal: truncated at ±2σ, variance 1 / fan_in."
 
 
 def zeros(key, shape, dtype=jnp.float32):

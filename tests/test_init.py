@@ -37,11 +37,26 @@ def test_normal_initializers_variance(factory, variance):
     assert abs(w.mean()) < 0.01 * math.sqrt(variance)
 
 
-def test_same_distribution_as_jax_initializers():
-    ours = np.asarray(init.glorot_uniform()(jax.random.key(2), SHAPE))
-    theirs = np.asarray(jax.nn.initializers.glorot_uniform()(jax.random.key(2), SHAPE))
-    assert abs(ours.var() / theirs.var() - 1) < 0.03
-    assert abs(np.abs(ours).max() - np.abs(theirs).max()) < 1e-3
+SHARED = [name for name in init.__all__ if name.endswith(("_uniform", "_normal"))]
+
+
+@pytest.mark.parametrize("name", SHARED)
+@pytest.mark.parametrize("shape, dtype", [((30, 50), jnp.float32), ((3, 3, 8, 16), jnp.float32),
+                                          ((7, 5), jnp.bfloat16), ((4, 6), jnp.float64)])
+def test_every_shared_initializer_draws_what_jax_draws(name, shape, dtype):
+    """Same key, shape and dtype: the same array as the jax.nn.initializers namesake."""
+    key = jax.random.key(2)
+    ours = getattr(init, name)()(key, shape, dtype)
+    theirs = getattr(jax.nn.initializers, name)()(key, shape, dtype)
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(np.asarray(ours, np.float64), np.asarray(theirs, np.float64))
+
+
+def test_normal_initializers_are_truncated_at_two_standard_deviations():
+    w = np.asarray(init.glorot_normal()(jax.random.key(3), SHAPE, jnp.float64))
+    s = math.sqrt(2 / (FAN_IN + FAN_OUT))
+    assert np.abs(w).max() <= 2 * s / init.TRUNCATED_STD
+    assert abs(w.std() / s - 1) < 0.01  # std 0.1458 untruncated vs the intended s
 
 
 def test_constant_initializers_and_dtype():
@@ -55,7 +70,7 @@ def test_constant_initializers_and_dtype():
 
 def test_fans_and_aliases():
     assert init.fans((3, 4)) == (3, 4)
-    assert init.fans((2, 3, 4)) == (6, 4)
+    assert init.fans((2, 3, 4)) == (6, 8)  # the receptive field counts into both fans, as in jax
     assert init.xavier_uniform is init.glorot_uniform and init.kaiming_normal is init.he_normal
     with pytest.raises(ValueError, match="scalar"):
         init.glorot_uniform()(jax.random.key(0), ())
