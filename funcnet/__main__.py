@@ -1,0 +1,7 @@
+"""``python -m funcnet``: the same command line as ``funcnet``."""
+
+import sys
+
+from funcnet.cli import main
+
+sys.exit(main())
