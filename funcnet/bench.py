@@ -37,8 +37,39 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "wide": {"sizes": [4096, 8192, 8192, 8192, 1024], "batch": 4096, "activation": "relu"},
 }
 FRAMEWORKS = ("funcnet", "funcnet.reference", "plain_jax", "flax_nnx", "equinox", "pytorch")
+#: The package each peer framework needs; ``pip install '.[bench]'`` installs them all.
+PACKAGES = {"flax_nnx": "flax", "equinox": "equinox", "pytorch": "torch"}
 BASELINE = "plain_jax"
 LR = 0.01
+
+
+def missing_packages(frameworks) -> dict[str, str]:
+    """``{framework: package}`` for each of ``frameworks`` whose package is not installed."""
+    import importlib.util
+
+    return {f: PACKAGES[f] for f in frameworks if f in PACKAGES and importlib.util.find_spec(PACKAGES[f]) is None}
+
+
+def _check_args(configs, frameworks, rounds, steps, scaling_devices, sweep_batch) -> None:
+    """Errors naming the bad argument, raised before anything is measured."""
+    for name, value, low in (("rounds", rounds, 1), ("steps", steps, 1), ("scaling_devices", scaling_devices, 0),
+                             ("sweep_batch", sweep_batch, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"bench.run: {name} must be an integer >= {low}, got {value!r}")
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"bench.run: unknown configuration {', '.join(map(repr, unknown))}; known: "
+                         f"{', '.join(CONFIGS)}")
+    frameworks = tuple(frameworks)
+    unknown = [f for f in frameworks if f not in FRAMEWORKS]
+    if not frameworks or unknown:
+        what = f"unknown framework {', '.join(map(repr, unknown))}" if unknown else "frameworks is empty"
+        raise ValueError(f"bench.run: {what}; known: {', '.join(FRAMEWORKS)}")
+    missing = missing_packages(frameworks)
+    if configs and len(missing) == len(frameworks):  # nothing left to time
+        raise ModuleNotFoundError(f"bench.run: {', '.join(f'{f} needs {p}' for f, p in missing.items())}, not "
+                                  "installed; install the peer frameworks with pip install '.[bench]'",
+                                  name=next(iter(missing.values())))
 
 
 def param_count(sizes) -> int:
@@ -267,13 +298,19 @@ def time_steps(config: dict, frameworks=FRAMEWORKS, rounds: int = 10, steps: int
     """Median seconds per training step of each framework, interleaved round by round."""
     sizes, batch, activation = config["sizes"], config["batch"], config["activation"]
     x, y = _data(sizes, batch)
-    runners = {}
+    runners, skipped = {}, []
     for name in frameworks:
         try:
             runners[name] = BUILDERS[name](sizes, activation)
         except ImportError as err:
+            skipped.append(f"{name} needs {err.name or err}")
             if notes is not None:
                 notes.append(f"{name} skipped: {err.name or err} is not installed (pip install 'funcnet[bench]')")
+    if not frameworks:
+        raise ValueError(f"bench.time_steps: no frameworks given; known: {', '.join(FRAMEWORKS)}")
+    if not runners:  # every requested framework was skipped: nothing to time
+        raise ModuleNotFoundError(f"bench: {', '.join(skipped)}, not installed; install the peer frameworks with "
+                                  "pip install '.[bench]'")
     for r in runners.values():
         r.run(x, y, 2)  # compile and warm up
     times = _interleaved({name: functools.partial(r.run, x, y, steps) for name, r in runners.items()}, rounds)
@@ -484,6 +521,7 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
     ``configs`` defaults to :func:`default_configs`.
     """
     configs = default_configs() if configs is None else tuple(configs)
+    _check_args(configs, frameworks, rounds, steps, scaling_devices, sweep_batch)
     notes: list[str] = []
     result = {"machine": machine(), "configs": {}, "notes": notes}
     if roofline:

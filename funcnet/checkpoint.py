@@ -2,22 +2,66 @@
 
 A checkpoint holds the parameters, optionally an optimizer state, the step and
 a JSON config. It is written with :mod:`safetensors` (no pickle, so loading a
-file cannot run code) and laid out as:
+file cannot run code).
 
-* one tensor per leaf, named by its path in the tree: ``params/dense_0/w``,
-  ``opt_state/0/mu/dense_0/w``;
-* header metadata (strings): the format version, ``step``, the ``config`` as
-  JSON, the funcnet version, the true dtype of every tensor, and a SHA-256
-  digest over all of the metadata and every tensor's name, dtype, shape and
-  bytes, so that a flipped bit anywhere is caught on load.
+The file
+--------
 
-Dtypes that safetensors' numpy reader does not know (bfloat16, the float8
-types) are stored as unsigned integers of the same width and viewed back to
-their true dtype on load, bit for bit.
+* One tensor per leaf, named by its path in the tree: ``params/dense_0/w``,
+  ``opt_state/0/mu/dense_0/w``. A tree that is a single array is one tensor
+  named ``params`` (or ``opt_state``). Every key along a path is a non-empty
+  string other than ``.`` and ``..`` and holds no ``/``; no name is the path
+  of another name's subtree (``params/a`` and ``params/a/b`` cannot both be).
+* Header metadata, all strings:
 
-Writes are atomic: the file is written to a temporary file in the same
-directory, flushed to disk and then renamed onto the target, so an interrupted
-save leaves any previous checkpoint as it was.
+  ``format``           ``funcnet.checkpoint``
+  ``format_version``   ``1``
+  ``step``             a non-negative integer in decimal, e.g. ``100``
+  ``config``           a JSON object, e.g. ``{"lr": 0.001}``
+  ``dtypes``           a JSON object giving every tensor's true dtype, e.g.
+                       ``{"params/w": "bfloat16"}``
+  ``has_opt_state``    ``true`` or ``false``
+  ``funcnet_version``  the version that wrote the file (informational only)
+  ``digest``           ``sha256:<hex>`` over all of the other metadata and
+                       every tensor's name, dtype, shape and bytes, so that
+                       a flipped bit anywhere is caught on load
+
+* Dtypes: bool, integers, float16/32/64 and complex64 are stored as
+  themselves. Other numeric dtypes that safetensors' numpy reader does not
+  know (bfloat16, the float8 and int4 types) are stored as unsigned integers
+  of the same width and viewed back to their true dtype on load, bit for bit.
+  Strings, structured and object arrays and complex128 cannot be stored.
+
+Reading refuses, with :class:`CheckpointError`, any file that breaks one of
+these rules, even one whose digest matches (a crafted file), rather than
+guess what it means.
+
+Writing
+-------
+
+Nothing a user saved is lost, half-written or silently replaced.
+:func:`save` and :func:`copy` write the whole file to a temporary file in the
+target's folder, give it its permissions (those of a new file, ``0o666``
+less the umask, or when replacing a file, that file's), flush it to disk, and
+only then give it its name, in one step:
+
+* ``overwrite=False`` (the default): a hard link that fails if the name is
+  taken, so of two processes saving to the same new path exactly one
+  succeeds and the other gets :class:`CheckpointError`;
+* ``overwrite=True``: a rename onto the target, which readers see change
+  from the old complete file to the new complete file.
+
+On Linux the temporary file is created unnamed (``O_TMPFILE``), so a process
+killed mid-write leaves nothing behind; it is linked in through
+``/proc/self/fd``. Where that is not available the temporary file is named
+``.<name>.<host>.<pid>.<random>.tmp``, and each save removes such files of its
+target that a dead process of the same host left behind. With
+``overwrite=True`` an unnamed file gets such a name for the instant between
+linking and renaming: the only moment a kill can leave a temporary file,
+which the next save removes. On a file system without hard links (FAT, some
+network shares) the name is first reserved by creating an empty file
+exclusively and the temporary file then renamed onto it; a kill in between
+leaves that empty file, which :func:`restore` reports as unreadable.
 
 Example::
 
@@ -33,14 +77,19 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import importlib.metadata
 import json
 import operator
 import os
 import pathlib
-import tempfile
-from typing import Any, Mapping, NamedTuple
+import re
+import secrets
+import shutil
+import socket
+import stat
+from typing import IO, Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +99,7 @@ from safetensors import SafetensorError, safe_open
 
 from funcnet._trees import entry_name
 
-__all__ = ["Checkpoint", "CheckpointError", "save", "restore", "read_config"]
+__all__ = ["Checkpoint", "CheckpointError", "save", "restore", "read_config", "copy"]
 
 FORMAT = "funcnet.checkpoint"
 FORMAT_VERSION = 1
@@ -63,6 +112,13 @@ _NATIVE = frozenset(
 )
 _RAW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _SECTIONS = ("params", "opt_state")
+#: Keys that cannot be a step of a leaf's name.
+_BAD_KEYS = frozenset({"", ".", ".."})
+_STEP = re.compile(r"0|[1-9][0-9]{0,30}")
+#: ``O_TMPFILE`` where the platform has it (Linux); 0 turns unnamed temporary files off.
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+#: Whether os.link takes directory fds (then it calls linkat, which can follow /proc/self/fd links).
+_LINK_AT = os.link in os.supports_dir_fd
 
 
 class CheckpointError(ValueError):
@@ -100,28 +156,33 @@ def save(
       path: the file to write; missing parent directories are created.
       params: a pytree of arrays (``jax.Array``, numpy arrays or scalars).
       opt_state: an optional second pytree, e.g. from ``optimizer.init(params)``.
-      step: the training step, an integer.
+      step: the training step, a non-negative integer.
       config: a JSON-serialisable dict with string keys (tuples come back as lists).
       overwrite: replace an existing file at ``path``; by default an existing
-        file is an error and is left untouched.
+        file is an error and is left untouched, even if another process
+        creates it while this one is writing.
 
     Returns:
       ``path`` as a :class:`pathlib.Path`.
 
     Raises:
-      CheckpointError: ``path`` exists and ``overwrite`` is false, ``config``
-        is not JSON-serialisable, ``step`` is not an integer, a key contains
-        ``/``, or a leaf's dtype cannot be stored.
+      CheckpointError: ``path`` exists and ``overwrite`` is false, or is a
+        directory; ``config`` is not a JSON-serialisable dict; ``step`` is not
+        a non-negative integer; a key is empty, ``.`` or ``..`` or contains
+        ``/``; a leaf's dtype cannot be stored; or the file cannot be written.
     """
     path = pathlib.Path(path)
-    if path.exists() and not overwrite:
-        raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it")
     try:
         step = operator.index(step)
     except TypeError:
         raise CheckpointError(f"{path}: step must be an integer, got {step!r}") from None
+    if step < 0:
+        raise CheckpointError(f"{path}: step must be a non-negative integer, got {step}")
     config = {} if config is None else config
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{path}: config must be a dict, got {type(config).__name__}: {config!r:.60}")
     _check_json(path, config, "config")
+    _check_target(path, overwrite)
 
     tensors, dtypes = {}, {}
     for section, tree in (("params", params), ("opt_state", opt_state)):
@@ -134,15 +195,42 @@ def save(
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "step": str(step),
-        "config": json.dumps(config, sort_keys=True),
+        "config": json.dumps(dict(config), sort_keys=True),
         "dtypes": json.dumps(dtypes, sort_keys=True),
         "has_opt_state": json.dumps(opt_state is not None),
     }
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         metadata["funcnet_version"] = importlib.metadata.version("funcnet")
     metadata["digest"] = _digest(metadata, tensors)
-    _write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
+    data = safetensors.numpy.save(tensors, metadata=metadata)
+    _write_atomic(path, lambda f: f.write(data), overwrite=overwrite)
     return path
+
+
+def copy(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
+    """Copy the checkpoint ``src`` to ``dst`` byte for byte, written as safely as by :func:`save`.
+
+    ``src`` is verified first (as by :func:`read_config`); ``dst`` is never
+    left half-written, and an existing ``dst`` is replaced only with
+    ``overwrite=True``.
+
+    Returns:
+      ``dst`` as a :class:`pathlib.Path`.
+
+    Raises:
+      CheckpointError: ``src`` is not a valid checkpoint, ``dst`` exists and
+        ``overwrite`` is false, or ``dst`` cannot be written.
+    """
+    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    _read_checked(src)
+    _check_target(dst, overwrite)
+    try:
+        source = open(src, "rb")
+    except OSError as err:
+        raise CheckpointError(f"{src}: cannot read ({_one_line(err)})") from None
+    with source:
+        _write_atomic(dst, lambda f: shutil.copyfileobj(source, f, 1 << 20), overwrite=overwrite)
+    return dst
 
 
 def restore(path: str | os.PathLike, like: Mapping[str, Any] | None = None) -> Checkpoint:
@@ -165,29 +253,24 @@ def restore(path: str | os.PathLike, like: Mapping[str, Any] | None = None) -> C
 
     Raises:
       CheckpointError: the file is missing, is not a funcnet safetensors
-        checkpoint, is truncated or corrupted (checksum mismatch), holds an
-        opt_state but ``like`` has no template for it, or does not match
-        ``like`` (a missing or extra leaf, a different shape or dtype).
+        checkpoint, is truncated or corrupted (checksum mismatch), breaks a
+        rule of the format (see the module docstring), holds an opt_state but
+        ``like`` has no template for it, or does not match ``like`` (a missing
+        or extra leaf, a different shape or dtype).
     """
     path = pathlib.Path(path)
     like = {} if like is None else like
     unknown = sorted(set(like) - set(_SECTIONS))
     if unknown:
         raise CheckpointError(f"{path}: `like` has unknown keys {unknown}; expected 'params' and/or 'opt_state'")
-    metadata, tensors = _read_verified(path)
-    step, config, dtypes, has_opt_state = _parse_metadata(path, metadata)
-
-    sections = {s: {} for s in _SECTIONS}
-    for name, stored in tensors.items():
-        section, _, rel = name.partition("/")
-        if section not in sections:
-            raise CheckpointError(f"{path}: unexpected tensor {name!r}")
-        sections[section][rel] = _to_array(path, name, stored, dtypes.get(name))
+    step, config, has_opt_state, sections = _read_checked(path)
+    arrays = {s: {rel: _to_jax(path, f"{s}/{rel}".rstrip("/"), a) for rel, a in flat.items()}
+              for s, flat in sections.items()}
 
     if "params" in like:
-        params = _fill(path, like["params"], sections["params"], "params")
+        params = _fill(path, like["params"], arrays["params"], "params")
     else:
-        params = _nest(sections["params"])
+        params = _nest(arrays["params"])
     if not has_opt_state:
         if "opt_state" in like:
             raise CheckpointError(f"{path}: has no opt_state, but `like` has an opt_state template")
@@ -198,23 +281,14 @@ def restore(path: str | os.PathLike, like: Mapping[str, Any] | None = None) -> C
             "e.g. like={'params': params, 'opt_state': optimizer.init(params)}"
         )
     else:
-        opt_state = _fill(path, like["opt_state"], sections["opt_state"], "opt_state")
+        opt_state = _fill(path, like["opt_state"], arrays["opt_state"], "opt_state")
     return Checkpoint(params=params, opt_state=opt_state, step=step, config=config)
 
 
 def read_config(path: str | os.PathLike) -> tuple[int, dict]:
     """``(step, config)`` of a checkpoint, after verifying the whole file; no templates needed."""
-    path = pathlib.Path(path)
-    step, config, _, _ = _parse_metadata(path, _read_verified(path)[0])
+    step, config, _, _ = _read_checked(pathlib.Path(path))
     return step, config
-
-
-def _parse_metadata(path: pathlib.Path, metadata: Mapping[str, str]) -> tuple[int, dict, dict, bool]:
-    try:
-        return (int(metadata["step"]), json.loads(metadata["config"]), json.loads(metadata["dtypes"]),
-                json.loads(metadata["has_opt_state"]))
-    except (KeyError, ValueError) as err:
-        raise CheckpointError(f"{path}: bad metadata: {_one_line(err)}") from None
 
 
 # --- writing ---------------------------------------------------------------
@@ -236,12 +310,22 @@ def _check_json(path: pathlib.Path, value: Any, where: str) -> None:
         raise CheckpointError(f"{path}: {where} is not JSON-serialisable ({type(value).__name__}: {value!r:.60})")
 
 
+def _check_target(path: pathlib.Path, overwrite: bool) -> None:
+    """Refuse early (before any work) a target that is a directory, or that exists without ``overwrite``."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; a checkpoint is a file, e.g. {path / 'checkpoint.safetensors'}")
+    if not overwrite and os.path.lexists(path):
+        raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it")
+
+
 def _leaf_name(path: pathlib.Path, key_path: tuple, section: str) -> str:
-    """``section/a/b/c`` for the key path ``(a, b, c)``; a key may not contain ``/``."""
+    """``section/a/b/c`` for the key path ``(a, b, c)``; a key may not be empty, ``.`` or ``..`` or contain ``/``."""
     parts = [entry_name(entry) for entry in key_path]
     for part in parts:
         if "/" in part:
             raise CheckpointError(f"{path}: key {part!r} in {section} contains '/', which names use as separator")
+        if part in _BAD_KEYS:
+            raise CheckpointError(f"{path}: key {part!r} in {section} cannot be part of a name; use another key")
     return "/".join([section, *parts])
 
 
@@ -264,13 +348,21 @@ def _as_numpy(leaf: Any) -> np.ndarray:
     return np.asarray(leaf)
 
 
+def _storable(dtype: np.dtype) -> bool:
+    """Whether a checkpoint can hold ``dtype``: bool or numeric, native to safetensors or 1 to 8 bytes wide."""
+    numeric = dtype == np.bool_ or jnp.issubdtype(dtype, np.number)
+    return numeric and (dtype in _NATIVE or dtype.itemsize in _RAW)
+
+
 def _to_storable(path: pathlib.Path, name: str, array: np.ndarray) -> tuple[np.ndarray, str]:
     """``array`` in a dtype safetensors reads back, and the name of its true dtype."""
+    if not array.dtype.isnative:  # big-endian data: store the values, little-endian like everything else
+        array = array.astype(array.dtype.newbyteorder("="))
     array = np.asarray(array, order="C")
+    if not _storable(array.dtype):
+        raise CheckpointError(f"{path}: {name} has dtype {array.dtype}, which cannot be stored")
     if array.dtype in _NATIVE:
         return array, array.dtype.name
-    if array.dtype.itemsize not in _RAW or array.dtype.kind not in "biufcV":
-        raise CheckpointError(f"{path}: {name} has dtype {array.dtype}, which cannot be stored")
     return array.view(_RAW[array.dtype.itemsize]), array.dtype.name
 
 
@@ -287,27 +379,155 @@ def _digest(metadata: Mapping[str, str], tensors: Mapping[str, np.ndarray]) -> s
     return "sha256:" + h.hexdigest()
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync it, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_atomic(path: pathlib.Path, write: Callable[[IO[bytes]], Any], *, overwrite: bool) -> None:
+    """Create ``path`` with the bytes ``write(file)`` writes: complete or not at all (see "Writing" above)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot create its folder ({_one_line(err)})") from None
+    _remove_stale_temps(path)
+    names: list[pathlib.Path] = []  # named temporary files this call created, removed on any failure
+    try:
+        fd = _open_temp(path, names)
+        try:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, _file_mode(path, overwrite))
+            with os.fdopen(fd, "wb", closefd=False) as f:
+                write(f)
+                f.flush()
+                os.fsync(fd)
+            _publish(path, fd, names, overwrite)
+        finally:
+            os.close(fd)
+    except BaseException as err:
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        if isinstance(err, IsADirectoryError):
+            raise CheckpointError(f"{path}: is a directory; a checkpoint is a file") from None
+        if isinstance(err, OSError):
+            raise CheckpointError(f"{path}: cannot write ({_one_line(err)})") from err
         raise
-    # Make the rename itself durable; not possible on every platform (Windows).
+    # Make the new name itself durable; not possible on every platform (Windows).
     with contextlib.suppress(OSError):
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _open_temp(path: pathlib.Path, names: list[pathlib.Path]) -> int:
+    """A new empty file in ``path``'s folder, open for writing: unnamed where possible, else appended to ``names``."""
+    if _O_TMPFILE and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(path.parent, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError as err:  # the kernel or the file system has no O_TMPFILE
+            if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    name = _temp_name(path)
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+                 | getattr(os, "O_CLOEXEC", 0), 0o600)
+    names.append(name)
+    return fd
+
+
+def _publish(path: pathlib.Path, fd: int, names: list[pathlib.Path], overwrite: bool) -> None:
+    """Give the finished temporary file (open as ``fd``; named ``names[0]`` if it has a name) the name ``path``."""
+    # An unnamed file is reached through its /proc entry, a named one by its name in the same folder.
+    source = names[0].name if names else f"/proc/self/fd/{fd}"
+    if overwrite:
+        if not names:
+            names.append(_temp_name(path))
+            _link(source, names[0])
+        os.replace(names[0], path)
+        names.clear()
+        return
+    try:
+        _link(source, path)  # fails if anything took the name meanwhile, even a moment ago
+    except FileExistsError:
+        raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it") from None
+    except OSError as err:
+        if not names or err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        # No hard links on this file system: reserve the name exclusively, then rename onto the reservation.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it") from None
+        names.append(path)  # removed again if the rename fails
+        os.replace(names[0], path)
+        names.clear()
+        return
+    if names:  # a named temporary file now has its real name too: drop the temporary one
+        with contextlib.suppress(OSError):  # the checkpoint is saved; a stray name is swept by a later save
+            os.unlink(names[0])
+        names.clear()
+
+
+def _link(source: str, target: pathlib.Path) -> None:
+    """Hard-link ``source`` (a name in ``target``'s folder, or a /proc/self/fd path) to the new name ``target``."""
+    if not _LINK_AT:  # e.g. Windows, where there is no /proc source either
+        os.link(target.with_name(source), target)
+        return
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        # With a directory fd Python calls linkat(AT_SYMLINK_FOLLOW), which follows the /proc link to the
+        # file; plain link() would try to link the /proc entry itself and fail.
+        os.link(source, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=True)
+    finally:
+        os.close(dir_fd)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _temp_name(path: pathlib.Path) -> pathlib.Path:
+    """``.<name>.<host>.<pid>.<random>.tmp`` next to ``path``: the owner can be told from the name."""
+    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove_stale_temps(path: pathlib.Path) -> None:
+    """Delete temporary files of ``path`` (see :func:`_temp_name`) whose writer, on this host, has died."""
+    if os.name != "posix":  # os.kill(pid, 0) is a liveness probe only on POSIX
+        return
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{re.escape(_host())}\.([0-9]+)\.[0-9a-f]{{8}}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(path.parent):
+            match = pattern.fullmatch(entry)
+            if match and not _alive(int(match[1])):
+                with contextlib.suppress(OSError):
+                    os.unlink(path.parent / entry)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def _file_mode(path: pathlib.Path, overwrite: bool) -> int:
+    """Permission bits of the new file: those of the file it replaces, else ``0o666`` less the umask."""
+    if overwrite:
+        with contextlib.suppress(OSError):
+            return stat.S_IMODE(os.stat(path).st_mode)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read from /proc where possible (setting it to read it is not thread-safe)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # --- reading ---------------------------------------------------------------
@@ -325,7 +545,7 @@ def _read_verified(path: pathlib.Path) -> tuple[dict[str, str], dict[str, np.nda
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a funcnet checkpoint (no {FORMAT!r} format in its metadata)")
@@ -338,24 +558,107 @@ def _read_verified(path: pathlib.Path) -> tuple[dict[str, str], dict[str, np.nda
     return metadata, tensors
 
 
-def _to_array(path: pathlib.Path, name: str, stored: np.ndarray, dtype_name: str | None) -> jax.Array:
-    """The stored tensor viewed as its true dtype, as a ``jax.Array``."""
-    if dtype_name is None:
-        raise CheckpointError(f"{path}: no dtype recorded for {name}")
+def _read_checked(path: pathlib.Path) -> tuple[int, dict, bool, dict[str, dict[str, np.ndarray]]]:
+    """``(step, config, has_opt_state, sections)`` of a verified file that keeps every rule of the format.
+
+    ``sections`` maps ``"params"`` and ``"opt_state"`` to ``{relative name: array}`` (name ``""``
+    for a tree that is a single array), the arrays viewed as their true dtypes.
+    """
+    metadata, tensors = _read_verified(path)
+    step, config, dtypes, has_opt_state = _parse_metadata(path, metadata, tensors)
+    sections: dict[str, dict[str, np.ndarray]] = {s: {} for s in _SECTIONS}
+    for name, stored in tensors.items():
+        section, rel = _split_name(path, name)
+        sections[section][rel] = _as_true_dtype(path, name, stored, dtypes[name])
+    for section, flat in sections.items():
+        _check_layout(path, section, flat)
+    if sections["opt_state"] and not has_opt_state:
+        raise CheckpointError(f"{path}: holds opt_state tensors, but its metadata says has_opt_state is false")
+    return step, config, has_opt_state, sections
+
+
+def _bad_metadata(path: pathlib.Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path}: bad metadata: {what}")
+
+
+def _json_metadata(path: pathlib.Path, metadata: Mapping[str, str], key: str) -> Any:
+    if key not in metadata:
+        raise _bad_metadata(path, f"no {key!r}")
     try:
-        dtype = jnp.dtype(dtype_name)
-    except TypeError:
+        return json.loads(metadata[key])
+    except (ValueError, RecursionError) as err:
+        raise _bad_metadata(path, f"{key} is not JSON ({_one_line(err)})") from None
+
+
+def _parse_metadata(path: pathlib.Path, metadata: Mapping[str, str],
+                    tensors: Mapping[str, np.ndarray]) -> tuple[int, dict, dict[str, str], bool]:
+    """``(step, config, dtypes, has_opt_state)``, each checked against the format."""
+    step = metadata.get("step")
+    if step is None or not _STEP.fullmatch(step):
+        raise _bad_metadata(path, f"step must be a non-negative integer, got {step!r}")
+    config = _json_metadata(path, metadata, "config")
+    if not isinstance(config, dict):
+        raise _bad_metadata(path, f"config must be a JSON object, got {metadata['config']!r:.60}")
+    dtypes = _json_metadata(path, metadata, "dtypes")
+    if not isinstance(dtypes, dict) or not all(isinstance(v, str) for v in dtypes.values()):
+        raise _bad_metadata(path, f"dtypes must be a JSON object of dtype names, got {metadata['dtypes']!r:.60}")
+    missing, extra = sorted(set(tensors) - set(dtypes)), sorted(set(dtypes) - set(tensors))
+    if missing:
+        raise _bad_metadata(path, f"no dtype recorded for {_names_list(missing)}")
+    if extra:
+        raise _bad_metadata(path, f"dtypes names {_names_list(extra)}, which the file does not hold")
+    has_opt_state = _json_metadata(path, metadata, "has_opt_state")
+    if not isinstance(has_opt_state, bool):
+        raise _bad_metadata(path, f"has_opt_state must be true or false, got {metadata['has_opt_state']!r:.60}")
+    return int(step), config, dtypes, has_opt_state
+
+
+def _split_name(path: pathlib.Path, name: str) -> tuple[str, str]:
+    """``("params", "a/b")`` for the tensor ``params/a/b``; ``("params", "")`` for ``params``."""
+    section, sep, rel = name.partition("/")
+    if section not in _SECTIONS:
+        raise CheckpointError(f"{path}: unexpected tensor {name!r}")
+    if sep and any(part in _BAD_KEYS for part in rel.split("/")):
+        raise CheckpointError(f"{path}: tensor {name!r} has an empty, '.' or '..' key in its name")
+    return section, rel
+
+
+def _check_layout(path: pathlib.Path, section: str, flat: Mapping[str, Any]) -> None:
+    """Refuse names that cannot all be leaves of one tree: a root leaf beside others, a leaf inside a leaf."""
+    if "" in flat and len(flat) > 1:
+        other = next(rel for rel in flat if rel)
+        raise CheckpointError(f"{path}: {section} is saved both as a single array and as a tree ({section}/{other})")
+    for rel in flat:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in flat:
+                raise CheckpointError(f"{path}: {section}/{prefix} is both an array and a subtree ({section}/{rel})")
+
+
+def _as_true_dtype(path: pathlib.Path, name: str, stored: np.ndarray, dtype_name: str) -> np.ndarray:
+    """The stored tensor viewed as its true dtype, after checking it is stored the way :func:`save` stores it."""
+    try:
+        dtype = np.dtype(jnp.dtype(dtype_name))
+    except (TypeError, ValueError):
         raise CheckpointError(f"{path}: {name} has unknown dtype {dtype_name!r}") from None
-    if dtype != stored.dtype:
-        if dtype.itemsize != stored.dtype.itemsize:
-            raise CheckpointError(f"{path}: {name} is stored as {stored.dtype}, which cannot hold {dtype}")
-        stored = stored.view(dtype)
-    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+    if dtype.name != dtype_name or not _storable(dtype):
+        raise CheckpointError(f"{path}: {name} has dtype {dtype_name!r}, which a checkpoint cannot hold")
+    want = dtype if dtype in _NATIVE else np.dtype(_RAW[dtype.itemsize])
+    if stored.dtype != want:
+        raise CheckpointError(f"{path}: {name} is stored as {stored.dtype}; a {dtype} tensor is stored as {want}")
+    return stored if dtype == stored.dtype else stored.view(dtype)
+
+
+def _to_jax(path: pathlib.Path, name: str, array: np.ndarray) -> jax.Array:
+    """``array`` as a ``jax.Array`` of the same dtype, or an error if JAX would change the dtype."""
+    canonical = jax.dtypes.canonicalize_dtype(array.dtype)
+    if canonical != array.dtype:
         raise CheckpointError(
-            f"{path}: {name} is {dtype}, which JAX turns into {jax.dtypes.canonicalize_dtype(dtype)}; "
+            f"{path}: {name} is {array.dtype}, which JAX turns into {canonical}; "
             "enable 64-bit types first with jax.config.update('jax_enable_x64', True)"
         )
-    return jnp.asarray(stored)
+    return jnp.asarray(array)
 
 
 def _nest(flat: Mapping[str, jax.Array]) -> Any:

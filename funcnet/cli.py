@@ -14,6 +14,33 @@ class _UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``funcnet train: error: ... (see funcnet train --help)``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _check_seed(seed: int) -> None:
+    from funcnet.train import SEED_LIMIT
+
+    if not 0 <= seed < SEED_LIMIT:
+        raise _UsageError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed}")
+
+
+def _check_at_least(option: str, value: int, low: int) -> None:
+    if value < low:
+        raise _UsageError(f"{option} must be at least {low}, got {value}")
+
+
+def _require_matplotlib(why: str) -> None:
+    """Checked before the work, so a missing plotting package does not lose a finished run."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise _UsageError(f"{why} needs matplotlib, which is not installed: pip install '.[train]'")
+
+
 def _gradcheck(args: argparse.Namespace) -> int:
     import json
 
@@ -23,6 +50,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
     from funcnet.ops._rule import backend
     from funcnet.registry import OPS
 
+    _check_seed(args.seed)
     # whole models in both modes where the ops carry their forward rules, and Hessian-vector products
     model_modes = ("rev", "fwd") if backend() == "hijax" else ("rev",)
     only_models = args.model is not None or args.activation is not None
@@ -109,6 +137,8 @@ def _train(args: argparse.Namespace) -> int:
             cfg.epochs = given["epochs"]
     else:
         cfg = run.RunConfig(**given)
+    cfg.validate()  # every setting, before a folder is made or data is loaded
+    _require_matplotlib("funcnet train (it plots the learning curves)")
     mesh = None
     if args.devices is not None:
         from funcnet import parallel
@@ -144,18 +174,37 @@ def _bench(args: argparse.Namespace) -> int:
 
     configs = bench.default_configs() if args.configs is None else [c.strip() for c in args.configs.split(",")
                                                                      if c.strip()]
+    if not configs:
+        raise _UsageError(f"--configs names no configuration; known: {', '.join(bench.CONFIGS)}")
     unknown = [c for c in configs if c not in bench.CONFIGS]
     if unknown:
         raise _UsageError(f"unknown configuration {', '.join(unknown)}; known: {', '.join(bench.CONFIGS)}")
-    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    explicit = args.frameworks is not None
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()] if explicit else list(bench.FRAMEWORKS)
+    if not frameworks:
+        raise _UsageError(f"--frameworks names no framework; known: {', '.join(bench.FRAMEWORKS)}")
     unknown = [f for f in frameworks if f not in bench.FRAMEWORKS]
     if unknown:
         raise _UsageError(f"unknown framework {', '.join(unknown)}; known: {', '.join(bench.FRAMEWORKS)}")
+    missing = bench.missing_packages(frameworks)
+    if explicit and missing:  # by default the peers that are not installed are skipped, with a note
+        needs = ", ".join(f"{f} needs {pkg}" for f, pkg in missing.items())
+        raise _UsageError(f"--frameworks: {needs}, not installed; install the peer frameworks with "
+                          "pip install '.[bench]' (from the funcnet checkout)")
+    _check_at_least("--rounds", args.rounds, 1)
+    _check_at_least("--steps", args.steps, 1)
+    _check_at_least("--scaling-devices", args.scaling_devices, 0)
     outputs = [pathlib.Path(p) for p in (args.markdown, args.plot) if p]
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:  # checked before minutes of measuring, not after
         verb = "exists" if len(existing) == 1 else "exist"
         raise _UsageError(f"{' and '.join(existing)} already {verb}; pass --overwrite to replace")
+    if args.plot:
+        _require_matplotlib("--plot")
+    for option, path in (("--markdown", args.markdown), ("--plot", args.plot)):
+        if path and (pathlib.Path(path).is_dir() or not pathlib.Path(path).resolve().parent.is_dir()):
+            what = "is a folder" if pathlib.Path(path).is_dir() else "is in a folder that does not exist"
+            raise _UsageError(f"{option} {path} {what}; give a file path in an existing folder")
     result = bench.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
                        activations_sweep=not args.no_sweep, scan=not args.no_scan,
                        scaling_devices=args.scaling_devices, roofline=not args.no_roofline,
@@ -174,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     from funcnet.layers import ACTIVATIONS
     from funcnet.train import LOSSES
 
-    parser = argparse.ArgumentParser(prog="funcnet", description="Functional neural networks with hand-written gradients.")
+    parser = _Parser(prog="funcnet", description="Functional neural networks with hand-written gradients.")
     sub = parser.add_subparsers(dest="command", required=True)
     d = RunConfig()
     tr = sub.add_parser("train", help="train an MLP (default: the bundled handwritten digits)",
@@ -236,8 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--configs", default=None,
                     help="comma-separated: small, medium, deep, wide (default: small, medium, deep, and wide "
                     "on an accelerator)")
-    be.add_argument("--frameworks", default=",".join(("funcnet", "funcnet.reference", "plain_jax", "flax_nnx",
-                                                      "equinox", "pytorch")), help="comma-separated")
+    be.add_argument("--frameworks", default=None,
+                    help="comma-separated (default: " + ",".join(("funcnet", "funcnet.reference", "plain_jax",
+                                                                  "flax_nnx", "equinox", "pytorch"))
+                    + "; peers that are not installed are then skipped)")
     be.add_argument("--rounds", type=int, default=10, help="interleaved rounds (the median is over these)")
     be.add_argument("--steps", type=int, default=10, help="steps per framework per round")
     be.add_argument("--no-memory", action="store_true", help="skip the memory analysis")
@@ -264,10 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as err:
         print(f"funcnet {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, OSError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError, ImportError) as err:
         # DataError, CheckpointError, RunError and bad settings are ValueErrors with one-line messages
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"funcnet {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as err:
+        # XLA reports a failed allocation as RESOURCE_EXHAUSTED (a RuntimeError); anything else is a bug
+        if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        hint = "; try a smaller network or batch (--hidden, --batch-size)" if args.command == "train" else ""
+        print(f"funcnet {args.command}: error: out of memory ({detail}){hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"funcnet {args.command}: interrupted", file=sys.stderr)

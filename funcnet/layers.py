@@ -18,6 +18,7 @@ same network can be built twice and its gradients compared.
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -33,7 +34,7 @@ REFERENCE: types.ModuleType = funcnet.reference
 __all__ = [
     "Layer", "serial", "parallel", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "HardTanh",
     "Relu", "LeakyRelu", "Elu", "PReLU", "Softplus", "Silu", "Gelu", "Softmax", "LogSoftmax",
-    "Dropout", "Flatten", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS",
+    "Dropout", "Flatten", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS", "ParameterError",
 ]
 
 
@@ -58,6 +59,61 @@ def _shape_error(layer: str, message: str) -> ValueError:
     return ValueError(f"{layer}: {message}")
 
 
+class ParameterError(ValueError):
+    """Parameters that do not fit the layer they are applied with: missing, unexpected or mis-shaped.
+
+    Raised at trace time (shapes are static under ``jit``). Inside :func:`serial`
+    and :func:`parallel` the message starts with the path of the layer's entry,
+    e.g. ``params['dense_1']: Dense(8): parameter 'w' has shape (16, 8), expected (8, 8)``.
+    """
+
+
+def _in_entry(key: str, err: ParameterError) -> ParameterError:
+    """``err`` with ``params[key]`` prepended to its path (``params['serial_0']['dense_1']: ...``)."""
+    message = str(err)
+    inner = message[len("params"):] if message.startswith("params[") else ": " + message
+    return ParameterError(f"params[{key!r}]{inner}")
+
+
+def _shape_text(shape: tuple) -> str:
+    return str(tuple(shape)) if all(isinstance(n, int) for n in shape) else "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _check_params(desc: str, params: Any, expected: dict[str, tuple]) -> None:
+    """``params`` is a dict with exactly the keys of ``expected``, each array of the expected shape.
+
+    A layer without parameters also accepts ``None``.
+    """
+    if params is None and not expected:
+        return
+    if not isinstance(params, Mapping):
+        raise ParameterError(f"{desc}: parameters must be a dict with keys {list(expected)}, "
+                             f"got {type(params).__name__}")
+    missing = [k for k in expected if k not in params]
+    if missing:
+        raise ParameterError(f"{desc}: missing parameter {missing[0]!r} (got keys {sorted(map(str, params))}); "
+                             "were these parameters made by this network's init?")
+    extra = sorted(str(k) for k in params if k not in expected)
+    if extra:
+        raise ParameterError(f"{desc}: unexpected parameter {extra[0]!r} (expected keys {list(expected)})")
+    for k, shape in expected.items():
+        got = tuple(jnp.shape(params[k]))
+        if got != tuple(shape):
+            raise ParameterError(f"{desc}: parameter {k!r} has shape {got}, expected {_shape_text(shape)}; "
+                                 "were these parameters made for a network of another shape?")
+
+
+def _input_shape(desc: str, input_shape: Any) -> Shape:
+    """``input_shape`` as a tuple of ints (batch axis first), or a ValueError naming the layer."""
+    if input_shape is None:
+        raise ValueError(f"{desc}: init needs the input shape, batch axis first, e.g. init(key, (-1, 4)) "
+                         "(-1: any batch size)")
+    if isinstance(input_shape, (int, str, bytes)) or not isinstance(input_shape, Sequence):
+        raise ValueError(f"{desc}: input_shape must be a tuple of ints, batch axis first (e.g. (-1, 4)), "
+                         f"got {input_shape!r}")
+    return tuple(input_shape)
+
+
 # ---------------------------------------------------------------------- Dense
 def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initializers.zeros,
           *, ops: types.ModuleType = MANUAL) -> Layer:
@@ -74,8 +130,8 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
     w_init = initializers.glorot_uniform() if w_init is None else w_init
     desc = f"Dense({units})"
 
-    def init(key, input_shape):
-        input_shape = tuple(input_shape)
+    def init(key, input_shape=None):
+        input_shape = _input_shape(desc, input_shape)
         if len(input_shape) < 1 or input_shape[-1] is None or input_shape[-1] < 1:
             raise _shape_error(desc, f"needs inputs with a known last axis, got input shape {input_shape}")
         k_w, k_b = jax.random.split(key)
@@ -83,6 +139,9 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
         return input_shape[:-1] + (units,), params
 
     def apply(params, x, *, key=None, train=False):
+        w_shape = tuple(jnp.shape(params["w"])) if isinstance(params, Mapping) and "w" in params else ()
+        # the input width is whatever w says (checked against x below); the output width is this layer's
+        _check_params(desc, params, {"w": (w_shape[0] if len(w_shape) == 2 else "inputs", units), "b": (units,)})
         w = params["w"]
         if x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise _shape_error(desc, f"expected inputs whose last axis is {w.shape[0]}, got shape {tuple(x.shape)}")
@@ -93,10 +152,11 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
 
 # ---------------------------------------------------------------- activations
 def _parameterless(name: str, desc: str, fn: Callable[[Any], Any]) -> Layer:
-    def init(key, input_shape):
-        return tuple(input_shape), {}
+    def init(key, input_shape=None):
+        return _input_shape(desc, input_shape), {}
 
     def apply(params, x, *, key=None, train=False):
+        _check_params(desc, params, {})
         return fn(x)
 
     return Layer(init, apply, name, desc)
@@ -131,12 +191,14 @@ def PReLU(alpha_init: float = 0.25, *, per_channel: bool = True, ops: types.Modu
     """Parametric ReLU with a trainable slope ``alpha`` (one per feature, or one shared scalar)."""
     desc = f"PReLU(alpha_init={alpha_init})"
 
-    def init(key, input_shape):
-        input_shape = tuple(input_shape)
+    def init(key, input_shape=None):
+        input_shape = _input_shape(desc, input_shape)
         shape = (input_shape[-1],) if per_channel and input_shape else ()
         return input_shape, {"alpha": jnp.full(shape, alpha_init, jnp.float32)}
 
     def apply(params, x, *, key=None, train=False):
+        shape = (x.shape[-1],) if per_channel and jnp.ndim(x) else ()
+        _check_params(desc, params, {"alpha": shape})
         return ops.nn.prelu(x, params["alpha"])
 
     return Layer(init, apply, "prelu", desc)
@@ -157,10 +219,11 @@ def Dropout(rate: float, *, ops: types.ModuleType = MANUAL) -> Layer:
         raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
     desc = f"Dropout({rate})"
 
-    def init(key, input_shape):
-        return tuple(input_shape), {}
+    def init(key, input_shape=None):
+        return _input_shape(desc, input_shape), {}
 
     def apply(params, x, *, key=None, train=False):
+        _check_params(desc, params, {})
         if not train or rate == 0.0:
             return x
         if key is None:
@@ -174,8 +237,8 @@ def Dropout(rate: float, *, ops: types.ModuleType = MANUAL) -> Layer:
 def Flatten() -> Layer:
     """Flatten every axis but the first (the batch axis)."""
 
-    def init(key, input_shape):
-        input_shape = tuple(input_shape)
+    def init(key, input_shape=None):
+        input_shape = _input_shape("Flatten()", input_shape)
         if len(input_shape) < 1:
             raise _shape_error("Flatten()", f"needs a batch axis, got input shape {input_shape}")
         size = 1
@@ -184,6 +247,7 @@ def Flatten() -> Layer:
         return (input_shape[0], size), {}
 
     def apply(params, x, *, key=None, train=False):
+        _check_params("Flatten()", params, {})
         return x.reshape(x.shape[0], -1)
 
     return Layer(init, apply, "flatten", "Flatten()")
@@ -209,10 +273,11 @@ def serial(*layers: Layer) -> Layer:
     if not layers:
         raise ValueError("serial: needs at least one layer")
     keys = _param_keys(layers)
+    desc = "serial(" + ", ".join(l.description for l in layers) + ")"
 
-    def init(key, input_shape):
+    def init(key, input_shape=None):
         params = {}
-        shape = tuple(input_shape)
+        shape = _input_shape(desc, input_shape)
         for layer, name, k in zip(layers, keys, jax.random.split(key, len(layers))):
             shape, p = layer.init(k, shape)
             if p:
@@ -220,12 +285,22 @@ def serial(*layers: Layer) -> Layer:
         return shape, params
 
     def apply(params, x, *, key=None, train=False):
+        if not isinstance(params, Mapping):
+            raise ParameterError(f"{desc}: parameters must be a dict keyed by layer ({', '.join(keys)}), "
+                                 f"got {type(params).__name__}")
+        extra = sorted(str(k) for k in params if k not in keys)
+        if extra:
+            raise ParameterError(f"{desc}: unexpected parameter entry {extra[0]!r}; the layers' entries are "
+                                 f"{', '.join(keys)}: were these parameters made for another network?")
         subkeys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
         for layer, name, k in zip(layers, keys, subkeys):
-            x = layer.apply(params.get(name, {}), x, key=k, train=train)
+            try:
+                x = layer.apply(params.get(name, {}), x, key=k, train=train)
+            except ParameterError as err:
+                raise _in_entry(name, err) from None
         return x
 
-    return Layer(init, apply, "serial", "serial(" + ", ".join(l.description for l in layers) + ")")
+    return Layer(init, apply, "serial", desc)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -233,7 +308,10 @@ def parallel(*layers: Layer) -> Layer:
     if not layers:
         raise ValueError("parallel: needs at least one layer")
 
-    def init(key, input_shapes):
+    def init(key, input_shapes=None):
+        if input_shapes is None:
+            raise ValueError(f"parallel: init needs one input shape per branch ({len(layers)}), "
+                             "e.g. init(key, ((-1, 4), (-1, 2)))")
         if len(input_shapes) != len(layers):
             raise ValueError(f"parallel: {len(layers)} branches but {len(input_shapes)} input shapes")
         outs, params = [], {}
@@ -246,9 +324,18 @@ def parallel(*layers: Layer) -> Layer:
     def apply(params, xs, *, key=None, train=False):
         if len(xs) != len(layers):
             raise ValueError(f"parallel: {len(layers)} branches but {len(xs)} inputs")
+        names = [f"branch_{i}" for i in range(len(layers))]
+        if not isinstance(params, Mapping) or sorted(map(str, params)) != sorted(names):
+            got = sorted(map(str, params)) if isinstance(params, Mapping) else type(params).__name__
+            raise ParameterError(f"parallel: parameters must be a dict with entries {', '.join(names)}, got {got}")
         subkeys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
-        return tuple(layer.apply(params[f"branch_{i}"], x, key=k, train=train)
-                     for i, (layer, x, k) in enumerate(zip(layers, xs, subkeys)))
+        outs = []
+        for name, layer, x, k in zip(names, layers, xs, subkeys):
+            try:
+                outs.append(layer.apply(params[name], x, key=k, train=train))
+            except ParameterError as err:
+                raise _in_entry(name, err) from None
+        return tuple(outs)
 
     return Layer(init, apply, "parallel", "parallel(" + ", ".join(l.description for l in layers) + ")")
 

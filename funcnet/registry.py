@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from funcnet.ops import activations, gates, losses  # noqa: F401  (importing them declares their ops)
+from funcnet.ops import activations, fused, gates, losses  # noqa: F401  (importing them declares their ops)
 from funcnet.ops._declare import DECLARED, Declaration, Kink
 from funcnet.ops._rule import Rule
 from funcnet.tolerances import AUTODIFF, Tolerance
@@ -114,9 +114,16 @@ def _rows(d: Declaration) -> tuple[OpSpec, ...]:
 
 #: Every op, one row per declared variant, in declaration order.
 _FAMILY_ORDER = {"gates": 0, "nn": 1, "losses": 2}
-OPS: tuple[OpSpec, ...] = tuple(
-    row for d in sorted(DECLARED, key=lambda d: _FAMILY_ORDER[d.family]) for row in _rows(d)
-)
+_MODULE_ORDER = {m: i for i, m in enumerate(("funcnet.ops.gates", "funcnet.ops.activations", "funcnet.ops.losses",
+                                              "funcnet.ops.fused"))}
+
+
+def _order(d: Declaration) -> tuple[int, int]:
+    """Family, then module (independent of which module happened to be imported first)."""
+    return _FAMILY_ORDER[d.family], _MODULE_ORDER.get(d.fn.__module__, len(_MODULE_ORDER))
+
+
+OPS: tuple[OpSpec, ...] = tuple(row for d in sorted(DECLARED, key=_order) for row in _rows(d))
 
 
 def by_name(name: str) -> OpSpec:

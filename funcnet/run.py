@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import time
 from typing import Any
@@ -42,6 +43,60 @@ class RunError(ValueError):
     """A bad setting or run folder; the message is one line for the CLI."""
 
 
+#: Bytes of training memory per parameter, roughly: float32 parameters, gradients, two optimizer moments,
+#: the best parameters, the update and its double buffer, and the checkpoint's host copy.
+BYTES_PER_PARAMETER = 32
+
+
+def device_memory() -> tuple[int | None, str]:
+    """Bytes of memory for JAX's first device, and where: an accelerator's limit, or the host's available RAM."""
+    import os
+
+    import jax
+
+    dev = jax.devices()[0]
+    try:
+        stats = dev.memory_stats() or {}
+    except Exception:  # not every backend reports memory statistics
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]), f"memory of the {dev.platform} device"
+    try:  # Linux: what can be allocated now without swapping
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kib * 1024, "memory available on this machine"
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "memory of this machine"
+    except (ValueError, OSError, AttributeError):
+        return None, "this machine"
+
+
+def _check_size(sizes: list[int], hidden) -> None:
+    """Refuse a network whose training state cannot fit in memory (clearly, rather than being killed for it)."""
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    memory, where = device_memory()
+    need = n_params * BYTES_PER_PARAMETER
+    if memory is not None and need > memory:
+        raise RunError(f"--hidden {','.join(map(str, hidden))}: a {'-'.join(map(str, sizes))} network has "
+                       f"{n_params:,} parameters, whose training state needs about {need / 2**30:,.1f} GiB, more "
+                       f"than the {memory / 2**30:,.1f} GiB {where}; choose smaller hidden layers")
+
+
+def _whole(option: str, value, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise RunError(f"{option} must be {bound}, got {value!r}")
+
+
+def _real(option: str, value, *, positive: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise RunError(f"{option} must be {'positive and finite' if positive else 'finite and >= 0'}, got {value!r}")
+
+
 @dataclasses.dataclass
 class RunConfig:
     """Every setting of a run; stored in its checkpoint so that ``--resume`` rebuilds the same network."""
@@ -69,6 +124,33 @@ class RunConfig:
         d["hidden"] = list(self.hidden)
         return d
 
+    def validate(self) -> None:
+        """Raise :class:`RunError` naming the option of the first bad setting (before any data is loaded)."""
+        from funcnet.layers import ACTIVATIONS
+        from funcnet.train import LOSSES, PENALTIES, SEED_LIMIT  # seeds keep 32 bits in jax.random.key
+
+        _whole("--epochs", self.epochs, 1)
+        _whole("--batch-size", self.batch_size, 1)
+        _whole("--warmup", self.warmup, 1)
+        if self.patience is not None:
+            _whole("--patience", self.patience, 1)
+        _whole("--seed", self.seed, 0, SEED_LIMIT - 1)
+        _real("--lr", self.lr, positive=True)
+        _real("--decay", self.decay)
+        _real("--lam", self.lam)
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise RunError(f"--dropout must be in [0, 1), got {self.dropout!r}")
+        hidden = tuple(self.hidden)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in hidden):
+            raise RunError(f"--hidden must be positive layer sizes, got {','.join(map(str, hidden))!r}")
+        for option, value, known in (("--activation", self.activation, ACTIVATIONS),
+                                     ("--optimizer", self.optimizer, OPTIMIZERS),
+                                     ("--schedule", self.schedule, SCHEDULES),
+                                     ("--penalty", self.penalty, PENALTIES),
+                                     ("--loss", self.loss, (None, *LOSSES))):
+            if value not in known:
+                raise RunError(f"unknown {option} {value!r}; known: {', '.join(k for k in known if k)}")
+
     @classmethod
     def from_json(cls, d: dict) -> "RunConfig":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -78,8 +160,8 @@ class RunConfig:
 
 
 def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
-    if cfg.lr <= 0:
-        raise RunError(f"--lr must be positive, got {cfg.lr}")
+    if not cfg.lr > 0 or not math.isfinite(cfg.lr):  # NaN fails both comparisons, so test it explicitly
+        raise RunError(f"--lr must be positive and finite, got {cfg.lr}")
     # every schedule is built, so a bad --decay or --warmup is reported whichever schedule is chosen
     rates = {name: build(cfg) for name, build in _SCHEDULES.items()}
     return _OPTIMIZERS[cfg.optimizer](rates[cfg.schedule])
@@ -104,6 +186,8 @@ def claim_folder(out: pathlib.Path) -> pathlib.Path:
         out.mkdir(parents=True)
     except FileExistsError:
         raise RunError(f"{out}: already exists; choose a new --out folder (runs are never overwritten)") from None
+    except OSError as err:  # a parent that is a file, no permission, ...
+        raise RunError(f"--out {out}: cannot create the folder: {err.strerror or err}") from None
     return out
 
 
@@ -138,6 +222,7 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     from funcnet import layers, train
 
     t0 = time.perf_counter()
+    cfg.validate()
     ds = datasets.load(cfg.data, seed=cfg.seed)
     classifies = ds.num_classes is not None
     loss = cfg.loss or ("softmax_cross_entropy" if classifies else "squared_error")
@@ -146,6 +231,7 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
         raise RunError(f"--loss {loss} does not fit {ds.name!r}, a {kind} dataset")
     n_in = ds.train.x.shape[1]
     n_out = ds.num_classes if classifies else ds.train.y.shape[1]
+    _check_size([n_in, *cfg.hidden, n_out], cfg.hidden)
     ops = funcnet.reference if cfg.reference else funcnet
     model = layers.mlp([n_in, *cfg.hidden, n_out], cfg.activation, dropout=cfg.dropout, ops=ops)
     _, params = model.init(jax.random.key(cfg.seed))
@@ -155,8 +241,11 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
         + (f", data-parallel over {mesh.size} {mesh.devices.flat[0].platform} devices" if mesh is not None else ""))
     ckpt_path = folder / "checkpoint.safetensors"
     if resume is not None:
-        # continue in the new folder from a copy of the saved state; the old run stays untouched
-        ckpt_path.write_bytes(resume.read_bytes())
+        from funcnet import checkpoint
+
+        # continue in the new folder from a copy of the saved state; the old run stays untouched, and the
+        # copy is complete or absent, never half-written (written like checkpoint.save)
+        checkpoint.copy(resume, ckpt_path)
     result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg), epochs=cfg.epochs,
                        batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
                        seed=cfg.seed, progress=progress, ops=ops, checkpoint=str(ckpt_path),

@@ -171,6 +171,68 @@ def _metrics_fn(model, loss_fn, classifies):
     return metrics
 
 
+def _count(fn: str, name: str, value: Any, low: int) -> int:
+    """``value`` as an int ``>= low``, or an error naming ``fn``, ``name`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_lam(fn: str, lam: Any) -> None:
+    try:
+        value = float(lam)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: lam must be a number, got {lam!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{fn}: lam (the penalty strength) must be finite and >= 0, got {lam!r}")
+
+
+#: Seeds of ``jax.random.key`` keep 32 bits: seeds that differ above them give the same key.
+SEED_LIMIT = 2**32
+
+
+def _check_seed(fn: str, seed: Any) -> int:
+    seed = _count(fn, "seed", seed, 0)
+    if seed >= SEED_LIMIT:
+        raise ValueError(f"{fn}: seed must be below 2**32 = {SEED_LIMIT} (JAX keeps 32 bits of it, so larger "
+                         f"seeds repeat smaller ones), got {seed}")
+    return seed
+
+
+def _check_data(fn: str, model: Layer, params, data, classifies: bool) -> None:
+    """Finite inputs (and regression targets), and class labels within the model's outputs, in every split.
+
+    Inside the compiled epoch the values are traced and no longer checked: a NaN
+    feature or a label past the last output would only show up as a NaN loss.
+    """
+    if not all(hasattr(data, s) for s in ("train", "val")) or not hasattr(data.train, "x"):
+        raise TypeError(f"{fn}: data must be a funcnet.data.Dataset (train, val and test splits), got "
+                        f"{type(data).__name__}; load one with funcnet.data.load(...), or build "
+                        "Dataset(train, val, test, ...) from the Splits of funcnet.data.split(x, y)")
+    splits = {"training": data.train, "validation": data.val, **({"test": data.test} if hasattr(data, "test")
+                                                                   else {})}
+    width = None
+    for split_name, split in splits.items():
+        for what, values in (("inputs", split.x), ("targets", split.y)):
+            values = np.asarray(values)
+            if values.size and np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                bad = ~np.isfinite(values.reshape(len(values), -1))
+                raise ValueError(f"{fn}: the {split_name} {what} hold {int(bad.sum())} NaN or infinite values "
+                                 f"(first in row {int(np.argmax(bad.any(axis=1)))}); remove or impute them")
+        labels = np.asarray(split.y)
+        if not classifies or not labels.size or not np.issubdtype(labels.dtype, np.integer):
+            continue
+        if width is None:
+            width = jax.eval_shape(model.apply, params, jnp.asarray(np.asarray(split.x)[:1])).shape[-1]
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= width:
+            raise ValueError(f"{fn}: the {split_name} labels must lie in [0, {width}) for a model with {width} "
+                             f"outputs, got values from {lo} to {hi}; give the output layer at least {hi + 1} "
+                             "units, or fix the labels")
+
+
 def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entropy",
         optimizer: optax.GradientTransformation | None = None, epochs: int = 30, batch_size: int = 32,
         penalty: str = "l2", lam: float = 0.0, patience: int | None = None, seed: int = 0,
@@ -202,7 +264,9 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
       progress: show a progress bar.
       ops: namespace of the loss and penalty (``funcnet`` or ``funcnet.reference``).
       checkpoint: if given, the training state is saved there after every epoch
-        (atomically), so an interrupted run can ``resume``.
+        (atomically), so an interrupted run can ``resume``. The file must not
+        exist yet, unless it is the ``resume`` file itself (training then
+        continues in place): fit replaces only the file it writes.
       resume: a checkpoint written by a previous ``fit`` with the same settings.
       config: extra JSON-able settings stored in the checkpoint.
       mesh: data-parallel training over a ``jax.sharding.Mesh`` with a
@@ -222,14 +286,31 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
       A :class:`FitResult` with the final (or best) parameters, the optimizer
       state and the :class:`History`.
     """
+    import os
+
     from funcnet import checkpoint as ckpt
 
+    # fit replaces only the checkpoint file it writes, or the one it resumes from (continuing in place)
+    in_place = (checkpoint is not None and resume is not None and os.path.exists(checkpoint)
+                and os.path.exists(resume) and os.path.samefile(checkpoint, resume))
+    if checkpoint is not None and os.path.lexists(checkpoint) and not in_place:
+        raise ckpt.CheckpointError(
+            f"fit: checkpoint={str(checkpoint)!r} already exists and fit does not replace a file it did not "
+            f"write; choose a new path, or pass resume={str(checkpoint)!r} as well to continue it in place")
+
     loss_fn, classifies = _loss_fn(loss, ops)
+    epochs = _count("fit", "epochs", epochs, 1)
+    batch_size = _count("fit", "batch_size", batch_size, 1)
+    _check_lam("fit", lam)
+    if patience is not None:
+        patience = _count("fit", "patience", patience, 1)
+    seed = _check_seed("fit", seed)
+    _check_data("fit", model, params, data, classifies)
     optimizer = optax.sgd(0.1, momentum=0.9) if optimizer is None else optimizer
     x, y = jnp.asarray(data.train.x), jnp.asarray(data.train.y)
     if x.shape[0] < 1:
         raise ValueError("fit: the training split is empty")
-    batch_size = min(int(batch_size), x.shape[0])
+    batch_size = min(batch_size, x.shape[0])
     if batch_size < 1:
         raise ValueError(f"fit: batch_size must be positive, got {batch_size}")
     objective = make_objective(model.apply, loss, penalty, ops, compute_dtype)
@@ -286,8 +367,11 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         history.val_loss.append(val_loss)
         history.val_accuracy.append(val_acc)
         if not math.isfinite(train_loss):
-            raise FloatingPointError(f"fit: the training loss became {train_loss} at epoch {epoch + 1}; "
-                                     "lower the learning rate")
+            raise FloatingPointError(
+                f"fit: the training loss became {train_loss} at epoch {epoch + 1}. The inputs, labels and lam "
+                "were checked before training, so likely causes are: a learning rate (or schedule) too high for "
+                "this problem, inputs of very large magnitude (standardize them), or a model or loss that "
+                "overflows in its dtype; try a lower learning rate first")
         monitored = val_loss if has_val else train_loss
         if monitored < best["loss"]:
             best = {"params": params, "loss": monitored, "bad": 0}
@@ -303,7 +387,7 @@ def fit(model: Layer, params, data: Dataset, *, loss: str = "softmax_cross_entro
         if checkpoint is not None:
             ckpt.save(checkpoint, {"params": params, "best": best["params"]}, opt_state, step=epoch + 1,
                       config={"best_loss": best["loss"], "bad_epochs": best["bad"], "history": history.to_dict(),
-                              **dict(config or {})}, overwrite=True)
+                              **dict(config or {})}, overwrite=in_place or epoch > start)
         if stop:
             history.stopped_early = True
             break

@@ -44,6 +44,19 @@ def small_params():
     }
 
 
+def craft(path, tensors, **metadata):
+    """Write ``tensors`` with funcnet metadata (``metadata`` overriding the defaults) and a correct digest.
+
+    What an attacker or a buggy tool can produce: the checksum matches, so only the format's rules stop it.
+    """
+    meta = {"format": "funcnet.checkpoint", "format_version": "1", "step": "0", "config": "{}",
+            "dtypes": json.dumps({name: a.dtype.name for name, a in tensors.items()}), "has_opt_state": "false"}
+    meta.update(metadata)
+    meta["digest"] = checkpoint._digest(meta, tensors)
+    safetensors.numpy.save_file(tensors, path, metadata=meta)
+    return path
+
+
 def data_offset(raw: bytes) -> int:
     """Where the tensor bytes start: after the 8-byte header length and the JSON header."""
     (header_len,) = struct.unpack("<Q", raw[:8])
@@ -160,7 +173,7 @@ def test_overwrite_true_replaces_the_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["c.safetensors"]
 
 
-@pytest.mark.parametrize("failing", ["fsync", "replace"])
+@pytest.mark.parametrize("failing", ["fsync", "link", "replace"])
 def test_an_interrupted_save_leaves_the_previous_checkpoint_and_no_temp_files(tmp_path, monkeypatch, failing):
     path = checkpoint.save(tmp_path / "c.safetensors", small_params(), step=1)
     before = path.read_bytes()
@@ -186,10 +199,52 @@ def test_non_json_config_is_refused_naming_the_key(tmp_path):
     assert not path.exists()
 
 
-def test_keys_containing_the_separator_are_refused(tmp_path):
+BAD_SAVES = [
+    # id,                   params,                     save keywords,        error fragments
+    ("separator_in_a_key",  {"a/b": np.zeros(1)},       {},                   ["'a/b'", "contains '/'"]),
+    ("empty_key",           {"": np.zeros(1)},          {},                   ["key ''", "cannot be part of a name"]),
+    ("dot_key",             {"a": {".": np.zeros(1)}},  {},                   ["key '.'"]),
+    ("dotdot_key",          {"..": np.zeros(1)},        {},                   ["key '..'"]),
+    ("negative_step",       {"w": np.zeros(1)},         {"step": -7},         ["step", "non-negative", "-7"]),
+    ("config_a_list",       {"w": np.zeros(1)},         {"config": [1, 2]},   ["config must be a dict", "list"]),
+    ("structured_dtype",    {"w": np.zeros(2, "V4")},   {},                   ["params/w", "V4", "cannot be stored"]),
+    ("string_dtype",        {"w": np.array(["a"])},     {},                   ["params/w", "<U1", "cannot be stored"]),
+]
+
+
+@pytest.mark.parametrize("params, kwargs, fragments", [c[1:] for c in BAD_SAVES], ids=[c[0] for c in BAD_SAVES])
+def test_what_a_checkpoint_cannot_hold_is_refused_on_save(tmp_path, params, kwargs, fragments):
     path = tmp_path / "c.safetensors"
-    with raises(str(path), "'a/b'", "contains '/'"):
-        checkpoint.save(path, {"a/b": jnp.zeros(1)})
+    with raises(str(path), *fragments):
+        checkpoint.save(path, params, **kwargs)
+    assert not path.exists()
+
+
+def test_big_endian_arrays_are_stored_by_value(tmp_path):
+    x = np.array([1.5, -2.0, 3e38], ">f4")
+    restored = checkpoint.restore(checkpoint.save(tmp_path / "c.safetensors", {"x": x})).params["x"]
+    assert restored.dtype == jnp.float32 and np.array_equal(np.asarray(restored), x)
+
+
+BAD_TARGETS = [
+    # id,                         what is at the path,   overwrite,  error fragments
+    ("directory_overwrite",       "directory",           True,       ["is a directory"]),
+    ("directory",                 "directory",           False,      ["is a directory"]),
+    ("file_as_parent_folder",     "file_parent",         True,       ["cannot create its folder"]),
+]
+
+
+@pytest.mark.parametrize("what, overwrite, fragments", [c[1:] for c in BAD_TARGETS], ids=[c[0] for c in BAD_TARGETS])
+def test_a_path_that_cannot_be_a_checkpoint_file_is_named(tmp_path, what, overwrite, fragments):
+    path = tmp_path / "c.safetensors"
+    if what == "directory":
+        (path / "keep").mkdir(parents=True)
+    else:
+        (tmp_path / "notes").write_text("mine")
+        path = tmp_path / "notes" / "c.safetensors"
+    with raises(str(path), *fragments):
+        checkpoint.save(path, small_params(), overwrite=overwrite)
+    assert (tmp_path / "c.safetensors" / "keep").is_dir() or (tmp_path / "notes").read_text() == "mine"
 
 
 # --- reading safely ---------------------------------------------------------
@@ -234,6 +289,45 @@ def test_a_safetensors_file_not_written_by_funcnet_is_an_error(tmp_path):
     safetensors.numpy.save_file({"w": np.ones(3, np.float32)}, path)
     with raises(str(path), "not a funcnet checkpoint"):
         checkpoint.restore(path)
+
+
+F32 = np.ones(2, np.float32)
+U32 = np.zeros(2, np.uint32)
+DT = '{"params/w": %s}'  # the dtypes metadata of a file holding params/w
+
+CRAFTED = [
+    # id, tensors, metadata, error fragments
+    ("empty_key_beside_a_tree", {"params/": F32, "params/x/y": F32}, {}, ["'params/'", "empty"]),
+    ("root_leaf_beside_a_tree", {"params": F32, "params/x/y": F32}, {}, ["single array and as a tree"]),
+    ("dotdot_key", {"params/../w": F32}, {}, ["'params/../w'", "'..'"]),
+    ("dot_key", {"params/./w": F32}, {}, ["'params/./w'"]),
+    ("empty_inner_key", {"params/a//b": F32}, {}, ["'params/a//b'", "empty"]),
+    ("empty_last_key", {"params/a/": F32}, {}, ["'params/a/'", "empty"]),
+    ("leaf_inside_a_leaf", {"params/a": F32, "params/a/b": F32}, {}, ["params/a is both"]),
+    ("opt_state_not_announced", {"params/w": F32, "opt_state/0/mu": F32}, {}, ["has_opt_state is false"]),
+    ("config_a_list", {"params/w": F32}, {"config": "[1, 2]"}, ["config must be a JSON object"]),
+    ("config_a_string", {"params/w": F32}, {"config": '"x"'}, ["config must be a JSON object"]),
+    ("negative_step", {"params/w": F32}, {"step": "-7"}, ["step must be a non-negative", "'-7'"]),
+    ("step_with_a_space", {"params/w": F32}, {"step": " 7"}, ["step must be a non-negative"]),
+    ("has_opt_state_a_number", {"params/w": F32}, {"has_opt_state": "1"}, ["has_opt_state must be true or false"]),
+    ("void_dtype", {"params/w": U32}, {"dtypes": DT % '"V4"'}, ["params/w", "'V4'", "cannot hold"]),
+    ("string_dtype", {"params/w": U32}, {"dtypes": DT % '"<U1"'}, ["params/w", "'<U1'", "cannot hold"]),
+    ("big_endian_dtype", {"params/w": F32}, {"dtypes": DT % '">f4"'}, ["params/w", "'>f4'", "cannot hold"]),
+    ("ints_passed_off_as_floats", {"params/w": U32}, {"dtypes": DT % '"float32"'}, ["params/w", "stored as uint32"]),
+    ("dtype_not_a_string", {"params/w": F32}, {"dtypes": DT % "5"}, ["dtypes must be a JSON object"]),
+    ("dtypes_a_list", {"params/w": F32}, {"dtypes": "[]"}, ["dtypes must be a JSON object"]),
+    ("dtypes_a_string", {"params/w": F32}, {"dtypes": '"x"'}, ["dtypes must be a JSON object"]),
+    ("dtype_missing", {"params/w": F32}, {"dtypes": "{}"}, ["no dtype recorded for params/w"]),
+    ("dtype_of_no_tensor", {"params/w": F32}, {"dtypes": DT % '"float32", "params/v": "float32"'}, ["params/v"]),
+]
+
+
+@pytest.mark.parametrize("reader", [checkpoint.restore, checkpoint.read_config], ids=["restore", "read_config"])
+@pytest.mark.parametrize("tensors, metadata, fragments", [c[1:] for c in CRAFTED], ids=[c[0] for c in CRAFTED])
+def test_a_crafted_file_with_a_matching_checksum_is_refused(tmp_path, reader, tensors, metadata, fragments):
+    path = craft(tmp_path / "crafted.safetensors", tensors, **metadata)
+    with raises(str(path), *fragments):
+        reader(path)
 
 
 def test_a_missing_file_is_an_error_naming_it(tmp_path):
@@ -284,3 +378,33 @@ def test_float64_leaves_need_x64_to_restore(tmp_path):
         path = checkpoint.save(tmp_path / "c.safetensors", {"w": jnp.ones(2, jnp.float64)})
     with jax.enable_x64(False), raises(str(path), "params/w", "float64", "jax_enable_x64"):
         checkpoint.restore(path)
+
+
+# --- copying ------------------------------------------------------------------
+
+COPIES = [
+    # id,                 source,        what is at the destination,  error fragments (None: the copy works)
+    ("to_a_new_path",     "checkpoint",  None,                        None),
+    ("onto_a_file",       "checkpoint",  "file",                      ["dst", "already exists"]),
+    ("from_garbage",      "garbage",     None,                        ["src", "not a readable safetensors file"]),
+    ("from_nowhere",      "missing",     None,                        ["src", "no such checkpoint file"]),
+]
+
+
+@pytest.mark.parametrize("source, before, fragments", [c[1:] for c in COPIES], ids=[c[0] for c in COPIES])
+def test_copy_is_byte_for_byte_and_refuses_what_save_refuses(tmp_path, source, before, fragments):
+    src, dst = tmp_path / "src", tmp_path / "out" / "dst"
+    if source == "checkpoint":
+        checkpoint.save(src, small_params(), step=5)
+    elif source == "garbage":
+        src.write_bytes(b"\x00" * 100)
+    if before == "file":
+        dst.parent.mkdir()
+        dst.write_text("mine")
+    if fragments is None:
+        assert checkpoint.copy(src, dst) == dst
+        assert dst.read_bytes() == src.read_bytes() and checkpoint.read_config(dst) == (5, {})
+        return
+    with raises(*[str(src) if f == "src" else str(dst) if f == "dst" else f for f in fragments]):
+        checkpoint.copy(src, dst)
+    assert (dst.read_text() == "mine") if before == "file" else not dst.exists()

@@ -153,3 +153,136 @@ def test_integer_labels_get_no_gradient_and_float_labels_do():
         jax.grad(lambda l: losses.softmax_cross_entropy_with_integer_labels(logits, l).sum())(jnp.array([0, 1]))
     g = jax.grad(lambda t: losses.softmax_cross_entropy(logits, t).sum())(jnp.eye(3)[:2])
     assert g.shape == (2, 3)
+
+
+# ------------------------------------------------------------ issue 13: silent wrong results and tracebacks
+import importlib.util  # noqa: E402
+
+from funcnet import bench, data, layers, train  # noqa: E402
+from funcnet.gradcheck import check_gradients  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def xor_fit():
+    ds = data.load("xor")
+    net = layers.mlp([2, 4, 2])
+    return net, net.init(jax.random.key(0))[1], ds
+
+
+def _with(ds, split="train", x=None, y=None):
+    s = getattr(ds, split)
+    return ds._replace(**{split: data.Split(s.x if x is None else x, s.y if y is None else y)})
+
+
+def _nan_row(x):
+    x = np.array(x, copy=True)
+    x[3, 1] = np.nan
+    return x
+
+
+FIT_CASES = [  # (fit keyword arguments, or a function of the dataset for `data`; error; fragments)
+    ({"epochs": -3}, ValueError, ["fit", "epochs", "-3"]),
+    ({"epochs": 0}, ValueError, ["fit", "epochs", "got 0"]),
+    ({"lam": -1.0}, ValueError, ["fit", "lam", "-1.0"]),
+    ({"lam": float("nan")}, ValueError, ["fit", "lam", "nan"]),
+    ({"patience": -1}, ValueError, ["fit", "patience", "-1"]),
+    ({"patience": 0}, ValueError, ["fit", "patience", "got 0"]),
+    ({"seed": -1}, ValueError, ["fit", "seed", "-1"]),
+    ({"seed": 2**32 + 1}, ValueError, ["fit", "seed", "4294967297", "32 bits"]),  # else the same run as seed 1
+    ({"batch_size": 2.5}, TypeError, ["fit", "batch_size", "2.5"]),
+    ({"data": lambda ds: (ds.train.x, ds.train.y)}, TypeError, ["fit", "Dataset", "tuple", "funcnet.data.load"]),
+    ({"data": lambda ds: _with(ds, y=ds.train.y + 1)}, ValueError,
+     ["fit", "training labels", "[0, 2)", "2 outputs", "from 1 to 2"]),
+    ({"data": lambda ds: _with(ds, "val", y=-ds.val.y)}, ValueError, ["fit", "validation labels", "from -1 to 0"]),
+    ({"data": lambda ds: _with(ds, x=_nan_row(ds.train.x))}, ValueError,
+     ["fit", "training inputs", "1 NaN or infinite", "row 3"]),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, fragments", FIT_CASES, ids=[str(sorted(c[0])) + str(i)
+                                                                    for i, c in enumerate(FIT_CASES)])
+def test_fit_rejects_bad_arguments_before_training(xor_fit, kwargs, exc, fragments):
+    net, params, ds = xor_fit
+    kwargs = dict(kwargs)
+    given = kwargs.pop("data", None)
+    with raises(exc, *fragments):
+        train.fit(net, params, ds if given is None else given(ds), epochs=kwargs.pop("epochs", 1), progress=False,
+                  **kwargs)
+
+
+def test_a_diverging_fit_lists_the_likely_causes(xor_fit):
+    import optax
+
+    net, params, ds = xor_fit
+    with raises(FloatingPointError, "fit: the training loss became", "likely causes", "learning rate", "inputs"):
+        train.fit(net, params, ds, optimizer=optax.sgd(1e38), epochs=3, progress=False)
+
+
+_K = jax.random.key(0)
+_P16 = layers.mlp([4, 16, 3]).init(_K)[1]
+_P8 = layers.mlp([4, 8, 3]).init(_K)[1]
+LAYER_CASES = [  # (a call that must fail, error, fragments)
+    (lambda: layers.mlp([4, 8, 3]).apply(_P16, jnp.ones((2, 4))), ValueError,
+     ["params['dense_0']", "Dense(8)", "'w'", "(4, 16)", "(4, 8)"]),
+    (lambda: jax.jit(layers.mlp([4, 8, 3]).apply)(_P16, jnp.ones((2, 4))), ValueError,
+     ["params['dense_0']", "(4, 16)", "(4, 8)"]),  # at trace time
+    (lambda: layers.mlp([4, 8, 3]).apply({"dense_1": _P8["dense_1"]}, jnp.ones((2, 4))), ValueError,
+     ["params['dense_0']", "Dense(8)", "missing parameter 'w'"]),
+    (lambda: layers.mlp([4, 8, 3]).apply({**_P8, "dense_1": {"w": _P8["dense_1"]["w"]}}, jnp.ones((2, 4))),
+     ValueError, ["params['dense_1']", "Dense(3)", "missing parameter 'b'"]),
+    (lambda: layers.mlp([4, 8, 3]).apply({**_P8, "dense_2": _P8["dense_1"]}, jnp.ones((2, 4))), ValueError,
+     ["unexpected parameter entry 'dense_2'"]),
+    (lambda: layers.parallel(layers.Dense(3)).apply({"branch_0": {"w": jnp.ones((2, 3))}}, (jnp.ones((1, 2)),)),
+     ValueError, ["params['branch_0']", "Dense(3)", "missing parameter 'b'"]),
+    (lambda: layers.serial(layers.Dense(3)).init(_K), ValueError, ["serial(Dense(3))", "input shape", "(-1, 4)"]),
+    (lambda: layers.Dense(3).init(_K), ValueError, ["Dense(3)", "input shape"]),
+    (lambda: layers.serial(layers.Dense(3)).init(_K, 4), ValueError, ["serial(Dense(3))", "input_shape", "got 4"]),
+]
+
+
+@pytest.mark.parametrize("call, exc, fragments", LAYER_CASES, ids=[str(i) for i in range(len(LAYER_CASES))])
+def test_layers_check_parameters_and_input_shapes(call, exc, fragments):
+    with raises(exc, *fragments):
+        call()
+
+
+def test_check_gradients_refuses_to_pass_with_nothing_checked():
+    with raises(ValueError, "check_gradients", "args[0]", "no array leaves"):
+        check_gradients(lambda p, x: jnp.sum(x), {}, jnp.ones(3))
+
+
+BCE_CASES = [  # (probs, labels, fragments)
+    ([0.2, 1.5], [0.0, 1.0], ["`probs`", "[0, 1]", "1.5"]),
+    ([-0.1, 0.5], [0.0, 1.0], ["`probs`", "-0.1"]),
+    ([0.2, 0.5], [0, 2], ["`labels`", "[0, 1]", "2"]),
+    ([0.2, 0.5], [0.0, -1.0], ["`labels`", "-1"]),
+]
+
+
+@pytest.mark.parametrize("probs, labels, fragments", BCE_CASES)
+def test_binary_cross_entropy_checks_concrete_values_and_leaves_traced_ones_to_the_caller(probs, labels, fragments):
+    probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+    with raises(ValueError, "funcnet.losses.binary_cross_entropy", *fragments):
+        losses.binary_cross_entropy(probs, labels)
+    jax.jit(losses.binary_cross_entropy)(probs, labels)  # traced: not checked (documented)
+
+
+_QUIET = {"memory": False, "activations_sweep": False, "scan": False, "roofline": False, "log": lambda m: None}
+BENCH_CASES = [  # (bench.run arguments, error, fragments)
+    ({"steps": 0}, ValueError, ["bench.run", "steps", "got 0"]),
+    ({"steps": -3}, ValueError, ["bench.run", "steps", "-3"]),
+    ({"rounds": 0}, ValueError, ["bench.run", "rounds", "got 0"]),
+    ({"scaling_devices": -1}, ValueError, ["bench.run", "scaling_devices", "-1"]),
+    ({"configs": ["huge"]}, ValueError, ["bench.run", "unknown configuration 'huge'"]),
+    ({"frameworks": ()}, ValueError, ["bench.run", "frameworks is empty"]),
+]
+BENCH_CASES += [({"configs": ["small"], "frameworks": (f,)}, ImportError, [f, p, "pip install '.[bench]'"])
+                for f, p in {"flax_nnx": "flax", "equinox": "equinox", "pytorch": "torch"}.items()
+                if importlib.util.find_spec(p) is None]  # a peer that is not installed
+
+
+@pytest.mark.parametrize("kwargs, exc, fragments", BENCH_CASES, ids=[str(c[0]) for c in BENCH_CASES])
+def test_bench_run_rejects_bad_arguments_before_measuring(kwargs, exc, fragments):
+    kwargs = {"configs": [], "frameworks": ("funcnet",), "scaling_devices": 0, **_QUIET, **kwargs}
+    with raises(exc, *fragments):
+        bench.run(**kwargs)

@@ -285,6 +285,12 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
     argnums = (argnums,) if single else tuple(argnums)
     if not argnums or any(not 0 <= i < len(args) for i in argnums):
         raise ValueError(f"check_gradients: argnums {argnums} out of range for {len(args)} arguments")
+    empty = [i for i in argnums if not jax.tree.leaves(args[i])]
+    if empty:
+        # a report over zero leaves would say "passed" having compared nothing
+        raise ValueError(f"check_gradients: the checked argument args[{empty[0]}] has no array leaves (got "
+                         f"{args[empty[0]]!r}), so there is nothing to compare; pass the parameters or inputs "
+                         "whose gradients should be checked, and select them with argnums")
 
     with jax.enable_x64(True):
         args64 = tuple(cast_floats(a, jnp.float64) for a in args)

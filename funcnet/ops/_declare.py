@@ -119,6 +119,6 @@ def _docstring(d: Declaration) -> str:
     return "\n".join(lines)
 
 
-def names(family: str) -> list[str]:
-    """The public names of one family, in declaration order (a module's ``__all__``)."""
-    return [d.name for d in DECLARED if d.family == family]
+def names(family: str, module: str | None = None) -> list[str]:
+    """The public names of one family (declared in ``module``, if given), in declaration order: an ``__all__``."""
+    return [d.name for d in DECLARED if d.family == family and (module is None or d.fn.__module__ == module)]

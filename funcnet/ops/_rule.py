@@ -45,7 +45,7 @@ try:  # the experimental API that carries both directions in one primitive
 except ImportError:  # pragma: no cover - exercised only on a JAX without hijax
     VJPHiPrimitive, Zero = None, None
 
-__all__ = ["Rule", "backend", "use_backend"]
+__all__ = ["Rule", "backend", "use_backend", "varying_like"]
 
 _BACKEND = os.environ.get("FUNCNET_RULES", "hijax" if VJPHiPrimitive is not None else "custom_vjp")
 if _BACKEND not in ("hijax", "custom_vjp"):
@@ -107,6 +107,16 @@ def _common_vma(args):
         missing = tuple(sorted(union - v))
         out.append(jax.lax.pcast(a, missing, to="varying") if missing else a)
     return tuple(out)
+
+
+def varying_like(x, *like):
+    """``x`` cast to vary over the manual mesh axes that any of ``like`` varies over (shard_map).
+
+    A fresh array (a loop's zero carry) is replicated inside ``shard_map``;
+    a rule whose loop adds per-shard values to it must start it varying.
+    """
+    axes = frozenset().union(*(_varying_axes(a) for a in like)) - _varying_axes(x)
+    return jax.lax.pcast(x, tuple(sorted(axes)), to="varying") if axes else x
 
 
 def _float0_zeros(x):

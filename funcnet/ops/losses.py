@@ -268,7 +268,10 @@ def binary_cross_entropy(probs, labels):
 
     Each log is clamped at ``LOG_FLOOR = -100`` (PyTorch's convention), so p = 0
     or p = 1 gives a finite loss; a term whose coefficient is 0 contributes 0.
-    A probability outside [0, 1] gives NaN (the log of a negative number).
+    Concrete ``probs`` or ``labels`` outside [0, 1] raise a ValueError. Under
+    ``jit`` (traced values) the range is the caller's responsibility: a
+    probability outside [0, 1] gives NaN (the log of a negative number) and a
+    label outside it a finite but meaningless loss.
 
     Derivative: d/dp = -t/p + (1 - t)/(1 - p), d/dt = log(1 - p) - log p, each
     1/u taken as 0 where its log is clamped (the clamped function is flat there).
@@ -281,6 +284,12 @@ def binary_cross_entropy(probs, labels):
     op = "funcnet.losses.binary_cross_entropy"
     probs = as_float_array(op, "probs", probs)
     labels = _float_labels(op, labels, probs)
+    for name, v in (("probs", probs), ("labels", labels)):
+        if is_concrete(v) and v.size:  # values known here (not traced): check them
+            values = np.asarray(v, np.float64)
+            if np.any(values < 0) or np.any(values > 1):
+                raise ValueError(f"{op}: `{name}` must lie in [0, 1], got values from {np.nanmin(values):g} "
+                                 f"to {np.nanmax(values):g}")
     return _BCE(*_broadcast(op, probs=probs, labels=labels))
 
 
@@ -795,4 +804,4 @@ def l2_penalty(params, is_weight=None):
     return _penalty(_L2, params, is_weight)
 
 
-__all__ = names("losses") + ["default_is_weight", "weight_leaves", "LOG_FLOOR"]
+__all__ = names("losses", __name__) + ["default_is_weight", "weight_leaves", "LOG_FLOOR"]

@@ -15,7 +15,7 @@ from funcnet.reference.nn import log_softmax
 __all__ = [
     "squared_error", "l2_loss", "binary_cross_entropy", "sigmoid_binary_cross_entropy",
     "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels",
-    "multiclass_svm_loss", "l1_penalty", "l2_penalty",
+    "multiclass_svm_loss", "l1_penalty", "l2_penalty", "linear_softmax_cross_entropy",
 ]
 
 
@@ -102,3 +102,20 @@ def l1_penalty(params, is_weight=None):
 
 def l2_penalty(params, is_weight=None):
     return _total(jnp.sum(w * w) for w in weight_leaves(params, is_weight))
+
+
+def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=None, label_smoothing=0.0,
+                                 z_loss=0.0, block_rows=None, block_classes=None):
+    """The unfused head: the N × V logits, then the (smoothed, z-regularised) cross-entropy."""
+    del block_rows, block_classes  # the twin holds every logit at once
+    acc = jnp.promote_types(features.dtype, jnp.float32)
+    z = jnp.dot(features, weight, preferred_element_type=acc)
+    if bias is not None:
+        z = z + bias.astype(acc)
+    m = lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+    lse = (m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)))[:, 0]
+    z_y = jnp.take_along_axis(z, labels[:, None], axis=-1)[:, 0]
+    loss = (1 - label_smoothing) * (lse - z_y) + label_smoothing * (lse - z.mean(axis=-1)) + z_loss * lse**2
+    if where is not None:
+        loss = jnp.where(where, loss, 0.0)
+    return loss.astype(features.dtype)
