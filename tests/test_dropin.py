@@ -112,3 +112,291 @@ def test_traced_and_array_hyperparameters_with_gradients(name, kw, value):
         close(jax.jvp(lambda v: total(ours, v), (value,), (jnp.ones_like(value),))[1],
               jax.jvp(lambda v: total(theirs, v), (value,), (jnp.ones_like(value),))[1])
     close(jax.grad(lambda x: jnp.sum(ours(x, **{kw: value})))(x), jax.grad(lambda x: jnp.sum(theirs(x, **{kw: value})))(x))
+
+
+# ------------------------------------------------------------------ losses vs optax.losses
+# funcnet.losses against optax.losses directly: the value, the gradient of a random cotangent
+# (reverse mode) and the tangent along a random direction (forward mode), case by case from the
+# table below. All cases are traced into ONE jit, compiled once (eager dispatch and one compile per
+# case took about half a minute for this table); a case that raises while tracing fails alone.
+# Eager values are checked on a few cases. Where funcnet deliberately differs, its docstring says
+# so: those tests assert funcnet's documented behaviour and that the docstring (and the
+# declaration's `differs`) mentions it.
+
+_RNG = np.random.default_rng(7)
+X = jnp.asarray(_RNG.normal(size=(4, 3)))
+T = jnp.asarray(_RNG.uniform(size=(4, 3)))
+X3 = jnp.asarray(_RNG.normal(size=(2, 3, 4)))
+T3 = jnp.asarray(_RNG.uniform(size=(2, 3, 4)))
+LAB = jnp.array([0, 1, 2, 1])
+LAB3 = {0: jnp.asarray(_RNG.integers(0, 2, (3, 4))), 1: jnp.asarray(_RNG.integers(0, 3, (2, 4))),
+        2: jnp.asarray(_RNG.integers(0, 4, (2, 3)))}
+LAB3_FLAT = {(1, 2): jnp.asarray(_RNG.integers(0, 12, (2,))), (2, 1): jnp.asarray(_RNG.integers(0, 12, (2,))),
+             (0, 2): jnp.asarray(_RNG.integers(0, 8, (3,))), (-1, 0): jnp.asarray(_RNG.integers(0, 8, (3,)))}
+MASK = jnp.array([[True, False, True], [True, True, False], [False, False, False], [True, True, True]])  # row 2 empty
+ROWS = jnp.array([True, False, True, True])  # batch-shape mask: example 1 left out
+NO_ROW = jnp.zeros(4, bool)
+NOTHING = jnp.zeros((4, 3), bool)
+MASK3 = jnp.asarray(_RNG.random((2, 3, 4)) > 0.3).at[0, 0].set(False)  # one empty class row along axis -1
+INF = jnp.inf
+SCE, INT, SBCE = "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels", "sigmoid_binary_cross_entropy"
+
+# (id, loss name, keywords, args, argnums differentiated)
+LOSS_CASES = [
+    # sigmoid BCE: labels broadcast against the logits, both ways; integer labels; mixed precision; ±inf
+    ("sbce-bcast-labels-f32", SBCE, {}, (X.astype(jnp.float32), T[0]), (0, 1)),
+    ("sbce-bcast-logits", SBCE, {}, (X[0], T), (0, 1)),
+    ("sbce-int-labels", SBCE, {}, (X, (T > 0.5).astype(int)), (0,)),
+    ("sbce-inf", SBCE, {}, (jnp.array([INF, -INF, INF, -INF, INF, 3.0]), jnp.array([1.0, 0, 0, 1, 0.5, 0.5])), (0, 1)),
+    # softmax CE: broadcasting both ways, one-hot integer labels, axes (int, tuple, None)
+    ("sce-bcast-labels", SCE, {}, (X, T[0]), (0, 1)),
+    ("sce-bcast-logits", SCE, {}, (X[0], T), (0, 1)),
+    ("sce-bcast-logits-axis0", SCE, {"axis": 0}, (X[0], T), (0, 1)),
+    ("sce-bcast-logits-axisNone", SCE, {"axis": None}, (X[0], T), (0, 1)),
+    ("sce-onehot-int-f32", SCE, {}, (X.astype(jnp.float32), jax.nn.one_hot(LAB, 3, dtype=int)), (0,)),
+    ("sce-axisNone", SCE, {"axis": None}, (X3, T3), (0, 1)),
+    ("sce-axis(2,0)", SCE, {"axis": (2, 0)}, (X3, T3), (0, 1)),
+    # softmax CE with masks (the logits' gradient; the labels' one differs, see the test further down)
+    ("sce-where", SCE, {"where": MASK}, (X, T), (0,)),
+    ("sce-where-rows", SCE, {"where": ROWS}, (X, T), (0,)),
+    ("sce-where-empty", SCE, {"where": NOTHING}, (X, T), (0,)),
+    ("sce-where--inf-masked", SCE, {"where": MASK}, (jnp.where(MASK, X, -INF), T), (0,)),
+    ("sce-where-axisNone", SCE, {"axis": None, "where": MASK3}, (X3, T3), (0,)),
+    ("sce-where-axis(0,2)", SCE, {"axis": (0, 2), "where": MASK3}, (X3, T3), (0,)),
+    ("sce-inf", SCE, {}, (jnp.array([[0.0, -INF, 1.0], [0.0, INF, 1.0]]), jnp.eye(3)[:2]), (0, 1)),
+    # integer labels: broadcasting, every axis, tuple axes (a flat index, order kept), masks, ±inf
+    ("int-bcast-labels", INT, {}, (X, jnp.array([2])), (0,)),
+    ("int-bcast-logits", INT, {}, (X[:1], LAB), (0,)),
+    ("int-f32-uint8", INT, {}, (X.astype(jnp.float32), LAB.astype(jnp.uint8)), (0,)),
+    ("int-axis0", INT, {"axis": 0}, (X3, LAB3[0]), (0,)),
+    ("int-axis-2", INT, {"axis": -2}, (X3, LAB3[1]), (0,)),
+    ("int-axis(2,1)", INT, {"axis": (2, 1)}, (X3, LAB3_FLAT[2, 1]), (0,)),
+    ("int-axis(-1,0)-where", INT, {"axis": (-1, 0), "where": MASK3}, (X3, LAB3_FLAT[-1, 0]), (0,)),
+    ("int-axis(0,2)-rows", INT, {"axis": (0, 2), "where": jnp.array([True, False, True])},
+     (X3, LAB3_FLAT[0, 2]), (0,)),
+    ("int-where", INT, {"where": MASK}, (X, LAB), (0,)),
+    ("int-where-rows", INT, {"where": ROWS}, (X, LAB), (0,)),
+    ("int-where-label-masked", INT, {"where": MASK}, (X, jnp.array([1, 2, 0, 0])), (0,)),
+    ("int-where-no-row", INT, {"where": NO_ROW}, (X, LAB), (0,)),
+    ("int-where--inf-masked", INT, {"where": MASK}, (jnp.where(MASK, X, -INF), LAB), (0,)),
+    ("int-inf", INT, {}, (jnp.array([[0.0, -INF, 1.0], [0.0, INF, 1.0], [0.0, INF, 1.0]]), jnp.array([0, 1, 0])),
+     (0,)),
+    # squared error / l2: with targets, targets=None, integer targets, mixed precision
+    ("sq-no-targets", "squared_error", {}, (X,), (0,)),
+    ("sq-int-targets", "squared_error", {}, (X, 2 * LAB[:, None] * jnp.ones((1, 3), int)), (0,)),
+    ("sq-f32", "squared_error", {}, (X.astype(jnp.float32), T), (0, 1)),
+    ("l2", "l2_loss", {}, (X, T), (0, 1)),
+    ("l2-no-targets", "l2_loss", {}, (X3,), (0,)),
+]
+# optax is finite at these (value and gradient) despite an infinite logit: funcnet must be too
+FINITE_DESPITE_INF = {"sce-where--inf-masked", "int-where--inf-masked"}
+
+
+def _loss(name, **kw):
+    """funcnet's and optax's loss of that name with keywords bound, looked up at call time."""
+    return (lambda *a: getattr(losses, name)(*a, **kw)), (lambda *a: getattr(optax.losses, name)(*a, **kw))
+
+
+def _directions(case):
+    """A cotangent for the output and a tangent per differentiated argument (random, fixed)."""
+    _, name, kw, args, argnums = case
+    out = jax.eval_shape(_loss(name, **kw)[1], *args)
+    ct = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), out.dtype)
+    tangents = tuple(jnp.asarray(np.random.default_rng(2 + i).normal(size=np.shape(args[i])), args[i].dtype)
+                     for i in argnums)
+    return ct, tangents
+
+
+def _value_grad_tangent(f, args, argnums, ct, tangents):
+    """(value, gradients of ⟨ct, f⟩ in the argnums, tangent of f along ``tangents``), traceable."""
+    def part(*diff):
+        full = list(args)
+        for i, a in zip(argnums, diff):
+            full[i] = a
+        return f(*full)
+
+    primals = tuple(args[i] for i in argnums)
+    grads = jax.grad(lambda *d: jnp.sum(part(*d) * ct), argnums=tuple(range(len(argnums))))(*primals)
+    return f(*args), grads, jax.jvp(part, primals, tangents)[1]
+
+
+_RESULTS: dict = {}
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def _results():
+    """{(case id, "ours" | "optax"): (value, grads, tangent) or the exception tracing it raised}, computed once."""
+    if "done" not in _RESULTS:
+        inputs = {case[0]: (case[3], _directions(case)) for case in LOSS_CASES}
+
+        def run(inputs):
+            out = {}
+            for case_id, name, kw, _, argnums in LOSS_CASES:
+                args, (ct, tangents) = inputs[case_id]
+                for side, f in zip(("ours", "optax"), _loss(name, **kw)):
+                    try:
+                        out[case_id, side] = _value_grad_tangent(f, args, argnums, ct, tangents)
+                    except Exception as err:  # noqa: BLE001  (re-raised by that case's test)
+                        _RESULTS[case_id, side] = err
+            return out
+
+        lowered = jax.jit(run).lower(inputs)
+        try:  # these tiny arrays need none of XLA's optimisations, which take most of the compile time
+            compiled = lowered.compile(compiler_options=_FAST_COMPILE)
+        except Exception:  # noqa: BLE001  (an XLA that lacks one of the options: compile as usual)
+            compiled = lowered.compile()
+        _RESULTS.update(compiled(inputs))
+        _RESULTS["done"] = True
+    return _RESULTS
+
+
+def _tol(args):
+    low = any(getattr(a, "dtype", None) == jnp.float32 for a in args)
+    return {"rtol": 2e-6, "atol": 1e-6} if low else {"rtol": 1e-10, "atol": 1e-12}
+
+
+def _same(a, b, what, **tol):
+    """Same shape and dtype, and close, NaN matching NaN and ±inf matching itself."""
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, (what, a.shape, b.shape, a.dtype, b.dtype)
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), equal_nan=True,
+                               err_msg=what, **{"rtol": 1e-10, "atol": 1e-12, **tol})
+
+
+def _documents(name, *phrases):
+    """The op's docstring has the 'Differs from its namesake' paragraph, and it and `differs` say each phrase."""
+    fn = getattr(losses, name)
+    doc, differs = fn.__doc__ or "", fn.declaration.differs
+    assert "Differs from its namesake:" in doc, name
+    tail = doc.split("Differs from its namesake:", 1)[1]
+    for phrase in phrases:
+        assert phrase in differs and phrase in tail, (name, phrase)
+
+
+@pytest.mark.parametrize("case", LOSS_CASES, ids=[c[0] for c in LOSS_CASES])
+def test_loss_value_gradient_and_tangent_as_optax(case):
+    case_id, name, _, args, _ = case
+    results = _results()
+    got, want = results[case_id, "ours"], results[case_id, "optax"]
+    for side in (got, want):
+        if isinstance(side, Exception):
+            raise side
+    for what, a, b in zip(("value", "grad", "tangent"), got, want):
+        leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+        assert len(leaves_a) == len(leaves_b), (case_id, what)
+        for i, (ai, bi) in enumerate(zip(leaves_a, leaves_b)):
+            _same(ai, bi, f"{case_id}: {what} {i}", **_tol(args))
+    if case_id in FINITE_DESPITE_INF:
+        assert all(np.isfinite(leaf).all() for part in got for leaf in jax.tree.leaves(part)), case_id
+
+
+EAGER = ["sce-where-rows", "int-where-rows"]
+
+
+@pytest.mark.parametrize("case_id", EAGER)
+def test_loss_eager_value_as_optax(case_id):
+    _, name, kw, args, _ = next(c for c in LOSS_CASES if c[0] == case_id)
+    ours, theirs = _loss(name, **kw)
+    _same(ours(*args), theirs(*args), case_id)
+
+
+@pytest.mark.parametrize("name", ["squared_error", "l2_loss"])
+def test_squared_losses_do_not_broadcast_as_optax(name):
+    with pytest.raises(ValueError):
+        getattr(optax.losses, name)(X, T[0])
+    with pytest.raises(ValueError, match=f"funcnet.losses.{name}"):
+        getattr(losses, name)(X, T[0])
+
+
+@pytest.mark.parametrize("kw", [{"axis": None}, {"axis": None, "where": MASK}])
+def test_integer_labels_reject_axis_none_as_optax(kw):
+    with pytest.raises(ValueError):
+        optax.losses.softmax_cross_entropy_with_integer_labels(X, LAB, **kw)
+    with pytest.raises(ValueError, match="funcnet.losses.softmax_cross_entropy_with_integer_labels.*axis"):
+        losses.softmax_cross_entropy_with_integer_labels(X, LAB, **kw)
+
+
+INT_INPUTS = [
+    ("squared_error", (2 * LAB[:, None] * jnp.ones((1, 3), int), T)),
+    ("squared_error", (jnp.arange(-2, 3),)),
+    ("l2_loss", (LAB[:, None] * jnp.ones((1, 3), int), T)),
+    (SBCE, (jnp.arange(-2, 3), jnp.array([0.0, 1, 0.5, 1, 0]))),
+    (SCE, (jnp.array([[3, -1, 0], [0, 2, 2]]), jnp.eye(3)[:2])),
+    (INT, (jnp.array([[3, -1, 0], [0, 2, 2]]), jnp.array([0, 2]))),
+]
+
+
+@pytest.mark.parametrize("name, args", INT_INPUTS, ids=[n for n, _ in INT_INPUTS])
+def test_integer_inputs_promoted_where_optax_raises(name, args):
+    ours, theirs = (jax.jit(getattr(m, name)) for m in (losses, optax.losses))
+    try:
+        want = theirs(*args)
+    except TypeError:  # optax rejects integer logits/predictions; funcnet promotes them (documented)
+        _documents(name, "promoted")
+        want = theirs(jnp.asarray(args[0], jnp.result_type(float)), *args[1:])
+    _same(ours(*args), want, name)
+
+
+@pytest.mark.parametrize("where", [MASK, ROWS], ids=["full-shape", "batch-shape"])
+def test_sce_masked_label_gradient_is_zero_where_optax_is_nan(where):
+    _documents(SCE, "with `where`, the labels' gradient at masked-out entries is 0", "optax: NaN")
+
+    def both(f):
+        weights = jnp.array([1.0, -2.0, 0.5, 3.0])
+        return jax.value_and_grad(lambda a, b: jnp.sum(f(a, b) * weights), (0, 1))(X, T), jax.jvp(f, (X, T), (T, X))[1]
+
+    ours, theirs = _loss(SCE, where=where)
+    ((v, (gx, gt)), tan), ((vo, (gxo, gto)), tano) = jax.jit(lambda: (both(ours), both(theirs)))()
+    keep = np.asarray(jnp.broadcast_to(where if where.ndim == 2 else where[:, None], X.shape))
+    _same(v, vo, "value")
+    _same(gx, gxo, "logits' gradient")
+    _same(gt[keep], gto[keep], "labels' gradient at kept entries")
+    assert np.all(np.asarray(gt)[~keep] == 0)  # funcnet: 0 (documented)
+    assert np.all(np.isnan(np.asarray(gto)[~keep]))  # optax: NaN, from 0·log 0 (as the docstring says)
+    _same(tan, tano, "tangent")  # forward mode has no such difference
+
+
+Z = jnp.array([[0.0, 1.0, 2.0], [0.5, -1.0, 0.0], [1.0, 1.0, -2.0], [1.0, 2.0, 3.0]])
+BAD = jnp.array([1, 7, -1, 3])  # rows 1-3 out of range for 3 classes (-1 included: no wrap-around)
+
+
+def test_out_of_range_labels_under_jit_give_nan_value_gradient_row_and_tangent():
+    _documents(INT, "out-of-range label under jit gives a NaN loss and a NaN gradient row", "wraps -1")
+    assert "negative ones included" in losses.softmax_cross_entropy_with_integer_labels.__doc__
+
+    def all_three(f, z, y):
+        return f(z, y), jax.grad(lambda z: f(z, y).sum())(z), jax.jvp(lambda z: f(z, y), (z,), (jnp.ones_like(z),))[1]
+
+    (value, grad, tangent), (vo, go, _), (wrapped, _, _) = jax.jit(lambda z, y: (
+        all_three(losses.softmax_cross_entropy_with_integer_labels, z, y),
+        all_three(optax.losses.softmax_cross_entropy_with_integer_labels, z, y),
+        all_three(optax.losses.softmax_cross_entropy_with_integer_labels, z, jnp.where(y < 0, 2, y))))(Z, BAD)
+    bad = np.array([False, True, True, True])
+    assert np.all(np.isnan(value[bad])) and np.all(np.isnan(grad[bad])) and np.all(np.isnan(tangent[bad]))
+    assert np.all(np.isfinite(grad[0])) and np.isfinite(tangent[0])
+    _same(value[0], vo[0], "in-range value")  # the in-range example is untouched, and as optax
+    _same(grad[0], go[0], "in-range gradient row")
+    # what optax does instead, as the docstring says: -1 wraps to the last class; label 7 has a NaN
+    # loss but a finite gradient
+    _same(vo[2], wrapped[2], "optax wraps -1")
+    assert np.isnan(vo[1]) and np.all(np.isfinite(go[1]))
+    with pytest.raises(ValueError, match=f"funcnet.losses.{INT}: labels must lie in"):  # concrete labels: raise
+        losses.softmax_cross_entropy_with_integer_labels(Z, BAD)
+
+
+def test_integer_label_value_is_exact_at_large_float32_logits():
+    _documents(INT, "log_softmax-then-take", "float32 digits at large logits")
+    # large logits whose labelled class leads (small losses: log 2, log(1 + e⁻²), ...), where
+    # logsumexp(x) - x_y is off by about ulp(1e4) ≈ 1e-3 in float32
+    x = jnp.array([[1e4, 1e4, -1e4], [-2e4, 3e4 + 2, 3e4], [5e3, -5e3, 5e3 - 1], [1e4, 0, -1e4]], jnp.float32)
+    y = jnp.array([0, 1, 0, 0])
+    f, fo = losses.softmax_cross_entropy_with_integer_labels, optax.losses.softmax_cross_entropy_with_integer_labels
+    value, (v_and_g, grad), exact, grad_optax = jax.jit(lambda x: (
+        f(x, y), jax.value_and_grad(lambda z: f(z, y).sum())(x),
+        fo(x.astype(jnp.float64), y), jax.grad(lambda z: fo(z, y).sum())(x)))(x)
+    assert value.dtype == jnp.float32
+    np.testing.assert_allclose(value[0], np.log(2.0), rtol=1e-7)  # optax gives 0.69336 there
+    for got in (value, f(x, y)):  # jit and eager
+        np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-6)  # the float32 logits' exact loss
+    np.testing.assert_allclose(v_and_g, np.sum(exact), rtol=1e-6)
+    _same(grad, grad_optax, "gradient", rtol=1e-6, atol=1e-7)  # d/dx = softmax - onehot: no difference there
