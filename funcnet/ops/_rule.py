@@ -158,12 +158,6 @@ class Rule:
         args = _common_vma(tuple(jnp.asarray(a) for a in args))
         return _custom_vjp(self, tuple(sorted(static.items())))(*args)
 
-    # -------------------------------------------------------------- conveniences
-    def forward(self, args, tangents, **static):
-        """``(y, y_dot)`` by the hand-written forward rule; ``None`` tangents are zero."""
-        y, res = self.save(*args, **static)
-        return y, self.jvp(res, *tangents, **static)
-
 
 @functools.lru_cache(maxsize=None)
 def _custom_vjp(rule: Rule, static_items: tuple):

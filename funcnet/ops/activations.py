@@ -492,15 +492,11 @@ def _normalize(op: str, rule: Rule, x, axis, where):
         check_broadcast_to(name, ("where", "x"), where.shape, x.shape)
         where = jnp.broadcast_to(where, x.shape)
         return rule(x, where, axis=axes)
-    return _without_mask(rule)(x, axis=axes)
-
-
-def _without_mask(rule):
-    """The rule with ``where=None`` bound (``None`` is not an array argument)."""
-    return _UNMASKED[rule.name]
+    return _UNMASKED[rule.name](x, axis=axes)
 
 
 def _unmasked(rule: Rule) -> Rule:
+    """The rule with ``where=None`` bound (``None`` is not an array argument)."""
     return Rule(
         rule.name,
         value=lambda x, axis: rule.value(x, None, axis),
