@@ -18,18 +18,36 @@ Every bad file or argument raises :class:`DataError`, a ``ValueError`` whose
 one-line message starts with the file (or the function) and says what is wrong,
 e.g. ``images.idx: truncated: header says 60000x28x28 ubyte = 47040000 bytes of
 data, file has 1000 after the 16-byte header``.
+
+The file loaders treat files as untrusted: a header is checked (against the
+file's size, what its compression can expand to, and the machine's memory)
+before anything it describes is allocated, and no more than it describes is
+read; class labels are range-checked before they become int32; NaN, infinite
+and float32-overflowing values are refused. Paths that are not regular files
+(named pipes, devices such as ``/dev/zero``, or links to them) are refused
+unless ``allow_special_files=True`` is passed, and even then at most 1 GiB is
+read from them.
 """
 
 from __future__ import annotations
 
+import array
 import csv
 import gzip
+import io
 import math
 import os
+import stat
+import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
+
+try:
+    import lzma
+except ImportError:  # Python built without it: zipfile cannot read lzma members either
+    lzma = None
 
 import numpy as np
 
@@ -223,21 +241,157 @@ _IDX_DTYPES = {
 }
 _IDX_CODES = ", ".join(f"0x{code:02X} {name}" for code, (name, _) in _IDX_DTYPES.items())
 
+#: Class labels come back as int32: they must lie in [0, 2**31).
+_MAX_LABEL = 2**31 - 1
+#: float32's largest finite value: features and targets beyond it would become infinite.
+_F32_MAX = float(np.finfo(np.float32).max)
+#: Deflate (gzip, zip) expands its input at most about 1032-fold, so a compressed file of
+#: ``n`` bytes honestly holds at most ``n * _DEFLATE_RATIO`` (plus a little) bytes.
+_DEFLATE_RATIO = 1032
+#: Most bytes read from a file that is not a regular file (a pipe or a device, read only
+#: with ``allow_special_files=True``): its size is unknown, and a device may never end.
+_SPECIAL_FILE_LIMIT = 2**30
+#: Longest line of a CSV file, in bytes.
+_CSV_LINE_LIMIT = 2**26
+#: Longest ``.npy`` header read from an ``.npz`` archive, in bytes (NumPy writes a few hundred).
+_NPY_HEADER_LIMIT = 2**16
+_CHUNK = 2**20
+_BEYOND_F32 = f"is beyond the float32 range of +-{_F32_MAX:.4g}; rescale the values"
 
-def _read_bytes(path: Path, size: int = -1) -> bytes:
-    """The file's bytes (the first ``size`` only, if given), or a DataError naming it."""
+
+def _numpy_max_dims() -> int:
+    """The most dimensions a NumPy array can have here (64 in NumPy 2, 32 before)."""
+    for n in (64, 32):
+        try:
+            np.empty((1,) * n, np.uint8)
+            return n
+        except ValueError:
+            continue
+    return 32
+
+
+_MAX_DIMS = _numpy_max_dims()
+
+
+def _memory_limit() -> int | None:
+    """Bytes of physical memory, or None where the platform does not say: no array read may claim more."""
     try:
-        with open(path, "rb") as f:
-            return f.read(size)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(path: Path, what: str, nbytes: int) -> None:
+    memory = _memory_limit()
+    if memory is not None and nbytes > memory:
+        raise _fail(path, f"{what}, more than this machine's {memory / 2**30:.1f} GiB of memory")
+
+
+def _show(text: str, limit: int = 40) -> str:
+    """``repr(text)``, cut short if long, for messages."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "named pipe (FIFO)"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _open(path: Path, allow_special_files: bool) -> tuple[BinaryIO, int | None]:
+    """Open ``path`` for binary reading: ``(file, size)``, ``size`` None for a pipe or device.
+
+    A path that is not a regular file (or a link to one) is refused unless
+    ``allow_special_files``: a device such as ``/dev/zero`` never ends, and a
+    pipe may block. It is opened non-blocking and checked with ``fstat`` on the
+    open descriptor, so that neither a pipe without writer nor a swap of the
+    file between check and open gets past.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nonblock)
     except FileNotFoundError:
         raise _fail(path, "no such file") from None
     except IsADirectoryError:
         raise _fail(path, "is a directory, not a file") from None
     except OSError as err:
         raise _fail(path, f"cannot read: {err.strerror or err}") from None
+    try:
+        info = os.fstat(fd)
+    except OSError as err:
+        os.close(fd)
+        raise _fail(path, f"cannot read: {err.strerror or err}") from None
+    if stat.S_ISREG(info.st_mode):
+        if nonblock:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), info.st_size
+    if stat.S_ISDIR(info.st_mode) or not allow_special_files:
+        os.close(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise _fail(path, "is a directory, not a file")
+    if not allow_special_files:
+        kind = next((name for test, name in _SPECIAL_KINDS if test(info.st_mode)), "special file")
+        target = os.path.realpath(path)
+        link = f" (a link to {target})" if target != os.path.abspath(path) else ""
+        raise _fail(
+            path,
+            f"is a {kind}{link}, not a regular file; pass allow_special_files=True to read it anyway",
+        )
+    # allowed: open it again, blocking (a pipe waits for a writer), before closing the non-blocking descriptor,
+    # so that a writer that came already does not see the pipe without reader in between
+    try:
+        blocking = os.open(path, flags)
+        info = os.fstat(blocking)
+    except OSError as err:
+        raise _fail(path, f"cannot read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    return os.fdopen(blocking, "rb"), info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def load_idx(path: PathLike) -> np.ndarray:
+def _read_into(stream: BinaryIO, buffer: memoryview) -> int:
+    """Fill ``buffer`` from ``stream`` in chunks; the number of bytes read (fewer only at the end)."""
+    done = 0
+    while done < len(buffer):
+        chunk = stream.read(min(_CHUNK, len(buffer) - done))
+        if not chunk:
+            break
+        buffer[done : done + len(chunk)] = chunk
+        done += len(chunk)
+    return done
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream that yields ``prefix`` and then the rest of ``rest`` (to un-read bytes of a pipe)."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO):
+        self._prefix, self._rest = prefix, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n], self._prefix = self._prefix[:n], self._prefix[n:]
+            return n
+        chunk = self._rest.read(len(b))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _read_head(path: Path, f, n: int) -> bytes:
+    """The first ``n`` bytes of an open data file (its magic number), or a DataError naming it."""
+    try:
+        return f.read(n)
+    except OSError as err:
+        raise _fail(path, f"cannot read: {err.strerror or err}") from None
+
+
+def load_idx(path: PathLike, *, allow_special_files: bool = False) -> np.ndarray:
     """Read one IDX file (the MNIST format), plain or gzip-compressed.
 
     An IDX file is a 4-byte magic number (two zero bytes, a dtype code, the
@@ -245,32 +399,59 @@ def load_idx(path: PathLike) -> np.ndarray:
     values, big-endian, row-major. Gzip is recognised by its magic bytes
     (``1f 8b``), whatever the file is called.
 
+    The header is read and checked first, and then exactly the number of bytes
+    it describes, never more: a gzip file is decompressed as a stream, and a
+    header that claims more data than the file can hold (a plain file's size,
+    about 1032 times a gzip file's size, the machine's memory) is refused
+    before anything is allocated.
+
     Args:
       path: the file.
+      allow_special_files: also read a path that is not a regular file (a
+        named pipe or a device, or a link to one); off by default because a
+        device such as ``/dev/zero`` never ends. Even then at most the bytes
+        the header describes, and at most 1 GiB, are read.
 
     Returns:
       The array, with the file's shape and dtype (uint8, int8, int16, int32,
       float32 or float64) in native byte order.
 
     Raises:
-      DataError: the file is missing, empty, not IDX (bad magic number or dtype
-        code), has a truncated header, has fewer or more data bytes than its
-        dimensions say, or is a corrupt gzip stream.
+      DataError: the file is missing, empty, not a regular file, not IDX (bad
+        magic number or dtype code, more dimensions than NumPy allows), has a
+        truncated header, has fewer or more data bytes than its dimensions
+        say, claims more data than it can hold, or is a corrupt gzip stream.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    compressed = raw[:2] == b"\x1f\x8b"
-    if compressed:
+    f, size = _open(path, allow_special_files)
+    with f:
+        head = _read_head(path, f, 2)
+        compressed = head == b"\x1f\x8b"
+        if f.seekable():
+            f.seek(0)
+            stream: BinaryIO = f
+        else:
+            stream = io.BufferedReader(_Prefixed(head, f))
+        if not compressed:
+            try:
+                return _read_idx(path, stream, size, False)
+            except OSError as err:
+                raise _fail(path, f"cannot read: {err.strerror or err}") from None
         try:
-            raw = gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+                return _read_idx(path, unzipped, size, True)
         except (OSError, EOFError, zlib.error) as err:
             raise _fail(path, f"corrupt gzip stream: {err}") from None
-    if not raw:
-        after = " (after decompression)" if compressed else ""
+
+
+def _read_idx(path: Path, stream: BinaryIO, size: int | None, compressed: bool) -> np.ndarray:
+    """The IDX array in ``stream`` (see load_idx); ``size`` is the file's size on disk, None if unknown."""
+    after = " (after decompression)" if compressed else ""
+    magic = stream.read(4)
+    if not magic:
         raise _fail(path, f"empty file{after}, expected an IDX header")
-    if len(raw) < 4:
-        raise _fail(path, f"truncated header: {len(raw)} bytes, an IDX file starts with a 4-byte magic number")
-    magic = raw[:4]
+    if len(magic) < 4:
+        raise _fail(path, f"truncated header: {len(magic)} bytes, an IDX file starts with a 4-byte magic number")
     if magic[0] != 0 or magic[1] != 0:
         hint = "; the name ends in .gz but the content is not gzip either" if path.suffix == ".gz" else ""
         raise _fail(
@@ -284,37 +465,61 @@ def load_idx(path: PathLike) -> np.ndarray:
     ndim = magic[3]
     if ndim == 0:
         raise _fail(path, f"bad magic number 0x{magic.hex()}: zero dimensions")
+    if ndim > _MAX_DIMS:
+        raise _fail(
+            path, f"bad magic number 0x{magic.hex()}: {ndim} dimensions, more than the {_MAX_DIMS} NumPy allows"
+        )
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise _fail(path, f"truncated header: {ndim} dimensions need {header} bytes, file has {len(raw)}")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    dim_bytes = stream.read(4 * ndim)
+    if len(dim_bytes) < 4 * ndim:
+        raise _fail(
+            path, f"truncated header: {ndim} dimensions need {header} bytes, file has {4 + len(dim_bytes)}{after}"
+        )
+    dims = struct.unpack(f">{ndim}I", dim_bytes)
     name, dtype = _IDX_DTYPES[magic[2]]
     dtype = np.dtype(dtype)
     expected = math.prod(dims) * dtype.itemsize
-    found = len(raw) - header
-    if found != expected:
-        problem = "truncated" if found < expected else "trailing bytes"
-        each = f" ({dtype.itemsize} bytes each)" if dtype.itemsize > 1 else ""
+    each = f" ({dtype.itemsize} bytes each)" if dtype.itemsize > 1 else ""
+    says = f"header says {'x'.join(map(str, dims))} {name}{each} = {expected} bytes of data"
+
+    def wrong(found: int | None) -> DataError:
+        problem = "truncated" if found is not None and found < expected else "trailing bytes"
+        has = f"has {found}" if found is not None else f"has more than {expected}"
+        return _fail(path, f"{problem}: {says}, file {has}{after} after the {header}-byte header")
+
+    if size is not None and not compressed and size - header != expected:
+        raise wrong(size - header)  # the file's size says so: nothing more is read
+    if size is not None and compressed and header + expected > size * _DEFLATE_RATIO + 1024:
         raise _fail(
-            path,
-            f"{problem}: header says {'x'.join(map(str, dims))} {name}{each} = {expected} bytes of data, "
-            f"file has {found} after the {header}-byte header",
+            path, f"{says}, but a gzip file of {size} bytes decompresses to at most about {size * _DEFLATE_RATIO}"
         )
-    data = np.frombuffer(raw, dtype, offset=header).reshape(dims)
-    return data.astype(dtype.newbyteorder("="))
+    if size is None and header + expected > _SPECIAL_FILE_LIMIT:
+        raise _fail(path, f"{says}, more than the {_SPECIAL_FILE_LIMIT} bytes read from a file that is not regular")
+    _check_memory(path, says, expected)
+    data = np.empty(expected, np.uint8)
+    found = _read_into(stream, memoryview(data))
+    if found < expected:
+        raise wrong(found)
+    if stream.read(1):
+        raise wrong(None)
+    return data.view(dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
 def _find(directory: Path, stem: str, kind: str) -> Path | None:
-    """The first existing ``<stem>-<kind>`` file, also trying ``.`` for ``-`` and ``.gz``."""
+    """The first present ``<stem>-<kind>`` file, also trying ``.`` for ``-`` and ``.gz``.
+
+    Anything there but a directory counts (a link to a device, too), so that
+    reading it names the problem rather than the file seeming absent.
+    """
     for name in (f"{stem}-{kind}", f"{stem}-{kind.replace('-', '.', 1)}"):
         for suffix in ("", ".gz"):
             candidate = directory / (name + suffix)
-            if candidate.is_file():
+            if os.path.lexists(candidate) and not candidate.is_dir():
                 return candidate
     return None
 
 
-def _mnist_pair(directory: Path, stem: str, required: bool) -> Split | None:
+def _mnist_pair(directory: Path, stem: str, required: bool, allow_special_files: bool) -> Split | None:
     """The ``<stem>-images`` / ``<stem>-labels`` pair as a Split; None if both are absent and not required."""
     paths = {kind: _find(directory, stem, kind) for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")}
     images_path, labels_path = paths.values()
@@ -324,24 +529,28 @@ def _mnist_pair(directory: Path, stem: str, required: bool) -> Split | None:
         found = images_path or labels_path
         missing = " and no ".join(f"{stem}-{kind}[.gz]" for kind, path in paths.items() if path is None)
         raise _fail(directory, f"has {found.name} but no {missing}" if found else f"has no {missing}")
-    images = load_idx(images_path)
-    labels = load_idx(labels_path)
+    images = load_idx(images_path, allow_special_files=allow_special_files)
+    labels = load_idx(labels_path, allow_special_files=allow_special_files)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise _fail(
             images_path,
             f"expected ubyte images of shape (n, rows, cols), got {images.dtype} of shape {images.shape}",
         )
+    if len(images) == 0:
+        raise _fail(images_path, f"no images: the header says {'x'.join(map(str, images.shape))}")
+    if images.shape[1] * images.shape[2] == 0:
+        raise _fail(images_path, f"images of {images.shape[1]}x{images.shape[2]} pixels are empty")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise _fail(labels_path, f"expected integer labels of shape (n,), got {labels.dtype} of shape {labels.shape}")
     if len(images) != len(labels):
         raise _fail(labels_path, f"{len(labels)} labels for {len(images)} images in {images_path.name}")
-    if labels.size and labels.min() < 0:
+    if labels.min() < 0:
         raise _fail(labels_path, f"negative label {labels.min()}")
     x = images.reshape(len(images), -1).astype(np.float32) / 255.0
     return Split(x, labels.astype(np.int32))
 
 
-def load_mnist_dir(directory: PathLike) -> tuple[Split, Split | None]:
+def load_mnist_dir(directory: PathLike, *, allow_special_files: bool = False) -> tuple[Split, Split | None]:
     """Read MNIST-format IDX files from a directory.
 
     The training pair ``train-images-idx3-ubyte`` and ``train-labels-idx1-ubyte``
@@ -352,6 +561,8 @@ def load_mnist_dir(directory: PathLike) -> tuple[Split, Split | None]:
 
     Args:
       directory: the directory holding the files.
+      allow_special_files: also read files that are pipes or devices (see
+        :func:`load_idx`); off by default.
 
     Returns:
       ``(train, test)``, with ``test`` ``None`` when there is no t10k pair.
@@ -360,17 +571,36 @@ def load_mnist_dir(directory: PathLike) -> tuple[Split, Split | None]:
 
     Raises:
       DataError: the directory or a file of a pair is missing, a file is not
-        valid IDX (see :func:`load_idx`), images are not 3-D ubyte, or the
-        image and label counts (or the train and test image sizes) differ.
+        valid IDX (see :func:`load_idx`), images are not 3-D ubyte, there are
+        no images (or no pixels), or the image and label counts (or the train
+        and test image sizes) differ.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise _fail(directory, "no such directory" if not directory.exists() else "is not a directory")
-    train = _mnist_pair(directory, "train", required=True)
-    test = _mnist_pair(directory, "t10k", required=False)
+    train = _mnist_pair(directory, "train", True, allow_special_files)
+    test = _mnist_pair(directory, "t10k", False, allow_special_files)
     if test is not None and test.x.shape[1] != train.x.shape[1]:
         raise _fail(directory, f"t10k images have {test.x.shape[1]} pixels but train images have {train.x.shape[1]}")
     return train, test
+
+
+def _finite_float32(where: object, name: str, a: np.ndarray) -> np.ndarray:
+    """``a`` (2-D, real) as float32, or a DataError if a value is NaN, infinite or beyond float32's range."""
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            count = int(bad.sum())
+            raise _fail(
+                where, f"`{name}` contains NaN or infinity: {count} value{'s' * (count > 1)}, the first in row {row}"
+            )
+        if a.dtype.itemsize > 4 and a.size:
+            big = np.abs(a) > _F32_MAX
+            if big.any():
+                row, col = np.unravel_index(int(np.argmax(big)), a.shape)
+                raise _fail(where, f"`{name}` holds {a[row, col]} (row {row}), which {_BEYOND_F32}")
+    return a.astype(np.float32)
 
 
 def _as_split(where: object, x: np.ndarray, y: np.ndarray, x_name: str = "x", y_name: str = "y") -> Split:
@@ -382,28 +612,38 @@ def _as_split(where: object, x: np.ndarray, y: np.ndarray, x_name: str = "x", y_
         )
     if len(x) != len(y):
         raise _fail(where, f"`{x_name}` has {len(x)} rows but `{y_name}` has {len(y)}")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.issubdtype(x.dtype, np.complexfloating):
+    if x.dtype.kind not in "biuf":
         raise _fail(where, f"`{x_name}` must be real numbers, got dtype {x.dtype}")
-    x = x.reshape(len(x), -1).astype(np.float32)
-    if not np.isfinite(x).all():
-        raise _fail(where, f"`{x_name}` contains NaN or infinity")
-    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise _fail(where, f"integer `{y_name}` holds class labels and must have shape (n,), got {y.shape}")
-        if y.size and y.min() < 0:
-            raise _fail(where, f"class labels in `{y_name}` must be >= 0, found {y.min()}")
-        return Split(x, y.astype(np.int32))
-    if np.issubdtype(y.dtype, np.floating):
-        y = y.reshape(len(y), -1).astype(np.float32)
-        if not np.isfinite(y).all():
-            raise _fail(where, f"`{y_name}` contains NaN or infinity")
-        return Split(x, y)
-    raise _fail(where, f"`{y_name}` must be integer class labels or float targets, got dtype {y.dtype}")
+    if y.dtype.kind not in "biuf":
+        raise _fail(where, f"`{y_name}` must be integer class labels or float targets, got dtype {y.dtype}")
+    if len(x) == 0:
+        raise _fail(where, f"no examples: `{x_name}` has 0 rows (shape {x.shape})")
+    if x.size == 0:
+        raise _fail(where, f"`{x_name}` has no features: shape {x.shape}")
+    x = _finite_float32(where, x_name, x.reshape(len(x), -1))
+    if y.dtype.kind == "f":
+        if y.size == 0:
+            raise _fail(where, f"`{y_name}` has no targets: shape {y.shape}")
+        return Split(x, _finite_float32(where, y_name, y.reshape(len(y), -1)))
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise _fail(where, f"integer `{y_name}` holds class labels and must have shape (n,), got {y.shape}")
+    # checked in the file's own (wide) type, before the cast to int32 could wrap them around
+    if y.min() < 0:
+        raise _fail(where, f"class labels in `{y_name}` must be >= 0, found {y.min()}")
+    if y.max() > _MAX_LABEL:
+        raise _fail(
+            where,
+            f"class labels in `{y_name}` must be < 2**31 (they are read as int32), found {y.max()}; "
+            "store regression targets as floats",
+        )
+    return Split(x, y.astype(np.int32))
 
 
-def load_npz(path: PathLike, x_key: str = "x", y_key: str = "y") -> Split:
+def load_npz(
+    path: PathLike, x_key: str = "x", y_key: str = "y", *, allow_special_files: bool = False
+) -> Split:
     """Read features and labels from a NumPy ``.npz`` archive (never unpickling).
 
     Features with more than two dimensions (images) are flattened to
@@ -411,46 +651,139 @@ def load_npz(path: PathLike, x_key: str = "x", y_key: str = "y") -> Split:
     back int32 ``(n,)``; a float ``y`` holds regression targets and comes back
     float32 ``(n, targets)``.
 
+    Each array's ``.npy`` header is read first and checked against the size
+    the archive gives its member (and that against what the member's
+    compressed size can expand to, and the machine's memory) before anything
+    is allocated, so that a small archive whose header claims a huge shape is
+    a clear error, not an attempt to allocate it. Arrays must be stored or
+    deflate-compressed, as :func:`numpy.savez` and
+    :func:`numpy.savez_compressed` write them (bzip2 and lzma members,
+    whose expansion has no such bound, are refused).
+
     Args:
       path: the ``.npz`` file.
       x_key: the archive's name for the features.
       y_key: the archive's name for the labels or targets.
+      allow_special_files: also read a path that is not a regular file (see
+        :func:`load_idx`); off by default. A zip archive must be seekable, so
+        in practice only a block device qualifies.
 
     Returns:
       ``Split(x, y)``.
 
     Raises:
-      DataError: the file is missing or not an npz archive, a key is missing
-        (the message lists the keys present), an array holds Python objects,
-        the row counts differ, or the values are not finite numbers.
+      DataError: the file is missing, not a regular file or not an npz
+        archive, a key is missing (the message lists the keys present), an
+        array holds Python objects or non-numbers, its header claims more data
+        than the archive holds, there are no rows or no features, the row
+        counts differ, a value is not finite or beyond float32's range, or a
+        class label is negative or does not fit int32.
     """
     path = Path(path)
-    head = _read_bytes(path, 6)
-    if not head:
-        raise _fail(path, "empty file, expected an .npz archive")
-    if head == b"\x93NUMPY":
-        raise _fail(path, "is a single .npy array, expected an .npz archive of named arrays")
-    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        raise _fail(path, f"not an .npz archive: it does not start with a zip signature (starts with {head!r})")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in (x_key, y_key) if k not in archive.files]
-            if missing:
-                raise _fail(
-                    path,
-                    f"no array named {' or '.join(map(repr, missing))}; "
-                    f"the archive has {', '.join(map(repr, archive.files)) or 'no arrays'}",
-                )
-            x, y = archive[x_key], archive[y_key]
-    except DataError:
-        raise
-    except ValueError as err:
-        if "pickle" in str(err):
-            raise _fail(path, "holds Python objects (pickled arrays), which are never loaded") from None
-        raise _fail(path, f"not a valid .npz archive: {err}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise _fail(path, f"not a valid .npz archive: {err}") from None
+    f, size = _open(path, allow_special_files)
+    with f:
+        head = _read_head(path, f, 6)
+        if not head:
+            raise _fail(path, "empty file, expected an .npz archive")
+        if head == b"\x93NUMPY":
+            raise _fail(path, "is a single .npy array, expected an .npz archive of named arrays")
+        if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+            raise _fail(path, f"not an .npz archive: it does not start with a zip signature (starts with {head!r})")
+        try:
+            f.seek(0)
+            with zipfile.ZipFile(f) as archive:
+                members = {info.filename: info for info in archive.infolist()}
+                keys = [name[:-4] if name.endswith(".npy") else name for name in members]
+                missing = [k for k in (x_key, y_key) if k not in keys]
+                if missing:
+                    raise _fail(
+                        path,
+                        f"no array named {' or '.join(map(repr, missing))}; "
+                        f"the archive has {', '.join(map(repr, keys)) or 'no arrays'}",
+                    )
+                x = _read_npy(path, archive, members.get(f"{x_key}.npy") or members[x_key], x_key, size, True)
+                y = _read_npy(path, archive, members.get(f"{y_key}.npy") or members[y_key], y_key, size, False)
+        except DataError:
+            raise
+        except _ZIP_ERRORS as err:
+            raise _fail(path, f"not a valid .npz archive: {err}") from None
     return _as_split(path, x, y, x_key, y_key)
+
+
+_ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error,
+    NotImplementedError, RuntimeError, struct.error, *((lzma.LZMAError,) if lzma else ()),
+)
+
+
+def _read_npy(
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, archive_size: int | None, features: bool
+) -> np.ndarray:
+    """One ``.npy`` member of an ``.npz`` archive, its header checked before its data is allocated."""
+    where = f"`{key}`"
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _fail(
+            path, f"{where} is compressed with zip method {info.compress_type}; an .npz archive holds stored or "
+            "deflate-compressed arrays (as numpy.savez and numpy.savez_compressed write them)",
+        )
+    if archive_size is not None and info.compress_size > archive_size:
+        raise _fail(
+            path, f"{where}: the zip directory says {info.compress_size} compressed bytes, "
+            f"more than the whole file's {archive_size}",
+        )
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise _fail(
+            path, f"{where}: the zip directory says {info.file_size} bytes stored uncompressed "
+            f"in {info.compress_size} bytes",
+        )
+    if info.file_size > info.compress_size * _DEFLATE_RATIO + 1024:
+        raise _fail(
+            path, f"{where}: the zip directory says {info.file_size} bytes compressed into {info.compress_size}, "
+            f"more than deflate can expand to",
+        )
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+        except ValueError as err:
+            raise _fail(path, f"{where} is not a .npy array: {err}") from None
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise _fail(path, f"{where}: unsupported .npy format version {version[0]}.{version[1]}")
+        length_format = "<H" if version == (1, 0) else "<I"
+        length_bytes = member.read(struct.calcsize(length_format))
+        if len(length_bytes) < struct.calcsize(length_format):
+            raise _fail(path, f"{where}: truncated .npy header")
+        (length,) = struct.unpack(length_format, length_bytes)
+        if length > _NPY_HEADER_LIMIT:
+            raise _fail(path, f"{where}: the .npy header claims {length} bytes, more than {_NPY_HEADER_LIMIT}")
+        text = member.read(length)
+        if len(text) < length:
+            raise _fail(path, f"{where}: truncated .npy header")
+        try:
+            text.decode("ascii")  # the header of a plain numeric array is ASCII in every version
+            header = io.BytesIO(struct.pack("<I", length) + text)
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(header)
+        except Exception as err:  # any failure to parse a header of at most _NPY_HEADER_LIMIT bytes
+            raise _fail(path, f"{where}: bad .npy header: {type(err).__name__}: {err}") from None
+        if dtype.hasobject:
+            raise _fail(path, "holds Python objects (pickled arrays), which are never loaded")
+        if dtype.kind not in "biuf":
+            wanted = "real numbers" if features else "integer class labels or float targets"
+            raise _fail(path, f"{where} must be {wanted}, got dtype {dtype}")
+        if len(shape) > _MAX_DIMS or any(d < 0 for d in shape):
+            raise _fail(path, f"{where}: bad shape {shape} in the .npy header")
+        expected = math.prod(shape) * dtype.itemsize
+        says = f"{where}: its .npy header says shape {shape} {dtype} = {expected} bytes of data"
+        available = info.file_size - (6 + 2 + len(length_bytes) + length)
+        if available != expected:
+            problem = "truncated" if available < expected else "trailing bytes"
+            raise _fail(path, f"{problem}: {says}, the archive holds {available}")
+        _check_memory(path, says, expected)
+        data = np.empty(expected, np.uint8)
+        found = _read_into(member, memoryview(data))
+        if found != expected or member.read(1):
+            raise _fail(path, f"{says}, the archive member holds {'fewer' if found < expected else 'more'}")
+    order = "F" if fortran_order else "C"
+    return data.view(dtype).reshape(shape, order=order)
 
 
 def _is_number(text: str) -> bool:
@@ -461,74 +794,142 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def load_csv(path: PathLike, label_column: int = -1) -> Split:
+def _csv_lines(path: Path, f: BinaryIO, size: int | None):
+    """The text lines of a CSV file, read as a stream: each at most _CSV_LINE_LIMIT bytes, all at most the
+    file's size (or _SPECIAL_FILE_LIMIT for a pipe or device), decoded as UTF-8 with an optional BOM."""
+    limit = size if size is not None else _SPECIAL_FILE_LIMIT
+    offset, lines = 0, 0
+    while True:
+        try:
+            raw = f.readline(_CSV_LINE_LIMIT + 1)
+        except OSError as err:
+            raise _fail(path, f"cannot read: {err.strerror or err}") from None
+        if not raw:
+            return
+        if len(raw) > _CSV_LINE_LIMIT:
+            raise _fail(path, f"line {lines + 1} is longer than {_CSV_LINE_LIMIT} bytes")
+        if offset + len(raw) > limit:
+            if size is None:
+                raise _fail(path, f"more than {limit} bytes: a file that is not regular is read up to {limit} bytes")
+            raise _fail(path, f"grew while being read, past the {size} bytes it had when opened")
+        start = 3 if offset == 0 and raw.startswith(b"\xef\xbb\xbf") else 0
+        try:
+            text = raw[start:].decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _fail(path, f"not UTF-8 text: {err.reason} at byte {offset + start + err.start}") from None
+        offset += len(raw)
+        # line ends are kept: without them, the csv module joins a quoted field that spans lines ("1<newline>2")
+        # into "12", a wrong number instead of an error
+        for line in text.splitlines(keepends=True):
+            lines += 1
+            yield line
+
+
+def load_csv(path: PathLike, label_column: int = -1, *, allow_special_files: bool = False) -> Split:
     """Read a numeric CSV file: one example per row, one column of labels.
 
     The first row is a header, and skipped, when none of its fields is a
     number. Blank lines are skipped. If every label is written as an integer
-    (``3``, not ``3.0``) the labels are class indices (int32 ``(n,)``);
-    otherwise they are regression targets (float32 ``(n, 1)``).
+    (``3``, not ``3.0``) the labels are class indices (int32 ``(n,)``), and
+    must then lie in [0, 2**31); otherwise they are regression targets
+    (float32 ``(n, 1)``). Every value must be finite and within float32's
+    range. The file is parsed as a stream, one line at a time.
 
     Args:
       path: the ``.csv`` file, comma-separated.
       label_column: index of the label column; negative counts from the end.
+      allow_special_files: also read a path that is not a regular file (a
+        named pipe or a device, or a link to one); off by default because a
+        device such as ``/dev/zero`` never ends. Even then at most 1 GiB is read.
 
     Returns:
       ``Split(x, y)`` with the other columns as float32 features.
 
     Raises:
-      DataError: the file is missing or has no data rows, a row has a different
-        number of fields than the first, a value is not a finite number (both
-        name the line number), ``label_column`` is out of range, or a class
-        label is negative.
+      DataError: the file is missing, not a regular file, not UTF-8 or has
+        no data rows, a row has a different number of fields than the first,
+        a line or field is too long, a value is not a finite number or beyond
+        float32's range, a class label is negative or too large (these name
+        the line number), or ``label_column`` is out of range.
     """
     path = Path(path)
-    try:
-        text = _read_bytes(path).decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise _fail(path, f"not UTF-8 text: {err.reason} at byte {err.start}") from None
-    rows: list[tuple[int, list[str]]] = []
-    width = None
-    reader = csv.reader(text.splitlines())
-    for fields in reader:
-        fields = [f.strip() for f in fields]
-        if not any(fields):
-            continue
-        if width is None:
-            width = (reader.line_num, len(fields))
-            if not any(_is_number(f) for f in fields):
-                continue  # header of column names
-        elif len(fields) != width[1]:
-            raise _fail(
-                path, f"line {reader.line_num} has {len(fields)} fields, expected {width[1]} as on line {width[0]}"
-            )
-        rows.append((reader.line_num, fields))
+    f, size = _open(path, allow_special_files)
+    with f:
+        reader = csv.reader(_csv_lines(path, f, size))
+        values = array.array("f")  # float32, row-major, every column (each value checked to fit)
+        labels: array.array | None = array.array("i")  # int32, while every label is an integer
+        bad_label = None  # (line, text) of the first integer label outside [0, 2**31)
+        big_label = None  # (line, text) of the first label beyond float32's range
+        width = col = None
+        rows = 0
+        try:
+            for fields in reader:
+                line = reader.line_num
+                fields = [s.strip() for s in fields]
+                if not any(fields):
+                    continue
+                if width is None:
+                    width = (line, len(fields))
+                    if not any(_is_number(s) for s in fields):
+                        continue  # header of column names
+                elif len(fields) != width[1]:
+                    raise _fail(
+                        path, f"line {line} has {len(fields)} fields, expected {width[1]} as on line {width[0]}"
+                    )
+                if col is None:
+                    col = _label_column(path, label_column, width[1])
+                for j, field in enumerate(fields):
+                    try:
+                        value = float(field)
+                    except ValueError:
+                        value = math.nan
+                    if not math.isfinite(value):
+                        raise _fail(path, f"line {line}, column {j + 1}: {_show(field)} is not a finite number")
+                    if abs(value) > _F32_MAX:
+                        if j != col:
+                            raise _fail(path, f"line {line}, column {j + 1}: {_show(field)} {_BEYOND_F32}")
+                        big_label = big_label or (line, field)  # an error unless the labels are integers
+                        value = 0.0
+                    values.append(value)
+                rows += 1
+                if labels is not None:
+                    try:
+                        label = int(fields[col])
+                    except ValueError:
+                        labels = None  # not all integers: regression targets
+                    else:
+                        if not 0 <= label <= _MAX_LABEL:
+                            bad_label = bad_label or (line, fields[col])
+                            label = 0
+                        labels.append(label)
+        except csv.Error as err:
+            raise _fail(path, f"line {reader.line_num}: {err}") from None
     if not rows:
         raise _fail(path, "no data rows")
-    columns = width[1]
+    table = np.frombuffer(values, np.float32).reshape(rows, width[1])
+    x = np.delete(table, col, axis=1)
+    y_name = f"column {col + 1}"
+    if labels is not None:
+        if bad_label is not None:
+            line, text = bad_label
+            raise _fail(
+                path,
+                f"line {line}, column {col + 1}: class label {_show(text)} is outside [0, 2**31): every label in "
+                "the column is an integer, so they are class indices (write regression targets as 3.0, not 3)",
+            )
+        return _as_split(path, x, np.frombuffer(labels, np.int32), "features", y_name)
+    if big_label is not None:
+        raise _fail(path, f"line {big_label[0]}, column {col + 1}: {_show(big_label[1])} {_BEYOND_F32}")
+    return _as_split(path, x, table[:, col], "features", y_name)
+
+
+def _label_column(path: Path, label_column: object, columns: int) -> int:
     if columns < 2:
         raise _fail(path, f"needs at least 2 columns (features and a label), found {columns}")
     is_int = isinstance(label_column, (int, np.integer)) and not isinstance(label_column, bool)
     if not (is_int and -columns <= label_column < columns):
         raise _fail(path, f"label_column={label_column!r} is out of range for {columns} columns")
-    label_column = int(label_column) % columns
-
-    values = np.empty((len(rows), columns), np.float64)
-    for i, (line, fields) in enumerate(rows):
-        for j, field in enumerate(fields):
-            try:
-                values[i, j] = float(field)
-            except ValueError:
-                values[i, j] = np.nan
-            if not math.isfinite(values[i, j]):
-                raise _fail(path, f"line {line}, column {j + 1}: {field!r} is not a finite number")
-    x = np.delete(values, label_column, axis=1)
-    labels = [fields[label_column] for _, fields in rows]
-    try:
-        y = np.array([int(v) for v in labels], np.int64)
-    except ValueError:
-        y = values[:, label_column]
-    return _as_split(path, x, y, "features", f"column {label_column + 1}")
+    return int(label_column) % columns
 
 
 # ---------------------------------------------------------------- split and normalise
@@ -663,6 +1064,7 @@ def load(
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    allow_special_files: bool = False,
 ) -> Dataset:
     """Load a dataset by name or path, split it and standardize its features.
 
@@ -676,13 +1078,19 @@ def load(
     out of the training files.
 
     The features are standardized with the training split's statistics
-    (:func:`standardize`); regression targets are left untouched.
+    (:func:`standardize`); regression targets are left untouched. The loaders
+    refuse NaN and infinite values (and values beyond float32's range), so
+    they never reach training; ``num_classes`` is derived from the labels, so
+    every label is below it by construction.
 
     Args:
       name_or_path: a known name or a path.
       seed: seed of the synthetic data and of the shuffle in :func:`split`.
       val_fraction: share of the examples for validation.
       test_fraction: share of the examples for testing.
+      allow_special_files: also read a path that is not a regular file (a
+        named pipe or a device, or a link to one); off by default, because a
+        device such as ``/dev/zero`` never ends (see :func:`load_idx`).
 
     Returns:
       A :class:`Dataset`; ``num_classes`` is ``max label + 1`` for integer
@@ -706,11 +1114,11 @@ def load(
             )
         if path.is_dir():
             name = path.resolve().name
-            data, test = load_mnist_dir(path)
+            data, test = load_mnist_dir(path, allow_special_files=allow_special_files)
         elif path.suffix.lower() == ".npz":
-            name, data = path.stem, load_npz(path)
+            name, data = path.stem, load_npz(path, allow_special_files=allow_special_files)
         elif path.suffix.lower() == ".csv":
-            name, data = path.stem, load_csv(path)
+            name, data = path.stem, load_csv(path, allow_special_files=allow_special_files)
         else:
             raise _fail(path, "unsupported kind of file: expected .npz, .csv, or a directory of MNIST IDX files")
 
