@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
-from funcnet._plotting import pyplot
+from funcnet.apps.plotting import pyplot
 
 __all__ = ["pyplot", "free_path", "save"]
 

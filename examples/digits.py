@@ -24,7 +24,8 @@ import optax
 
 import funcnet
 from _plotting import free_path
-from funcnet import data, layers, run, train
+from funcnet import data, layers, train
+from funcnet.apps import run
 from funcnet.schedules import inverse_time_decay
 
 
@@ -47,8 +48,7 @@ def fit(args: argparse.Namespace, ds: data.Dataset, params, ops) -> tuple[layers
     model = layers.mlp([64, args.hidden, 10], "relu", ops=ops)
     optimizer = optax.sgd(inverse_time_decay(args.lr, args.decay), momentum=0.9)
     return model, train.fit(model, params, ds, optimizer=optimizer, epochs=args.epochs, batch_size=args.batch_size,
-                            penalty="l2", lam=args.lam, patience=args.patience, seed=args.seed, progress=False,
-                            ops=ops)
+                            penalty="l2", lam=args.lam, patience=args.patience, seed=args.seed, progress=False)
 
 
 def max_relative_difference(a, b) -> float:
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
 
     if args.reference:
         ref_model, ref = fit(args, ds, params, funcnet.reference)
-        ref_scores = train.evaluate(ref_model, ref.params, ds.test, ops=funcnet.reference)
+        ref_scores = train.evaluate(ref_model, ref.params, ds.test)
         out["reference_test_accuracy"] = ref_scores["accuracy"]
         out["max_relative_difference"] = max_relative_difference(result.params, ref.params)
         print(f"autodiff twins: test accuracy {out['reference_test_accuracy']:.4f}; final parameters differ from "

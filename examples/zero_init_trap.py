@@ -58,13 +58,13 @@ def unit_difference(params) -> jax.Array:
 def train_from(w_init, ds: data.Dataset, args: argparse.Namespace) -> dict:
     model = layers.mlp([2, args.hidden, ds.num_classes], "tanh", w_init=w_init)
     _, params = model.init(jax.random.key(args.seed))
-    objective = train.make_objective(model.apply)
+    objective = train.make_objective(model, penalty=None)
     optimizer = optax.sgd(args.lr, momentum=0.9)
     x, y = jnp.asarray(ds.train.x), jnp.asarray(ds.train.y)
 
     @jax.jit
     def step(params, opt_state):
-        grads, _ = jax.grad(objective, has_aux=True)(params, x, y, 0.0)
+        grads, _ = jax.grad(objective, has_aux=True)(params, x, y)
         updates, opt_state = optimizer.update(grads, opt_state)
         params = optax.apply_updates(params, updates)
         return params, opt_state, unit_difference(params)

@@ -5,16 +5,13 @@ forward rule (``jax.jvp``, ``jax.jacfwd``), declared once in ``funcnet/ops``; it
 autodiff twin lives under the same name in :mod:`funcnet.reference`.
 """
 
-from funcnet import gates, losses, nn, reference
+from funcnet import callbacks, checkpoint, data, gates, gradcheck, init, layers, losses, nn, reference, schedules, train
+from funcnet.gradcheck import check_gradients
 from funcnet.second_order import hessian, hessian_matrix, hvp
-from funcnet import init, layers, schedules  # noqa: E402  (layers build on the namespaces above)
-from funcnet import checkpoint, data, train  # noqa: E402
-from funcnet import gradcheck  # noqa: E402
-from funcnet.gradcheck import check_gradients  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "gates", "nn", "losses", "reference", "hessian", "hessian_matrix", "hvp", "gradcheck", "check_gradients",
-    "init", "layers", "schedules", "data", "train", "checkpoint", "__version__",
+    "init", "layers", "schedules", "data", "train", "callbacks", "checkpoint", "__version__",
 ]

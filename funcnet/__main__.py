@@ -2,6 +2,6 @@
 
 import sys
 
-from funcnet.cli import main
+from funcnet.apps.cli import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ Everything here is NumPy: features come back as ``float32`` arrays of shape
 ``(n, features)``, class labels as ``int32`` arrays of shape ``(n,)`` and
 regression targets as ``float32`` arrays of shape ``(n, targets)``.
 
-- :func:`load_digits`: the 8x8 handwritten digits bundled with scikit-learn.
+- :func:`load_digits`: the 8x8 handwritten digits, bundled with funcnet.
 - :func:`xor`, :func:`spiral`, :func:`sine`: small synthetic sets, deterministic
   given ``seed``.
 - :func:`load_idx`, :func:`load_mnist_dir`, :func:`load_npz`, :func:`load_csv`:
@@ -130,27 +130,24 @@ def _noise(fn: str, value: object) -> float:
 
 
 def load_digits() -> Split:
-    """The 8x8 handwritten digits bundled with scikit-learn (nothing is downloaded).
+    """The 8x8 handwritten digits, bundled with funcnet (nothing is downloaded, nothing else is needed).
 
     1,797 grey-scale images of the digits 0 to 9, flattened to 64 features and
-    scaled from the original 0..16 intensities to [0, 1].
+    scaled from the original 0..16 intensities to [0, 1]: the test set of UCI's
+    *Optical Recognition of Handwritten Digits* (Alpaydin and Kaynak, 1998, CC BY
+    4.0), in the order of ``sklearn.datasets.load_digits`` (see
+    ``funcnet/_data/README.md``).
 
     Returns:
       ``Split(x, y)`` with ``x`` float32 of shape ``(1797, 64)`` and ``y``
       int32 of shape ``(1797,)`` holding the classes 0..9.
-
-    Raises:
-      DataError: scikit-learn is not installed.
     """
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError:
-        raise _fail(
-            "funcnet.data.load_digits",
-            "needs scikit-learn, which bundles the digits data: pip install scikit-learn",
-        ) from None
-    bunch = sklearn_digits()
-    return Split(np.asarray(bunch.data, np.float32) / 16.0, np.asarray(bunch.target, np.int32))
+    from importlib import resources
+
+    with resources.files("funcnet").joinpath("_data/digits.npz").open("rb") as f, \
+            np.load(f, allow_pickle=False) as bundle:
+        images, labels = bundle["images"], bundle["labels"]
+    return Split(images.reshape(len(images), 64).astype(np.float32) / 16.0, labels.astype(np.int32))
 
 
 def xor(n: int = 200, noise: float = 0.1, seed: int = 0) -> Split:
@@ -305,12 +302,15 @@ def _open(path: Path, allow_special_files: bool) -> tuple[BinaryIO, int | None]:
 
     A path that is not a regular file (or a link to one) is refused unless
     ``allow_special_files``: a device such as ``/dev/zero`` never ends, and a
-    pipe may block. It is opened non-blocking and checked with ``fstat`` on the
-    open descriptor, so that neither a pipe without writer nor a swap of the
-    file between check and open gets past.
+    pipe may block. Unless allowed, it is opened non-blocking and checked with
+    ``fstat`` on the open descriptor, so that neither a pipe without writer nor
+    a swap of the file between check and open gets past.
     """
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    nonblock = getattr(os, "O_NONBLOCK", 0)
+    # Refusing: open non-blocking, so that a pipe without writer cannot hold us before the check. Allowed: open
+    # once, blocking (a pipe waits for its writer). Opening twice would race: a writer that wrote everything and
+    # closed between the two opens leaves the second one waiting for a writer that never comes.
+    nonblock = 0 if allow_special_files else getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags | nonblock)
     except FileNotFoundError:
@@ -340,16 +340,7 @@ def _open(path: Path, allow_special_files: bool) -> tuple[BinaryIO, int | None]:
             path,
             f"is a {kind}{link}, not a regular file; pass allow_special_files=True to read it anyway",
         )
-    # allowed: open it again, blocking (a pipe waits for a writer), before closing the non-blocking descriptor,
-    # so that a writer that came already does not see the pipe without reader in between
-    try:
-        blocking = os.open(path, flags)
-        info = os.fstat(blocking)
-    except OSError as err:
-        raise _fail(path, f"cannot read: {err.strerror or err}") from None
-    finally:
-        os.close(fd)
-    return os.fdopen(blocking, "rb"), info.st_size if stat.S_ISREG(info.st_mode) else None
+    return os.fdopen(fd, "rb"), None
 
 
 def _read_into(stream: BinaryIO, buffer: memoryview) -> int:

@@ -24,12 +24,14 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-import funcnet
+import funcnet  # the package itself is the manual op namespace (ops=funcnet); read only when a layer is built
 from funcnet import init as initializers
+from funcnet import nn as _nn
+from funcnet import reference
 
 Shape = tuple[int, ...]
 MANUAL: types.ModuleType = funcnet
-REFERENCE: types.ModuleType = funcnet.reference
+REFERENCE: types.ModuleType = reference
 
 __all__ = [
     "Layer", "serial", "parallel", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "HardTanh",
@@ -47,12 +49,29 @@ class Layer(NamedTuple):
       name: the stem of its parameter key inside :func:`serial` (``"dense"`` ->
         ``"dense_0"``); layers without parameters are not stored.
       description: a readable description used in error messages.
+      ops: the op namespace it is built on (``funcnet`` or ``funcnet.reference``);
+        :mod:`funcnet.train` takes the named losses and the penalty from it, so a
+        model and its loss cannot disagree. None for a layer that uses no ops.
     """
 
     init: Callable[..., tuple[Shape, Any]]
     apply: Callable[..., Any]
     name: str
     description: str
+    ops: types.ModuleType | None = MANUAL
+
+
+def _common_ops(desc: str, layers: Sequence[Layer]) -> types.ModuleType | None:
+    """The one op namespace of ``layers`` (ignoring layers that use none), or a ValueError if they mix."""
+    found = []
+    for layer in layers:
+        ops = getattr(layer, "ops", None)
+        if ops is not None and all(ops is not f for f in found):
+            found.append(ops)
+    if len(found) > 1:
+        raise ValueError(f"{desc}: its layers are built on different op namespaces "
+                         f"({', '.join(f.__name__ for f in found)}); build every layer with the same ops=")
+    return found[0] if found else None
 
 
 def _shape_error(layer: str, message: str) -> ValueError:
@@ -147,7 +166,7 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
             raise _shape_error(desc, f"expected inputs whose last axis is {w.shape[0]}, got shape {tuple(x.shape)}")
         return ops.gates.affine(x, w, params["b"])
 
-    return Layer(init, apply, "dense", desc)
+    return Layer(init, apply, "dense", desc, ops)
 
 
 # ---------------------------------------------------------------- activations
@@ -170,7 +189,7 @@ def Activation(name: str, *, ops: types.ModuleType = MANUAL, **kwargs) -> Layer:
         return PReLU(ops=ops, **kwargs)
     fn = getattr(ops.nn, name)
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    return _parameterless(name, f"{name}({args})", lambda x: fn(x, **kwargs))
+    return _parameterless(name, f"{name}({args})", lambda x: fn(x, **kwargs))._replace(ops=ops)
 
 
 def Identity(*, ops=MANUAL): return Activation("identity", ops=ops)  # noqa: E704
@@ -201,12 +220,12 @@ def PReLU(alpha_init: float = 0.25, *, per_channel: bool = True, ops: types.Modu
         _check_params(desc, params, {"alpha": shape})
         return ops.nn.prelu(x, params["alpha"])
 
-    return Layer(init, apply, "prelu", desc)
+    return Layer(init, apply, "prelu", desc, ops)
 
 
 #: Activation names accepted by :func:`Activation` and :func:`mlp`: every declared
 #: op of ``funcnet.nn`` (derived from the declarations, so a new activation appears here).
-ACTIVATIONS = tuple(funcnet.nn.__all__)
+ACTIVATIONS = tuple(_nn.__all__)
 
 
 # ------------------------------------------------------------ Dropout, Flatten
@@ -231,7 +250,7 @@ def Dropout(rate: float, *, ops: types.ModuleType = MANUAL) -> Layer:
         keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
         return ops.gates.multiply(x, keep.astype(x.dtype) / (1.0 - rate))
 
-    return Layer(init, apply, "dropout", desc)
+    return Layer(init, apply, "dropout", desc, ops)
 
 
 def Flatten() -> Layer:
@@ -250,7 +269,7 @@ def Flatten() -> Layer:
         _check_params("Flatten()", params, {})
         return x.reshape(x.shape[0], -1)
 
-    return Layer(init, apply, "flatten", "Flatten()")
+    return Layer(init, apply, "flatten", "Flatten()", None)
 
 
 # ---------------------------------------------------------------- combinators
@@ -300,7 +319,7 @@ def serial(*layers: Layer) -> Layer:
                 raise _in_entry(name, err) from None
         return x
 
-    return Layer(init, apply, "serial", desc)
+    return Layer(init, apply, "serial", desc, _common_ops(desc, layers))
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -337,7 +356,8 @@ def parallel(*layers: Layer) -> Layer:
                 raise _in_entry(name, err) from None
         return tuple(outs)
 
-    return Layer(init, apply, "parallel", "parallel(" + ", ".join(l.description for l in layers) + ")")
+    desc = "parallel(" + ", ".join(l.description for l in layers) + ")"
+    return Layer(init, apply, "parallel", desc, _common_ops(desc, layers))
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str | None = None, *,
@@ -369,4 +389,4 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
             raise ValueError(f"mlp{tuple(sizes)}: input width is {sizes[0]}, got input shape {input_shape}")
         return net.init(key, input_shape)
 
-    return Layer(init, net.apply, "mlp", f"mlp({sizes}, {activation})")
+    return Layer(init, net.apply, "mlp", f"mlp({sizes}, {activation})", ops)

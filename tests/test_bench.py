@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import funcnet
-from funcnet import bench, cli, layers
+from funcnet import layers
+from funcnet.apps import bench, cli
 
 TINY = {"sizes": [8, 16, 4], "batch": 16, "activation": "relu"}
 

@@ -10,7 +10,7 @@ import os
 import jax
 import pytest
 
-from funcnet import bench, cli, run
+from funcnet.apps import bench, cli, run
 
 TRAIN = [  # (arguments after `funcnet train --no-progress --data xor`, exit status, fragments of the message)
     (["--epochs", "0"], 1, ["--epochs", "got 0"]),

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from funcnet import cli
+from funcnet.apps import cli
 
 
 def run_cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "funcnet.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "funcnet", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 
 

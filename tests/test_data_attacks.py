@@ -13,6 +13,7 @@ import gzip
 import io
 import os
 import re
+import stat
 import struct
 import threading
 import time
@@ -198,6 +199,35 @@ def patched(name: str, value, load: Callable) -> Callable:
     return call
 
 
+def finishes(call: Callable, path, seconds: float = 60.0):
+    """``call(path)``'s result or exception, failing (not hanging) if it is still running after ``seconds``.
+
+    A loader stuck opening or reading a pipe would otherwise hold the test worker forever; here the
+    stuck reader is given a writer that closes at once (so that it sees the end) and the test fails.
+    """
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = call(path)
+        except BaseException as err:  # handed to the test's thread below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if os.path.exists(path) and stat.S_ISFIFO(os.stat(path).st_mode):
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        pytest.fail(f"loading {path} did not finish within {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def special(load: Callable) -> Callable:
     return lambda path: load(path, allow_special_files=True)
 
@@ -316,7 +346,7 @@ def test_attack_is_a_clear_error(tmp_path, case):
     tracemalloc.start()
     try:
         with raises(path.name, *attack.fragments):
-            attack.call(path)
+            finishes(attack.call, path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -349,11 +379,11 @@ def test_non_finite_values_and_negative_labels_stay_rejected(tmp_path, case):
 @posix_only
 def test_special_files_load_when_allowed(tmp_path):
     path = pipe(b"a,b\n1.5,0\n2.5,1\n", "pipe.csv")(tmp_path)
-    x, y = data.load_csv(path, allow_special_files=True)
+    x, y = finishes(special(data.load_csv), path)
     np.testing.assert_array_equal(x, [[1.5], [2.5]])
     np.testing.assert_array_equal(y, [0, 1])
     path = pipe(gzip.compress(idx(np.arange(6, dtype=np.uint8).reshape(2, 3))), "pipe.idx.gz")(tmp_path)
-    np.testing.assert_array_equal(data.load_idx(path, allow_special_files=True), [[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(finishes(special(data.load_idx), path), [[0, 1, 2], [3, 4, 5]])
 
 
 def test_labels_at_the_int32_edge_and_wide_label_types_still_load(tmp_path):
@@ -381,3 +411,20 @@ def test_csv_streaming_keeps_line_numbers_bom_and_crlf(tmp_path):
     path.write_bytes(b"1,0\n2,\xff\n")
     with raises("crlf.csv", "not UTF-8", "at byte 6"):
         data.load_csv(path)
+
+
+@posix_only
+def test_a_pipe_whose_writer_finishes_at_once_loads(tmp_path, monkeypatch):
+    # The loader once opened an allowed pipe twice (non-blocking to check it, then blocking): a writer that wrote
+    # everything and closed in between left the second open waiting forever. A reader slowed down after its
+    # first open (as a busy machine may do) made that certain; one blocking open has no such window.
+    fstat = os.fstat
+
+    def slow_fstat(fd):
+        time.sleep(0.2)
+        return fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", slow_fstat)
+    path = pipe(b"1,0\n2,1\n", "quick.csv")(tmp_path)
+    x, _ = finishes(special(data.load_csv), path, seconds=10)
+    np.testing.assert_array_equal(x, [[1.0], [2.0]])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import funcnet
-from funcnet import docs
+from funcnet.apps import docs
 from funcnet.registry import OPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ def test_committed_docs_are_up_to_date():
     for name, text in generated.items():
         assert " at 0x" not in text, f"{name} contains a memory address"
         on_disk = (DOCS / name).read_text(encoding="utf-8") if (DOCS / name).is_file() else None
-        assert on_disk == text, f"docs/{name} is stale: run `python -m funcnet.docs` from the repository root"
+        assert on_disk == text, f"docs/{name} is stale: run `python -m funcnet.apps.docs` from the repository root"
 
 
 @pytest.mark.parametrize("spec", OPS, ids=[s.name for s in OPS])
@@ -104,7 +104,7 @@ def test_check_sees_a_changed_docstring(fresh_docs, monkeypatch):
 def test_check_command_exits_1_on_a_stale_page(fresh_docs):
     (fresh_docs / "gates.md").write_text("# out of date\n", encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-m", "funcnet.docs", "--check", "--out", str(fresh_docs)],
+        [sys.executable, "-m", "funcnet.apps.docs", "--check", "--out", str(fresh_docs)],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 1

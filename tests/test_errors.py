@@ -158,7 +158,8 @@ def test_integer_labels_get_no_gradient_and_float_labels_do():
 # ------------------------------------------------------------ issue 13: silent wrong results and tracebacks
 import importlib.util  # noqa: E402
 
-from funcnet import bench, data, layers, train  # noqa: E402
+from funcnet import data, layers, train  # noqa: E402
+from funcnet.apps import bench  # noqa: E402
 from funcnet.gradcheck import check_gradients  # noqa: E402
 
 

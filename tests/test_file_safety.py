@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="forks, signals and p
 ZYGOTE = r"""
 import json, os, resource, signal, sys, time, traceback
 import numpy as np
-from funcnet import checkpoint, run  # imports only: no JAX backend starts, so forking is safe
+from funcnet import checkpoint  # imports only: no JAX backend starts, so forking is safe
+from funcnet.apps import run
 
 def act(job):
     if not job.get("tmpfile", True):

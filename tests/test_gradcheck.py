@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import funcnet.registry
-from funcnet import cli, tolerances
-from funcnet.gradcheck import THRESHOLDS, check_op, format_table, relative_error
+from funcnet import tolerances
+from funcnet.apps import cli
+from funcnet.apps.tables import op_table
+from funcnet.gradcheck import THRESHOLDS, check_op, relative_error
 from funcnet.ops._rule import Rule
 from funcnet.registry import by_name
 
@@ -194,7 +196,7 @@ def test_relative_error():
 
 def test_table_marks_failures():
     good, bad = check_op(by_name("relu")), check_op(PLANTED["sign flip"])
-    table = format_table([good, bad])
+    table = op_table([good, bad])
     lines = table.splitlines()
     for column in ("f32 vs autodiff", "f64 vs fin.diff", "f32 fwd vs twin", "f64 fwd vs twin", "f64 adjoint", "kinks"):
         assert column in lines[0]
@@ -235,7 +237,7 @@ def test_cli_fails_a_relu_with_gradient_1_at_0(monkeypatch, capsys):
 
 
 def test_cli_unknown_op_is_one_line_and_nonzero():
-    proc = subprocess.run([sys.executable, "-m", "funcnet.cli", "gradcheck", "--op", "nope"],
+    proc = subprocess.run([sys.executable, "-m", "funcnet", "gradcheck", "--op", "nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "unknown op 'nope'" in proc.stderr
@@ -243,7 +245,7 @@ def test_cli_unknown_op_is_one_line_and_nonzero():
 
 
 def test_cli_bad_option_is_nonzero_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "funcnet.cli", "gradcheck", "--seed", "x"],
+    proc = subprocess.run([sys.executable, "-m", "funcnet", "gradcheck", "--seed", "x"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "invalid int" in proc.stderr
 
@@ -265,7 +267,7 @@ def test_cli_model_section_and_json(capsys):
 
 
 def test_cli_fails_a_model_with_a_planted_rule(monkeypatch, capsys):
-    from funcnet.gradcheck import models
+    from funcnet.apps import models
 
     real = models.mlp_loss_pair
 

@@ -121,7 +121,7 @@ def test_manual_and_reference_training_agree(spiral):
     net_r = layers.mlp([2, 16, 2], "tanh", ops=funcnet.reference)
     _, params = net_m.init(jax.random.key(0))
     a = train.fit(net_m, params, spiral, **kw)
-    b = train.fit(net_r, params, spiral, ops=funcnet.reference, **kw)
+    b = train.fit(net_r, params, spiral, **kw)
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 

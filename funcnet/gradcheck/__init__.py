@@ -4,7 +4,7 @@
   (a whole model's loss) leaf by leaf, in reverse and forward mode and at
   second order, and returns a :class:`GradientReport`.
 * :func:`check_op` and :func:`check_registry` check the registry's ops, one
-  row per op (the table of ``funcnet gradcheck``): reverse rule, forward rule,
+  row per op (printed as a table by ``funcnet gradcheck``): reverse rule, forward rule,
   their adjointness and the documented kink conventions.
 
 Both take their pass limits from the one table, :mod:`funcnet.tolerances`.
@@ -29,7 +29,6 @@ from funcnet.gradcheck.ops import (
     check_op,
     check_registry,
     finite_difference_grads,
-    format_table,
     jvp_tangents,
     random_cotangent,
     relative_error,
@@ -39,7 +38,7 @@ from funcnet.gradcheck.ops import (
 
 __all__ = [
     "check_gradients", "GradientReport", "LeafReport", "PairError", "GradientCheckError", "limits", "leaf_step",
-    "check_op", "check_registry", "check_kinks", "format_table", "OpCheck", "KinkCheck", "THRESHOLDS", "FD_STEP",
+    "check_op", "check_registry", "check_kinks", "OpCheck", "KinkCheck", "THRESHOLDS", "FD_STEP",
     "relative_error", "adjoint_error", "vjp_grads", "jvp_tangents", "finite_difference_grads", "three_gradients",
     "random_cotangent",
 ]

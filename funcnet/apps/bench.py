@@ -452,7 +452,7 @@ def scaling_in_subprocess(config_name: str = "medium", max_devices: int = 8) -> 
     import sys
 
     code = (f"import json, jax; jax.config.update('jax_num_cpu_devices', {max_devices}); "
-            f"from funcnet import bench; "
+            f"from funcnet.apps import bench; "
             f"print(json.dumps(bench.scaling(bench.CONFIGS[{config_name!r}], "
             f"bench.default_meshes({max_devices}))))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -662,7 +662,7 @@ def markdown(result: dict, command: str) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-    from funcnet._plotting import pyplot
+    from funcnet.apps.plotting import pyplot
 
     plt = pyplot()
     names = list(result["configs"])

@@ -57,13 +57,3 @@ def check_mlp(activation: str, model: str = "mlp", seed: int = 0, precision: str
     _, params = init(jax.random.key(seed))
     return check_gradients(manual, params, jnp.asarray(x, jnp.float32), jnp.asarray(y), twin=twin,
                            precision=precision, probes=probes, seed=seed, modes=modes, order=order)
-
-
-def summary_row(name: str, report: GradientReport) -> dict:
-    """The worst error of each comparison over all leaves, for the CLI's model table."""
-    row = {"model": name, "leaves": len(report.leaves), "passed": report.passed, "failures": report.failures,
-           "kinks": sum(leaf.kinks for leaf in report.leaves)}
-    for leaf in report.leaves:
-        for pair, err in leaf.pairs.items():
-            row[pair] = max(row.get(pair, 0.0), err.max_rel)
-    return row

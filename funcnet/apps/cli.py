@@ -44,8 +44,9 @@ def _require_matplotlib(why: str) -> None:
 def _gradcheck(args: argparse.Namespace) -> int:
     import json
 
-    from funcnet.gradcheck import check_registry, format_table
-    from funcnet.gradcheck.models import check_mlp, summary_row
+    from funcnet.apps.models import check_mlp
+    from funcnet.apps.tables import model_table, op_table, summary_row
+    from funcnet.gradcheck import check_registry
     from funcnet.layers import ACTIVATIONS
     from funcnet.ops._rule import backend
     from funcnet.registry import OPS
@@ -77,32 +78,13 @@ def _gradcheck(args: argparse.Namespace) -> int:
         }, indent=2))
         return 0 if ok else 1
     if rows:
-        print(format_table(rows))
+        print(op_table(rows))
     if model_rows:
-        print(("\n" if rows else "") + _model_table([row for row, _ in model_rows]))
+        print(("\n" if rows else "") + model_table([row for row, _ in model_rows]))
         for row, report in model_rows:
             if not row["passed"]:
                 print(f"\n{row['model']}:\n{report}")
     return 0 if ok else 1
-
-
-def _model_table(rows: list[dict]) -> str:
-    from funcnet.gradcheck.model import PAIRS
-
-    pairs = [p for p in PAIRS if p != "autodiff vs finite differences" and any(p in r for r in rows)]
-    width = max(34, *(len(r["model"]) for r in rows))
-    head = f"{'whole model (every parameter leaf)':<{width}}  " \
-        + "  ".join(f"{p:>{max(len(p), 10)}}" for p in pairs) + "  kinks  result"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        verdict = "ok" if r["passed"] else "FAIL: " + ", ".join(r["failures"])
-        cells = [f"{'-':>{max(len(p), 10)}}" if p not in r else f"{r[p]:>{max(len(p), 10)}.2e}" for p in pairs]
-        lines.append(f"{r['model']:<{width}}  " + "  ".join(cells) + f"  {r['kinks']:>5}  {verdict}")
-    n_ok = sum(r["passed"] for r in rows)
-    lines.append("-" * len(head))
-    lines.append(f"{n_ok}/{len(rows)} models passed (max relative error over leaves, float64; fwd: jax.jvp through "
-                 "the forward rules; Hv: Hessian-vector products against the twin's; limits from funcnet.tolerances)")
-    return "\n".join(lines)
 
 
 def _hidden_sizes(text: str) -> tuple[int, ...]:
@@ -118,7 +100,7 @@ def _hidden_sizes(text: str) -> tuple[int, ...]:
 def _train(args: argparse.Namespace) -> int:
     import pathlib
 
-    from funcnet import run
+    from funcnet.apps import run
 
     given = {k: v for k, v in vars(args).items() if k in {f.name for f in run.dataclasses.fields(run.RunConfig)}
              and v is not None}
@@ -129,12 +111,13 @@ def _train(args: argparse.Namespace) -> int:
         resume = pathlib.Path(args.resume)
         if resume.is_dir():
             resume = resume / "checkpoint.safetensors"
-        _, saved_config = checkpoint.read_config(resume)  # verifies the file before anything is created
+        done, saved_config = checkpoint.read_config(resume)  # verifies the file before anything is created
         if "run" not in saved_config:
             raise run.RunError(f"{resume}: not a checkpoint of `funcnet train` (no run settings in it)")
-        cfg = run.RunConfig.from_json(saved_config["run"])
-        if "epochs" in given:
-            cfg.epochs = given["epochs"]
+        cfg = run.resumed_config(saved_config["run"], given, resume)
+        if cfg.epochs <= done:
+            raise run.RunError(f"--resume {resume}: the run has trained {done} epochs already and --epochs "
+                               f"{cfg.epochs} is the epoch to train up to; pass --epochs N with N > {done}")
     else:
         cfg = run.RunConfig(**given)
     cfg.validate()  # every setting, before a folder is made or data is loaded
@@ -152,14 +135,18 @@ def _train(args: argparse.Namespace) -> int:
             raise run.RunError(f"--batch-size {cfg.batch_size} does not split over {args.devices} devices; "
                                f"use a multiple of {args.devices}")
     folder = run.claim_folder(pathlib.Path(args.out)) if args.out else run.new_run_folder(pathlib.Path("runs"))
+    run.use_compile_cache()
     try:
         summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress, mesh=mesh)
     except BaseException:
         if not any(folder.iterdir()):
             folder.rmdir()  # leave no empty folder behind a failed start
         raise
-    scores = summary["scores"]
-    if not all(v["accuracy"] != v["accuracy"] for v in scores.values()):  # classification
+    scores, history = summary["scores"], summary["history"]
+    if history["stopped_early"]:
+        print(f"early stopping after epoch {history['stopped_epoch']}: no lower validation loss for "
+              f"{cfg.patience} epochs; kept the parameters of epoch {history['restored_epoch']}")
+    if any(v["accuracy"] is not None for v in scores.values()):  # classification
         print("accuracy: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in scores.items()))
     print("loss: " + ", ".join(f"{k} {v['loss']:.4f}" for k, v in scores.items()))
     print(f"run saved in {folder}/ (checkpoint.safetensors, history.json, curves.png) in {summary['seconds']} s")
@@ -170,7 +157,7 @@ def _bench(args: argparse.Namespace) -> int:
     import pathlib
     import shlex
 
-    from funcnet import bench
+    from funcnet.apps import bench
 
     configs = bench.default_configs() if args.configs is None else [c.strip() for c in args.configs.split(",")
                                                                      if c.strip()]
@@ -219,17 +206,22 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from funcnet.run import OPTIMIZERS, SCHEDULES, RunConfig
+    from funcnet.apps.run import OPTIMIZERS, SCHEDULES, RunConfig
     from funcnet.layers import ACTIVATIONS
     from funcnet.train import LOSSES
 
     parser = _Parser(prog="funcnet", description="Functional neural networks with hand-written gradients.")
+    from funcnet import __version__
+
+    parser.add_argument("--version", action="version", version=f"funcnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     d = RunConfig()
     tr = sub.add_parser("train", help="train an MLP (default: the bundled handwritten digits)",
                         description="Train a multilayer perceptron built from funcnet's manual-gradient ops, "
                         "then write a checkpoint, a JSON history and a plot of the learning curves into a new "
-                        "run folder.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        "run folder. With --resume, a run continues from its checkpoint into a new folder: "
+                        "--epochs (the epoch to train up to), --lr, --schedule, --decay, --warmup, --patience, "
+                        "--lam and --penalty may change; any other option must equal the run's own.")
     tr.add_argument("--data", help=f"digits, xor, spiral, spiral3, sine, or a path (.npz, .csv, MNIST IDX folder) "
                     f"[default: {d.data}]")
     tr.add_argument("--hidden", type=_hidden_sizes, help=f"hidden layer sizes, e.g. 256,128 [default: "

@@ -5,8 +5,8 @@ One page per op family (``gates.md``, ``nn.md``, ``losses.md``) and an
 derivative, what the rule saves, kink convention) and a table of its registry
 rows. The output depends only on the code, so it can be checked in CI::
 
-    python -m funcnet.docs            # write docs/
-    python -m funcnet.docs --check    # exit 1 if a page in docs/ is stale
+    python -m funcnet.apps.docs            # write docs/
+    python -m funcnet.apps.docs --check    # exit 1 if a page in docs/ is stale
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ same name: the same forward pass in plain `jax.numpy`, differentiated by JAX.
 tolerances; the tests and `funcnet gradcheck` compare each hand-written rule
 with autodiff of the twin and with centred finite differences, and the two
 rules with each other (⟨v, J u⟩ = ⟨Jᵀ v, u⟩). These pages are generated from
-the same registry by `python -m funcnet.docs`.
+the same registry by `python -m funcnet.apps.docs`.
 
 ## Ops
 """
@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
       0 on success; 1 with ``--check`` if any page is missing or out of date.
     """
-    parser = argparse.ArgumentParser(prog="python -m funcnet.docs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m funcnet.apps.docs", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if a page is stale")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="output directory (default: ./docs)")
     args = parser.parse_args(argv)
@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     stale = stale_pages(args.out)
     for path in stale:
-        print(f"stale: {path} (regenerate with: python -m funcnet.docs --out {args.out})", file=sys.stderr)
+        print(f"stale: {path} (regenerate with: python -m funcnet.apps.docs --out {args.out})", file=sys.stderr)
     return 1 if stale else 0
 
 

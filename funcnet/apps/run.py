@@ -167,6 +167,54 @@ def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
     return _OPTIMIZERS[cfg.optimizer](rates[cfg.schedule])
 
 
+#: Settings a resumed run may change: they steer the rest of the training, not the network, its data or the
+#: optimizer state's layout. Any other setting given with ``--resume`` must equal the saved one.
+RESUMABLE = ("epochs", "lr", "schedule", "decay", "warmup", "patience", "lam", "penalty")
+
+
+def resumed_config(saved: dict, given: dict, source: pathlib.Path) -> RunConfig:
+    """The saved run's settings with the ``given`` ones applied, or a :class:`RunError` for one that cannot change."""
+    cfg = RunConfig.from_json(saved)
+    for name, value in given.items():
+        old = getattr(cfg, name)
+        if name in RESUMABLE:
+            setattr(cfg, name, value)
+        elif value != old:
+            option = "--" + name.replace("_", "-")
+            shown = (lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else v)
+            raise RunError(f"--resume {source}: {option} {shown(value)} differs from the run's {shown(old)}, and "
+                           f"{option} cannot change when resuming (only {', '.join('--' + r for r in RESUMABLE)} "
+                           "can); drop it, or start a new run")
+    return cfg
+
+
+def use_compile_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache in the user's cache folder; the folder, or None if off.
+
+    A second run of the same job then loads its compiled programs instead of
+    compiling them (most of a short run's time). ``FUNCNET_COMPILE_CACHE`` names
+    the folder, or ``off``; the default is ``$XDG_CACHE_HOME/funcnet/xla``
+    (``~/.cache/funcnet/xla``). A cache set up through JAX's own
+    ``JAX_COMPILATION_CACHE_DIR`` is left as it is.
+    """
+    import os
+
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    folder = os.environ.get("FUNCNET_COMPILE_CACHE")
+    if folder is not None and folder.strip().lower() in ("off", "0", "no", "false", ""):
+        return None
+    if folder is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(base, "funcnet", "xla")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # a short run's compiles are all small
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
 def new_run_folder(root: pathlib.Path) -> pathlib.Path:
     """``root/run-001``, ``run-002``, ...: the first free name, created exclusively."""
     root.mkdir(parents=True, exist_ok=True)
@@ -192,24 +240,33 @@ def claim_folder(out: pathlib.Path) -> pathlib.Path:
 
 
 def plot_history(history: dict, path: pathlib.Path, title: str) -> None:
-    from funcnet._plotting import pyplot
+    """Loss per epoch (and accuracy, for classification), with the epoch whose parameters were kept marked."""
+    from funcnet.apps.plotting import figure
 
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = history["epoch"]
-    axes[0].plot(epochs, history["train_loss"], label="train")
-    axes[0].plot(epochs, history["val_loss"], label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
-    axes[1].plot(epochs, history["train_accuracy"], label="train")
-    axes[1].plot(epochs, history["val_accuracy"], label="validation")
-    axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in axes:
+    classifies = any(a is not None for a in history["train_accuracy"])
+    panels = [("loss", "loss", "log")] + ([("accuracy", "accuracy", "linear")] if classifies else [])
+    fig = figure(figsize=(5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    kept = history.get("restored_epoch") or epochs[-1]
+    for ax, (metric, label, scale) in zip(axes, panels):
+        for split, name in (("train", "train"), ("val", "validation")):
+            values = [float("nan") if v is None else v for v in history[f"{split}_{metric}"]]
+            ax.plot(epochs, values, label=name)
+        ax.axvline(kept, color="grey", linestyle=":", label=f"kept: epoch {kept}")
+        ax.set(xlabel="epoch", ylabel=label, title=label, yscale=scale)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+
+def _init_params(model, key, input_shape):
+    """The model's initial parameters, drawn in one compiled program (not op by op)."""
+    import jax
+
+    return jax.jit(lambda k: model.init(k, input_shape)[1])(key)
 
 
 def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | None = None,
@@ -217,12 +274,13 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     """Train per ``cfg``, write the run files into ``folder`` and return the final scores."""
     import jax
 
-    import funcnet
+    from funcnet.apps import plotting as _plotting
     from funcnet import data as datasets
-    from funcnet import layers, train
+    from funcnet import layers, reference, train
 
     t0 = time.perf_counter()
     cfg.validate()
+    _plotting.preload()  # matplotlib imports while XLA compiles
     ds = datasets.load(cfg.data, seed=cfg.seed)
     classifies = ds.num_classes is not None
     loss = cfg.loss or ("softmax_cross_entropy" if classifies else "squared_error")
@@ -232,9 +290,9 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     n_in = ds.train.x.shape[1]
     n_out = ds.num_classes if classifies else ds.train.y.shape[1]
     _check_size([n_in, *cfg.hidden, n_out], cfg.hidden)
-    ops = funcnet.reference if cfg.reference else funcnet
-    model = layers.mlp([n_in, *cfg.hidden, n_out], cfg.activation, dropout=cfg.dropout, ops=ops)
-    _, params = model.init(jax.random.key(cfg.seed))
+    model = layers.mlp([n_in, *cfg.hidden, n_out], cfg.activation, dropout=cfg.dropout,
+                       ops=reference if cfg.reference else layers.MANUAL)
+    params = _init_params(model, jax.random.key(cfg.seed), (-1, n_in))
     log(f"data {ds.name}: {len(ds.train.x)} train / {len(ds.val.x)} validation / {len(ds.test.x)} test examples; "
         f"network {n_in}-{'-'.join(map(str, cfg.hidden))}-{n_out} {cfg.activation} on "
         f"{'autodiff twins' if cfg.reference else 'manual rules'}"
@@ -248,14 +306,13 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
         checkpoint.copy(resume, ckpt_path)
     result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg), epochs=cfg.epochs,
                        batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
-                       seed=cfg.seed, progress=progress, ops=ops, checkpoint=str(ckpt_path),
+                       seed=cfg.seed, progress=progress, checkpoint=str(ckpt_path),
                        resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()},
                        mesh=mesh)
-    scores = {name: train.evaluate(model, result.params, getattr(ds, name), loss, ops)
-              for name in ("train", "val", "test")}
+    scores = train.evaluate(model, result.params, {"train": ds.train, "val": ds.val, "test": ds.test}, loss)
     history = result.history.to_dict()
     summary = {"config": cfg.to_json(), "loss": loss, "scores": scores, "history": history,
                "seconds": round(time.perf_counter() - t0, 2)}
-    (folder / "history.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "history.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     plot_history(history, folder / "curves.png", f"{ds.name}: {model.description}")
     return summary
