@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="examples per minibatch (default 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the weights and the shuffling")
     p.add_argument("--reference", action="store_true", help="also train on the autodiff twins and compare")
-    p.add_argument("--out", default=".", help="folder of the learning-curve plot (default: the current folder)")
+    p.add_argument("--out", default="runs/examples", help="folder of the learning-curve plot (default: runs/examples)")
     return p.parse_args(argv)
 
 

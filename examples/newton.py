@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-gd-steps", type=int, default=20_000, help="gradient descent steps at most (default 20000)")
     p.add_argument("--tol", type=float, default=1e-8, help="'at the optimum': loss within this of it (default 1e-8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
-    p.add_argument("--out", default=".", help="folder of the plot (default: the current folder)")
+    p.add_argument("--out", default="runs/examples", help="folder of the plot (default: runs/examples)")
     return p.parse_args(argv)
 
 

@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1000, help="passes over the training split (default 1000)")
     p.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default 0.02)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the weights (default 0)")
-    p.add_argument("--out", default=".", help="folder of the plot (default: the current folder)")
+    p.add_argument("--out", default="runs/examples", help="folder of the plot (default: runs/examples)")
     return p.parse_args(argv)
 
 

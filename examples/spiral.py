@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=32, help="units in each of the two hidden layers (default 32)")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate, momentum 0.9 (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the split and the weights (default 0)")
-    p.add_argument("--out", default=".", help="folder of the plot (default: the current folder)")
+    p.add_argument("--out", default="runs/examples", help="folder of the plot (default: runs/examples)")
     return p.parse_args(argv)
 
 

@@ -1,10 +1,12 @@
 """`funcnet train`: the default run, the run folder, resume, and one-line errors."""
 
 import json
+import pathlib
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from funcnet.apps import cli
@@ -103,3 +105,94 @@ def test_devices_option_trains_data_parallel(tmp_path):
     assert "data-parallel over 4 cpu devices" in proc.stdout
     proc = run_cli("train", "--no-progress", "--data", "xor", "--devices", "3", cwd=tmp_path)
     assert proc.returncode == 1 and "--batch-size 32 does not split over 3 devices" in proc.stderr
+
+
+def test_version_and_each_default_shown_once(capsys):
+    import funcnet
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"funcnet {funcnet.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]
+    assert "(default: None)" not in text and "(default:" not in text
+    for option, default in (("--lr LR", "0.001"), ("--epochs EPOCHS", "30"), ("--hidden HIDDEN", "256")):
+        section = text.split(option, 1)[1].split(" --", 1)[0]
+        assert section.count("default") == 1 and f"[default: {default}]" in section, section
+
+
+def test_resume_applies_training_options_and_refuses_the_others(tmp_path, capsys):
+    os.chdir(tmp_path)
+    base = ["train", "--no-progress", "--data", "xor", "--hidden", "4"]
+    assert cli.main([*base, "--epochs", "2", "--out", "first"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--no-progress", "--resume", "first", "--epochs", "3", "--lr", "0.01",
+                     "--hidden", "4", "--out", "second"]) == 0  # --hidden equal to the run's is fine
+    resumed = json.loads((tmp_path / "second" / "history.json").read_text())
+    assert resumed["config"]["lr"] == 0.01 and resumed["history"]["epoch"] == [1, 2, 3]
+    for args, fragment in ((["--hidden", "8"], "--hidden 8 differs from the run's 4"),
+                           (["--activation", "tanh"], "--activation tanh differs from the run's relu"),
+                           (["--optimizer", "sgd"], "--optimizer sgd differs"),
+                           (["--epochs", "2"], "trained 2 epochs already"),
+                           ([], "trained 2 epochs already")):
+        capsys.readouterr()
+        assert cli.main(["train", "--no-progress", "--resume", "first", *args, "--out", "third"]) == 1, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err, err
+        assert not (tmp_path / "third").exists()
+
+
+def png_size(path) -> tuple[int, int]:
+    header = pathlib.Path(path).read_bytes()[16:24]
+    return int.from_bytes(header[:4], "big"), int.from_bytes(header[4:], "big")
+
+
+def test_early_stopping_is_reported_and_regression_runs_write_strict_json_and_a_loss_plot(tmp_path, capsys):
+    os.chdir(tmp_path)
+    assert cli.main(["train", "--no-progress", "--data", "sine", "--epochs", "60", "--patience", "2",
+                     "--lr", "0.05", "--out", "sine"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "sine" / "history.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"history.json holds {c}, not standard JSON"))
+    history = summary["history"]
+    assert history["stopped_early"] and history["stopped_epoch"] == len(history["epoch"]) < 60
+    assert (f"early stopping after epoch {history['stopped_epoch']}: no lower validation loss for 2 epochs; "
+            f"kept the parameters of epoch {history['restored_epoch']}") in out
+    assert history["val_accuracy"] == [None] * len(history["epoch"]) and "accuracy" not in out
+    assert summary["scores"]["test"]["accuracy"] is None
+    width, _ = png_size(tmp_path / "sine" / "curves.png")
+    assert width == 500  # one panel (loss); a classification run draws two (1000 pixels wide)
+    assert cli.main(["train", "--no-progress", "--data", "xor", "--epochs", "2", "--out", "xor"]) == 0
+    assert png_size(tmp_path / "xor" / "curves.png")[0] == 1000
+
+
+def test_the_compile_cache_fills_once_and_changes_no_result(tmp_path):
+    def train(name, cache):
+        proc = subprocess.run([sys.executable, "-m", "funcnet", "train", "--no-progress", "--data", "xor",
+                               "--epochs", "3", "--out", name], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "FUNCNET_COMPILE_CACHE": str(cache),
+                                                "PYTHONPATH": os.getcwd()})
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((tmp_path / name / "history.json").read_text())
+
+    def entries(folder):  # name -> modification time: a compile that missed the cache writes its entry again
+        return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    cache = tmp_path / "cache"
+    runs = [train("a", cache)]
+    first = entries(cache)
+    assert first, "the first run left nothing in the cache"
+    runs.append(train("b", cache))
+    assert entries(cache) == first  # the second run found every program there and wrote none
+    runs.append(train("c", "off"))
+    assert not (tmp_path / "off").exists()
+    for summary in runs:
+        summary.pop("seconds")
+    assert runs[0] == runs[1] == runs[2]
+    from safetensors import safe_open  # the order of the files' metadata varies; their contents must not
+
+    a, b = (safe_open(tmp_path / name / "checkpoint.safetensors", "numpy") for name in ("a", "b"))
+    assert a.metadata() == b.metadata() and sorted(a.keys()) == sorted(b.keys())
+    for key in a.keys():
+        np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))

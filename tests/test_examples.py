@@ -132,3 +132,14 @@ def test_newton_needs_far_fewer_steps_than_gradient_descent(example, tmp_path):
     losses = r["newton_losses"]
     assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))
     assert is_png(r["plot"])
+
+
+def test_plots_go_into_runs_by_default_never_into_the_working_folder(example, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = example("spiral").main(["--epochs", "2"])
+    assert pathlib.Path(r["plot"]).resolve() == tmp_path / "runs" / "examples" / "spiral.png"
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+    for name in ("digits", "newton", "sine"):  # the same default in every example that plots
+        line = next(line for line in (EXAMPLES / f"{name}.py").read_text().splitlines() if '"--out"' in line)
+        assert 'default="runs/examples"' in line, (name, line)
+    assert "runs/" in (EXAMPLES.parent / ".gitignore").read_text().split()  # ignored by the repository
