@@ -38,11 +38,6 @@ def float_input(op: str, name: str, x: Any, *, keep_int: bool = False) -> jax.Ar
     raise TypeError(f"{op}: `{name}` must be a real floating-point or integer array, got {_describe(x)}")
 
 
-def as_float_array(op: str, name: str, x: Any) -> jax.Array:
-    """``x`` as a floating JAX array (integers promoted), or a TypeError naming ``op``."""
-    return float_input(op, name, x)
-
-
 def as_integer_array(op: str, name: str, x: Any) -> jax.Array:
     """``x`` as a JAX array with an integer dtype, or a TypeError naming ``op``."""
     x = jnp.asarray(x)
@@ -57,7 +52,7 @@ def promote_floats(op: str, **arrays: Any) -> list[jax.Array]:
     The cast happens outside the custom_vjp, so each gradient comes back in its
     own input's dtype through the cast's transpose.
     """
-    checked = [as_float_array(op, name, x) for name, x in arrays.items()]
+    checked = [float_input(op, name, x) for name, x in arrays.items()]
     # jnp's promotion on the original dtypes (float16 with int stays float16) ...
     dtype = jnp.result_type(*(x if isinstance(x, (int, float)) else jnp.asarray(x) for x in arrays.values()))
     if not jnp.issubdtype(dtype, jnp.floating):  # ... and the default float when all are integers
@@ -174,3 +169,17 @@ def weight_leaves(params, is_weight: Callable | None = None) -> list:
     return [leaf for path, leaf in flat if is_weight(path, leaf)]
 
 
+def check_class_labels(op: str, labels, num_classes: int) -> None:
+    """Range-check integer labels when their values are known at trace time.
+
+    Under ``jit`` the values are not known; an out-of-range label then gives a
+    NaN loss and a NaN gradient row (see the losses' docstrings).
+    """
+    if is_concrete(labels) and labels.size:
+        values = np.asarray(labels)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes, "
+                f"got values from {lo} to {hi}"
+            )

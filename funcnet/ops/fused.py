@@ -18,10 +18,9 @@ import numpy as np
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops._common import as_integer_array, float_input, promote_floats
+from funcnet.ops._common import as_integer_array, check_class_labels, float_input, promote_floats
 from funcnet.ops._declare import declare
 from funcnet.ops._rule import Rule, varying_like
-from funcnet.ops.losses import _check_class_labels
 from funcnet.reference import losses as twin
 
 __all__ = ["linear_softmax_cross_entropy"]
@@ -239,7 +238,7 @@ def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=N
             raise ValueError(f"{op}: `{name}` must be a positive int, got {value!r}")
     if not 0.0 <= float(label_smoothing) < 1.0 or not float(z_loss) >= 0.0:
         raise ValueError(f"{op}: need 0 <= label_smoothing < 1 and z_loss >= 0, got {label_smoothing!r}, {z_loss!r}")
-    _check_class_labels(op, labels, w.shape[1])
+    check_class_labels(op, labels, w.shape[1])
     where = jnp.ones(x.shape[0], bool) if where is None else jnp.broadcast_to(jnp.asarray(where, bool), (x.shape[0],))
     return _LINEAR_CE(x, w, b, labels, where, smoothing=float(label_smoothing), z_loss=float(z_loss),
                       block_rows=block_rows, block_classes=block_classes)

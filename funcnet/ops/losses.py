@@ -32,13 +32,14 @@ from jax import lax
 from funcnet.ops import _samples as S
 from funcnet.ops._common import (
     LOG_FLOOR,
-    as_float_array,
     as_integer_array,
     broadcast_shapes,
     canonical_axis,
     check_broadcast_to,
+    check_class_labels,
     compute_dtype,
     default_is_weight,  # noqa: F401  (re-exported)
+    float_input,
     is_concrete,
     promote_floats,
     static_float,
@@ -64,7 +65,7 @@ def _float_labels(op: str, labels, like) -> jax.Array:
     labels = jnp.asarray(labels)
     if jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
         return labels.astype(like.dtype)
-    return as_float_array(op, "labels", labels).astype(like.dtype)
+    return float_input(op, "labels", labels).astype(like.dtype)
 
 
 def _broadcast(op: str, **arrays) -> list[jax.Array]:
@@ -94,22 +95,6 @@ def _expand_mask(op: str, where, axis, ndim: int) -> jax.Array:
     except (ValueError, TypeError) as err:
         raise ValueError(f"{op}: cannot insert the class axis {axis!r} into `where` of shape "
                          f"{tuple(where.shape)}: {err}") from None
-
-
-def _check_class_labels(op: str, labels, num_classes: int) -> None:
-    """Range-check integer labels when their values are known at trace time.
-
-    Under ``jit`` the values are not known; an out-of-range label then gives a
-    NaN loss and a NaN gradient row (see the losses' docstrings).
-    """
-    if is_concrete(labels) and labels.size:
-        values = np.asarray(labels)
-        lo, hi = int(values.min()), int(values.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes, "
-                f"got values from {lo} to {hi}"
-            )
 
 
 def _pair_of_shapes(case) -> tuple[tuple, tuple]:
@@ -163,7 +148,7 @@ _SQUARED_NO_TARGETS = Rule(
 
 
 def _squared(op: str, scale: float, predictions, targets):
-    predictions = as_float_array(op, "predictions", predictions)
+    predictions = float_input(op, "predictions", predictions)
     if targets is None:
         return _SQUARED_NO_TARGETS(predictions, scale=scale)
     predictions, targets = promote_floats(op, predictions=predictions, targets=targets)
@@ -282,7 +267,7 @@ def binary_cross_entropy(probs, labels):
     Saves: both inputs.
     """
     op = "funcnet.losses.binary_cross_entropy"
-    probs = as_float_array(op, "probs", probs)
+    probs = float_input(op, "probs", probs)
     labels = _float_labels(op, labels, probs)
     for name, v in (("probs", probs), ("labels", labels)):
         if is_concrete(v) and v.size:  # values known here (not traced): check them
@@ -341,7 +326,7 @@ def sigmoid_binary_cross_entropy(logits, labels):
     Saves: both inputs. Kinks: none.
     """
     op = "funcnet.losses.sigmoid_binary_cross_entropy"
-    logits = as_float_array(op, "logits", logits)
+    logits = float_input(op, "logits", logits)
     labels = _float_labels(op, labels, logits)
     return _SIGMOID_BCE(*_broadcast(op, logits=logits, labels=labels))
 
@@ -585,7 +570,7 @@ def _class_axis_labels(op: str, logits, labels, axis: int, where=None, name: str
             f"{tuple(logits.shape)}: expected labels of shape {tuple(batch)} "
             f"(the {name}' shape without class axis {axis}), or one that broadcasts with it"
         ) from None
-    _check_class_labels(op, labels, logits.shape[axis])
+    check_class_labels(op, labels, logits.shape[axis])
     if full != batch:
         shape = full[:axis] + (logits.shape[axis],) + full[axis:]
         logits = jnp.broadcast_to(logits, shape)
@@ -636,7 +621,7 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     row and a NaN tangent, for that example.
     """
     op = "funcnet.losses.softmax_cross_entropy_with_integer_labels"
-    logits = as_float_array(op, "logits", logits)
+    logits = float_input(op, "logits", logits)
     labels = as_integer_array(op, "labels", labels)
     if isinstance(axis, np.integer):
         axis = int(axis)
@@ -725,7 +710,7 @@ def multiclass_svm_loss(scores, labels, margin=1.0):
     out-of-range label gives a NaN loss and a NaN gradient row and tangent.
     """
     op = "funcnet.losses.multiclass_svm_loss"
-    scores = as_float_array(op, "scores", scores)
+    scores = float_input(op, "scores", scores)
     labels = as_integer_array(op, "labels", labels)
     if scores.ndim < 1:
         raise ValueError(f"{op}: `scores` must have a class axis, got a scalar")
@@ -763,7 +748,7 @@ _L2 = _penalty_rule("l2_penalty", jnp.square, lambda w: 2 * w)
 
 
 def _penalty(rule: Rule, params, is_weight):
-    leaves = [as_float_array(f"funcnet.losses.{rule.name}", "params", w) for w in weight_leaves(params, is_weight)]
+    leaves = [float_input(f"funcnet.losses.{rule.name}", "params", w) for w in weight_leaves(params, is_weight)]
     if not leaves:
         return jnp.zeros((), jnp.float32)
     return rule(*leaves)
