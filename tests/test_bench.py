@@ -155,3 +155,16 @@ def test_compiled_ratio_pairs_the_two_programs_and_reports_an_interval():
     text = bench.markdown({"machine": "CPU test", "notes": [], "configs": {"tiny": {
         "config": TINY, "params": 1, "timing": {}, "compiled_ratio": out}}}, "cmd")
     assert "Compiled programs alone" in text and "95% bootstrap interval" in text
+
+
+def test_fused_head_rows_memory_and_time_against_the_unfused_head():
+    from funcnet.apps import head
+
+    row = head.measure(64, n=32, d=8, rounds=2)
+    assert row["fused"]["temp_bytes"] > 0 and row["unfused"]["temp_bytes"] > 0
+    assert row["memory_ratio"] == row["fused"]["temp_bytes"] / row["unfused"]["temp_bytes"]
+    assert row["fused"]["median_s"] > 0 and row["time_ratio"] > 0
+    untimed = head.measure(64, n=32, d=8, rounds=0)
+    assert "median_s" not in untimed["fused"]
+    text = "\n".join(head.markdown_lines([row, untimed]))
+    assert "| 64 |" in text and "(2 rounds)" in text and "not timed" in text

@@ -51,6 +51,9 @@ BENCH = [  # (arguments after `funcnet bench`, fragments of the message); all ex
     (["--markdown", "no-such-folder/bench.md"], ["--markdown", "no-such-folder", "does not exist"]),
     (["--plot", "no-such-folder/bench.png"], ["--plot", "no-such-folder", "does not exist"]),
     (["--markdown", "."], ["--markdown", "folder"]),  # with --overwrite: a folder, not a file
+    (["--heads", "8192,x"], ["--heads", "class counts", "8192,x"]),
+    (["--heads", "1"], ["--heads", "at least 2"]),
+    (["--head-rounds", "-1"], ["--head-rounds", "got -1"]),
 ]
 PACKAGES = {"flax_nnx": "flax", "equinox": "equinox", "pytorch": "torch"}  # the peers and what they import
 PEERS = [f for f, package in PACKAGES.items() if importlib.util.find_spec(package) is None]

@@ -515,7 +515,8 @@ def machine() -> str:
 # ------------------------------------------------------------------ report
 def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         memory: bool = True, activations_sweep: bool = True, scan: bool = True, sweep_batch: int = 4096,
-        scaling_devices: int = 8, roofline: bool = True, log=print) -> dict:
+        scaling_devices: int = 8, roofline: bool = True, head_vocabs: tuple[int, ...] = (),
+        head_rounds: int = 3, log=print) -> dict:
     """Run the benchmark and return every number (also the input of :func:`markdown`).
 
     ``configs`` defaults to :func:`default_configs`.
@@ -550,6 +551,13 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         log(f"[deep with 1000 classes, batch {sweep_batch}] memory per loss ...")
         result["loss_memory"] = loss_memory(wide_head)
         result["loss_memory_config"] = wide_head
+    if head_vocabs:
+        from funcnet.apps import head
+
+        result["heads"] = []
+        for vocab in head_vocabs:
+            log(f"[fused head, V = {vocab}] memory{' and time' if head_rounds else ''} ...")
+            result["heads"].append(head.measure(vocab, rounds=head_rounds))
     if scan:
         log("[small] scan vs step-at-a-time ...")
         result["scan"] = scan_vs_loop(CONFIGS["small"])
@@ -637,6 +645,10 @@ def markdown(result: dict, command: str) -> str:
         for loss, m in result["loss_memory"].items():
             lines.append(_memory_row(loss, m))
         lines.append("")
+    if result.get("heads"):
+        from funcnet.apps import head
+
+        lines += head.markdown_lines(result["heads"])
     if "scan" in result:
         s = result["scan"]
         lines += ["## Steps fused in one `lax.scan` (small network)", "",

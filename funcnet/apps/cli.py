@@ -181,6 +181,13 @@ def _bench(args: argparse.Namespace) -> int:
     _check_at_least("--rounds", args.rounds, 1)
     _check_at_least("--steps", args.steps, 1)
     _check_at_least("--scaling-devices", args.scaling_devices, 0)
+    _check_at_least("--head-rounds", args.head_rounds, 0)
+    try:
+        heads = tuple(int(v) for v in args.heads.split(",") if v.strip())
+    except ValueError:
+        raise _UsageError(f"--heads must be comma-separated class counts, e.g. 8192,32768, got {args.heads!r}") from None
+    if any(v < 2 for v in heads):
+        raise _UsageError(f"--heads class counts must be at least 2, got {args.heads!r}")
     outputs = [pathlib.Path(p) for p in (args.markdown, args.plot) if p]
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:  # checked before minutes of measuring, not after
@@ -195,7 +202,7 @@ def _bench(args: argparse.Namespace) -> int:
     result = bench.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
                        activations_sweep=not args.no_sweep, scan=not args.no_scan,
                        scaling_devices=args.scaling_devices, roofline=not args.no_roofline,
-                       log=lambda m: print(m, file=sys.stderr))
+                       head_vocabs=heads, head_rounds=args.head_rounds, log=lambda m: print(m, file=sys.stderr))
     text = bench.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
     print(bench.dumps(result) if args.json else text)
     if args.markdown:
@@ -286,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--no-memory", action="store_true", help="skip the memory analysis")
     be.add_argument("--no-sweep", action="store_true", help="skip the per-activation memory sweep")
     be.add_argument("--no-scan", action="store_true", help="skip scan vs step-at-a-time")
+    be.add_argument("--heads", default="", metavar="V,...",
+                    help="also compare the fused classifier head with the unfused one for these class counts "
+                    "(N = 8192 rows, D = 1024 features), e.g. 8192,32768,131072")
+    be.add_argument("--head-rounds", type=int, default=3, metavar="N",
+                    help="timed rounds per head (0: memory only) [default: 3]")
     be.add_argument("--scaling-devices", type=int, default=8, metavar="N",
                     help="throughput on data-parallel meshes of 1, 2, 4, ... N devices and on N devices with a "
                     "model axis (0 to skip)")
