@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 import funcnet  # the package itself is the manual op namespace (ops=funcnet); read only when a layer is built
 from funcnet import init as initializers
-from funcnet import nn as _nn
+from funcnet import nn as _nn  # noqa: F401  (importing it declares the activations)
+from funcnet.ops._declare import activations as declared_activations
 from funcnet import reference
 
 Shape = tuple[int, ...]
@@ -223,9 +224,10 @@ def PReLU(alpha_init: float = 0.25, *, per_channel: bool = True, ops: types.Modu
     return Layer(init, apply, "prelu", desc, ops)
 
 
-#: Activation names accepted by :func:`Activation` and :func:`mlp`: every declared
-#: op of ``funcnet.nn`` (derived from the declarations, so a new activation appears here).
-ACTIVATIONS = tuple(_nn.__all__)
+#: Activation names accepted by :func:`Activation` and :func:`mlp`: every op of ``funcnet.nn`` declared as
+#: an activation (derived from the declarations, so a new activation appears here; ``glu`` or ``one_hot``
+#: do not).
+ACTIVATIONS = tuple(declared_activations())
 
 
 # ------------------------------------------------------------ Dropout, Flatten

@@ -64,6 +64,9 @@ class Declaration:
       kink: the convention at non-differentiable points, in words.
       kinks: hand-computed gradients at those points (checked by the tests and
         by ``funcnet gradcheck``).
+      activation: for ``"nn"`` ops: a shape-preserving function of one array that
+        can follow a Dense layer (``layers.Activation``, ``mlp``, ``funcnet train
+        --activation``); False for the others (``glu``, ``logsumexp``, ``one_hot``).
     """
 
     fn: Callable
@@ -80,6 +83,7 @@ class Declaration:
     extreme: Callable[[], tuple] | None = None
     kink: str = "none (smooth everywhere)"
     kinks: tuple[Kink, ...] = ()
+    activation: bool = True
 
     @property
     def name(self) -> str:
@@ -117,6 +121,11 @@ def _docstring(d: Declaration) -> str:
                      else "Same signature, values and gradients as its namesake in jax.nn / optax.losses "
                      f"({d.upstream.__name__}).")
     return "\n".join(lines)
+
+
+def activations() -> list[str]:
+    """The ``"nn"`` ops that can follow a Dense layer (declared ``activation=True``), in declaration order."""
+    return [d.name for d in DECLARED if d.family == "nn" and d.activation]
 
 
 def names(family: str, module: str | None = None) -> list[str]:
