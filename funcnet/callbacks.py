@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import pathlib
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -18,6 +19,10 @@ import jax.numpy as jnp
 from funcnet import checkpoint as ckpt
 
 __all__ = ["Checkpointer", "ProgressBar"]
+
+
+#: Config keys that :class:`Checkpointer` writes itself.
+_OWN_KEYS = ("best_loss", "bad_epochs", "steps", "history")
 
 
 class Checkpointer:
@@ -32,6 +37,11 @@ class Checkpointer:
                  config: Mapping | None = None, *, fn: str = "Checkpointer"):
         self.path = os.fspath(path)
         self.config = dict(config or {})
+        clash = sorted(set(self.config) & set(_OWN_KEYS))
+        if clash:  # they would replace the run's own entries, and the checkpoint could not be resumed
+            raise ckpt.CheckpointError(f"{fn}: config key {clash[0]!r} is reserved for the training state "
+                                       f"({', '.join(_OWN_KEYS)}); rename it")
+        ckpt._check_json(pathlib.Path(self.path), self.config, "config")  # now, not after the first epoch
         self._replace = (resume is not None and os.path.exists(self.path) and os.path.exists(resume)
                          and os.path.samefile(self.path, resume))
         if os.path.lexists(self.path) and not self._replace:

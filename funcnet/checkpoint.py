@@ -81,6 +81,7 @@ import errno
 import hashlib
 import importlib.metadata
 import json
+import math
 import operator
 import os
 import pathlib
@@ -171,8 +172,11 @@ def save(
         a non-negative integer; a key is empty, ``.`` or ``..`` or contains
         ``/``; a leaf's dtype cannot be stored; or the file cannot be written.
     """
-    path = pathlib.Path(path)
+    path = _as_path("save", "path", path)
+    _check_flag(path, "overwrite", overwrite)
     try:
+        if isinstance(step, (bool, np.bool_)):  # True would be saved as step 1
+            raise TypeError
         step = operator.index(step)
     except TypeError:
         raise CheckpointError(f"{path}: step must be an integer, got {step!r}") from None
@@ -221,7 +225,8 @@ def copy(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = Fa
       CheckpointError: ``src`` is not a valid checkpoint, ``dst`` exists and
         ``overwrite`` is false, or ``dst`` cannot be written.
     """
-    src, dst = pathlib.Path(src), pathlib.Path(dst)
+    src, dst = _as_path("copy", "src", src), _as_path("copy", "dst", dst)
+    _check_flag(dst, "overwrite", overwrite)
     _read_checked(src)
     _check_target(dst, overwrite)
     try:
@@ -258,8 +263,11 @@ def restore(path: str | os.PathLike, like: Mapping[str, Any] | None = None) -> C
         ``like`` has no template for it, or does not match ``like`` (a missing
         or extra leaf, a different shape or dtype).
     """
-    path = pathlib.Path(path)
+    path = _as_path("restore", "path", path)
     like = {} if like is None else like
+    if not isinstance(like, Mapping):
+        raise CheckpointError(f"{path}: `like` must be a dict {{'params': ..., 'opt_state': ...}}, "
+                              f"got {type(like).__name__}: {like!r:.60}")
     unknown = sorted(set(like) - set(_SECTIONS))
     if unknown:
         raise CheckpointError(f"{path}: `like` has unknown keys {unknown}; expected 'params' and/or 'opt_state'")
@@ -287,8 +295,23 @@ def restore(path: str | os.PathLike, like: Mapping[str, Any] | None = None) -> C
 
 def read_config(path: str | os.PathLike) -> tuple[int, dict]:
     """``(step, config)`` of a checkpoint, after verifying the whole file; no templates needed."""
-    step, config, _, _ = _read_checked(pathlib.Path(path))
+    step, config, _, _ = _read_checked(_as_path("read_config", "path", path))
     return step, config
+
+
+def _as_path(fn: str, name: str, value: Any) -> pathlib.Path:
+    """``value`` (a str, bytes or os.PathLike) as a Path, or an error naming ``fn``: not ``""``, which is the cwd."""
+    if isinstance(value, bytes):
+        value = os.fsdecode(value)
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise CheckpointError(f"funcnet.checkpoint.{fn}: {name} must be a file path, got {value!r:.60}")
+    return pathlib.Path(value)
+
+
+def _check_flag(path: pathlib.Path, name: str, value: Any) -> None:
+    """Refuse a flag that is not a bool: ``overwrite="no"`` is truthy and would replace the file."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise CheckpointError(f"{path}: {name} must be True or False, got {value!r:.60}")
 
 
 # --- writing ---------------------------------------------------------------
@@ -296,6 +319,8 @@ def read_config(path: str | os.PathLike) -> tuple[int, dict]:
 
 def _check_json(path: pathlib.Path, value: Any, where: str) -> None:
     """Raise naming ``where`` (e.g. ``config['opt']['lr']``) if ``value`` would not survive JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CheckpointError(f"{path}: {where} is {value}, which JSON cannot hold; store None or a string instead")
     if value is None or isinstance(value, (bool, int, float, str)):
         return
     if isinstance(value, (list, tuple)):
@@ -540,7 +565,8 @@ def _one_line(err: BaseException) -> str:
 def _read_verified(path: pathlib.Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """The metadata and stored tensors of ``path``, after checking the format and the digest."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        raise CheckpointError(f"{path}: {what}")
     try:
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}

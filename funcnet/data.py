@@ -116,6 +116,13 @@ def _positive_int(fn: str, name: str, value: object) -> int:
     return int(value)
 
 
+def _seed(fn: str, value: object) -> int:
+    """A NumPy seed: a non-negative integer (not a bool, not a float that NumPy would refuse with its own words)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise _fail(f"funcnet.data.{fn}", f"`seed` must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
 def _noise(fn: str, value: object) -> float:
     try:
         noise = float(value)
@@ -168,7 +175,7 @@ def xor(n: int = 200, noise: float = 0.1, seed: int = 0) -> Split:
     """
     n = _positive_int("xor", "n", n)
     noise = _noise("xor", noise)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed("xor", seed))
     corners = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]], np.float64)
     which = np.arange(n) % 4
     x = corners[which] + noise * rng.standard_normal((n, 2))
@@ -195,10 +202,10 @@ def spiral(n_per_class: int = 100, arms: int = 2, noise: float = 0.2, seed: int 
       ``Split(x, y)``: x float32 ``(arms * n_per_class, 2)``, y int32 in 0..arms-1.
     """
     n = _positive_int("spiral", "n_per_class", n_per_class)
-    if isinstance(arms, bool) or arms not in (2, 3):
+    if isinstance(arms, bool) or not isinstance(arms, (int, np.integer)) or arms not in (2, 3):
         raise _fail("funcnet.data.spiral", f"`arms` must be 2 or 3, got {arms!r}")
     noise = _noise("spiral", noise)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed("spiral", seed))
     radius = np.tile(np.linspace(0.0, 1.0, n), arms)
     arm = np.repeat(np.arange(arms), n)
     angle = 2 * np.pi * (arm / arms + radius) + noise * rng.standard_normal(arms * n)
@@ -219,7 +226,7 @@ def sine(n: int = 200, noise: float = 0.05, seed: int = 0) -> Split:
     """
     n = _positive_int("sine", "n", n)
     noise = _noise("sine", noise)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_seed("sine", seed))
     x = rng.uniform(-np.pi, np.pi, (n, 1))
     y = np.sin(x) + noise * rng.standard_normal((n, 1))
     return Split(x.astype(np.float32), y.astype(np.float32))
@@ -777,7 +784,21 @@ def _read_npy(
     return data.view(dtype).reshape(shape, order=order)
 
 
+def _to_float(text: str) -> float:
+    """``float(text)``, or NaN for text that is not a number; Python's digit-group underscores ("1_0", which
+    float() reads as 10) are not part of a number in a CSV file."""
+    if "_" in text:
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def _is_number(text: str) -> bool:
+    """Whether ``text`` is a number (NaN and infinity included), as :func:`_to_float` reads numbers."""
+    if "_" in text:
+        return False
     try:
         float(text)
     except ValueError:
@@ -870,10 +891,7 @@ def load_csv(path: PathLike, label_column: int = -1, *, allow_special_files: boo
                 if col is None:
                     col = _label_column(path, label_column, width[1])
                 for j, field in enumerate(fields):
-                    try:
-                        value = float(field)
-                    except ValueError:
-                        value = math.nan
+                    value = _to_float(field)
                     if not math.isfinite(value):
                         raise _fail(path, f"line {line}, column {j + 1}: {_show(field)} is not a finite number")
                     if abs(value) > _F32_MAX:
@@ -985,7 +1003,7 @@ def split(
             f"{n} examples leave none for training "
             f"with val_fraction={val_fraction} and test_fraction={test_fraction}",
         )
-    order = np.random.default_rng(seed).permutation(n)
+    order = np.random.default_rng(_seed("split", seed)).permutation(n)
     test, val, train = np.split(order, [n_test, n_test + n_val])
     return Split(x[train], y[train]), Split(x[val], y[val]), Split(x[test], y[test])
 
@@ -1010,9 +1028,23 @@ def standardize(train: Split, *others: Split, eps: float = 1e-8) -> tuple:
       mean and divisor of shape ``(features,)``.
 
     Raises:
-      DataError: the training split is empty or the splits' feature counts differ.
+      DataError: the training split is empty, the splits' feature counts differ,
+        a feature is NaN or infinite, or ``eps`` is not a finite number > 0.
     """
-    x = np.asarray(train.x, np.float64)
+    fn = "funcnet.data.standardize"
+    ok = isinstance(eps, (int, float, np.integer, np.floating)) and not isinstance(eps, (bool, np.bool_))
+    if not (ok and math.isfinite(eps) and eps > 0):  # eps <= 0 or NaN divides constant features by 0
+        raise _fail(fn, f"`eps` must be a finite number > 0, got {eps!r}")
+    names = ["the training split", *(f"split {i + 1} of *others" for i in range(len(others)))]
+    xs = []
+    for name, s in zip(names, (train, *others)):
+        if not hasattr(s, "x"):
+            raise _fail(fn, f"{name} must be a Split(x, y), got {type(s).__name__}")
+        try:
+            xs.append(np.asarray(s.x, np.float64))
+        except (TypeError, ValueError):
+            raise _fail(fn, f"{name} has features that are not numbers (dtype {np.asarray(s.x).dtype})") from None
+    x = xs[0]
     if x.ndim != 2 or len(x) == 0:
         raise _fail(
             "funcnet.data.standardize",
@@ -1026,14 +1058,19 @@ def standardize(train: Split, *others: Split, eps: float = 1e-8) -> tuple:
                 f"split {i + 1} of *others has features of shape {shape}, "
                 f"expected (n, {x.shape[1]}) like the training split",
             )
+    for name, a in zip(names, xs):  # one NaN would make a whole feature NaN, silently
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise _fail(fn, f"{name} has {int(bad.sum())} NaN or infinite features, the first in row "
+                        f"{int(np.argmax(bad.any(axis=1)))}")
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     std = np.where(std < eps, 1.0, std)
 
-    def apply(s: Split) -> Split:
-        return Split(((np.asarray(s.x, np.float64) - mean) / std).astype(np.float32), s.y)
+    def apply(s: Split, a: np.ndarray) -> Split:
+        return Split(((a - mean) / std).astype(np.float32), s.y)
 
-    return (*(apply(s) for s in (train, *others)), mean.astype(np.float32), std.astype(np.float32))
+    return (*map(apply, (train, *others), xs), mean.astype(np.float32), std.astype(np.float32))
 
 
 # ---------------------------------------------------------------- by name or path
@@ -1091,6 +1128,12 @@ def load(
       DataError: an unknown name (the message lists the known ones), a path of
         an unsupported kind, or any error of the loaders and :func:`split`.
     """
+    if isinstance(name_or_path, bytes):
+        name_or_path = os.fsdecode(name_or_path)
+    if not isinstance(name_or_path, (str, os.PathLike)) or not os.fspath(name_or_path):  # "" would be the cwd
+        raise _fail("funcnet.data.load", f"expected a dataset name ({', '.join(NAMES)}) or a path, "
+                    f"got {name_or_path!r}")
+    seed = _seed("load", seed)
     test = None
     key = name_or_path if isinstance(name_or_path, str) else None
     if key in _BUILTIN:

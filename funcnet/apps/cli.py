@@ -33,6 +33,23 @@ def _check_at_least(option: str, value: int, low: int) -> None:
         raise _UsageError(f"{option} must be at least {low}, got {value}")
 
 
+#: Most devices ``--devices`` and ``--scaling-devices`` may ask for: on a CPU each one is simulated, and JAX
+#: takes seconds for thousands of them, and hours (or a traceback, past 2**31) for more.
+MAX_DEVICES = 4096
+
+
+def _check_devices(option: str, value: int, low: int) -> None:
+    _check_at_least(option, value, low)
+    if value > MAX_DEVICES:
+        raise _UsageError(f"{option} must be at most {MAX_DEVICES}, got {value}")
+
+
+def _check_not_empty(option: str, value: str | None) -> None:
+    """An option given as ``""`` is refused, not taken for the option left out."""
+    if value is not None and not value.strip():
+        raise _UsageError(f"{option} needs a path, got {value!r}")
+
+
 def _require_matplotlib(why: str) -> None:
     """Checked before the work, so a missing plotting package does not lose a finished run."""
     import importlib.util
@@ -104,15 +121,17 @@ def _train(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items() if k in {f.name for f in run.dataclasses.fields(run.RunConfig)}
              and v is not None}
+    _check_not_empty("--resume", args.resume)
+    _check_not_empty("--out", args.out)
     resume = None
-    if args.resume:
+    if args.resume is not None:
         from funcnet import checkpoint
 
         resume = pathlib.Path(args.resume)
         if resume.is_dir():
             resume = resume / "checkpoint.safetensors"
         done, saved_config = checkpoint.read_config(resume)  # verifies the file before anything is created
-        if "run" not in saved_config:
+        if not isinstance(saved_config.get("run"), dict):
             raise run.RunError(f"{resume}: not a checkpoint of `funcnet train` (no run settings in it)")
         cfg = run.resumed_config(saved_config["run"], given, resume)
         if cfg.epochs <= done:
@@ -126,21 +145,20 @@ def _train(args: argparse.Namespace) -> int:
     if args.devices is not None:
         from funcnet import parallel
 
-        if args.devices < 1:
-            raise run.RunError(f"--devices must be at least 1, got {args.devices}")
+        if args.devices < 1 or args.devices > MAX_DEVICES:
+            raise run.RunError(f"--devices must be in [1, {MAX_DEVICES}], got {args.devices}")
+        if cfg.batch_size % args.devices:  # before the devices are made
+            raise run.RunError(f"--batch-size {cfg.batch_size} does not split over {args.devices} devices; "
+                               f"use a multiple of {args.devices}")
         if args.devices > 1:
             parallel.use_cpu_devices(args.devices)  # only affects the CPU backend, simulating host devices
         mesh = parallel.data_mesh(args.devices)
-        if cfg.batch_size % args.devices:
-            raise run.RunError(f"--batch-size {cfg.batch_size} does not split over {args.devices} devices; "
-                               f"use a multiple of {args.devices}")
     folder = run.claim_folder(pathlib.Path(args.out)) if args.out else run.new_run_folder(pathlib.Path("runs"))
     run.use_compile_cache()
     try:
         summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress, mesh=mesh)
     except BaseException:
-        if not any(folder.iterdir()):
-            folder.rmdir()  # leave no empty folder behind a failed start
+        _drop_unstarted(folder, resume)
         raise
     scores, history = summary["scores"], summary["history"]
     if history["stopped_early"]:
@@ -151,6 +169,20 @@ def _train(args: argparse.Namespace) -> int:
     print("loss: " + ", ".join(f"{k} {v['loss']:.4f}" for k, v in scores.items()))
     print(f"run saved in {folder}/ (checkpoint.safetensors, history.json, curves.png) in {summary['seconds']} s")
     return 0
+
+
+def _drop_unstarted(folder, resume) -> None:
+    """Remove the folder of a run that failed or was stopped before it had anything of its own: empty, or
+    holding only the untouched copy of the checkpoint it resumed (the original stays where it was)."""
+    import filecmp
+
+    names = [p.name for p in folder.iterdir()]
+    copy = folder / "checkpoint.safetensors"
+    if resume is not None and names == [copy.name] and filecmp.cmp(copy, resume, shallow=False):
+        copy.unlink()
+        names = []
+    if not names:
+        folder.rmdir()
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -180,7 +212,7 @@ def _bench(args: argparse.Namespace) -> int:
                           "pip install '.[bench]' (from the funcnet checkout)")
     _check_at_least("--rounds", args.rounds, 1)
     _check_at_least("--steps", args.steps, 1)
-    _check_at_least("--scaling-devices", args.scaling_devices, 0)
+    _check_devices("--scaling-devices", args.scaling_devices, 0)
     _check_at_least("--head-rounds", args.head_rounds, 0)
     try:
         heads = tuple(int(v) for v in args.heads.split(",") if v.strip())
@@ -188,6 +220,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise _UsageError(f"--heads must be comma-separated class counts, e.g. 8192,32768, got {args.heads!r}") from None
     if any(v < 2 for v in heads):
         raise _UsageError(f"--heads class counts must be at least 2, got {args.heads!r}")
+    _check_not_empty("--markdown", args.markdown)
+    _check_not_empty("--plot", args.plot)
+    if args.markdown and args.plot and pathlib.Path(args.markdown).resolve() == pathlib.Path(args.plot).resolve():
+        raise _UsageError(f"--markdown and --plot are the same file {args.markdown}; the plot would replace the report")
     outputs = [pathlib.Path(p) for p in (args.markdown, args.plot) if p]
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:  # checked before minutes of measuring, not after
@@ -311,9 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a stopped run cleans up as an interrupted one does."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    handle = threading.current_thread() is threading.main_thread() \
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    previous = signal.signal(signal.SIGTERM, _terminate) if handle else None
     try:
         return args.run(args)
     except _UsageError as err:
@@ -332,9 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         hint = "; try a smaller network or batch (--hidden, --batch-size)" if args.command == "train" else ""
         print(f"funcnet {args.command}: error: out of memory ({detail}){hint}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"funcnet {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, _Terminated)
+        print(f"funcnet {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if handle:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

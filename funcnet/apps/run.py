@@ -8,9 +8,11 @@ run gets a new folder, and an existing ``--out`` folder is an error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import time
 from typing import Any
@@ -129,9 +131,11 @@ class RunConfig:
         from funcnet.layers import ACTIVATIONS
         from funcnet.train import LOSSES, PENALTIES, SEED_LIMIT  # seeds keep 32 bits in jax.random.key
 
+        if not isinstance(self.data, str) or not self.data:
+            raise RunError(f"--data must be a dataset name or a path, got {self.data!r}")
         _whole("--epochs", self.epochs, 1)
         _whole("--batch-size", self.batch_size, 1)
-        _whole("--warmup", self.warmup, 1)
+        _whole("--warmup", self.warmup, 1, 2**31 - 1)  # the power schedule compares it with int32 steps
         if self.patience is not None:
             _whole("--patience", self.patience, 1)
         _whole("--seed", self.seed, 0, SEED_LIMIT - 1)
@@ -155,7 +159,10 @@ class RunConfig:
     def from_json(cls, d: dict) -> "RunConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
-        d["hidden"] = tuple(d.get("hidden", ()))
+        hidden = d.get("hidden", [])
+        if not isinstance(hidden, list):  # tuple(5) or tuple("64") would fail or mislead; validate() checks the rest
+            raise RunError(f"--hidden must be a list of layer sizes in the saved run, got {hidden!r}")
+        d["hidden"] = tuple(hidden)
         return cls(**d)
 
 
@@ -284,6 +291,9 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     _plotting.preload()  # matplotlib imports while XLA compiles
     ds = datasets.load(cfg.data, seed=cfg.seed)
     classifies = ds.num_classes is not None
+    if ds.num_classes == 1:  # a one-output softmax has loss 0 and gradient 0 whatever the weights: nothing to learn
+        raise RunError(f"--data {cfg.data}: every class label is 0, one class; a classifier needs at least two "
+                       "(write regression targets as floats, e.g. 0.0)")
     loss = cfg.loss or ("softmax_cross_entropy" if classifies else "squared_error")
     if classifies != train.LOSSES[loss][1]:
         kind = "classification" if classifies else "regression"
@@ -314,6 +324,21 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     history = result.history.to_dict()
     summary = {"config": cfg.to_json(), "loss": loss, "scores": scores, "history": history,
                "seconds": round(time.perf_counter() - t0, 2)}
-    (folder / "history.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    plot_history(history, folder / "curves.png", f"{ds.name}: {model.description}")
+    # each file is complete or absent, whenever the run is stopped: written aside, then renamed into place
+    with _written(folder / "history.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    with _written(folder / "curves.png") as tmp:
+        plot_history(history, tmp, f"{ds.name}: {model.description}")
     return summary
+
+
+@contextlib.contextmanager
+def _written(path: pathlib.Path):
+    """A temporary path beside ``path`` to write to; renamed to ``path`` on success, removed otherwise."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # the suffix tells savefig the format
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -1,0 +1,187 @@
+"""Issue 13, second round: the same kinds of attack with fresh cases.
+
+Each row is a hostile input that once gave a traceback, a silent wrong result or
+a lost file, and now gives one line naming the function or option and the value
+(or a correct result). A new case is one line.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from funcnet import checkpoint, data, layers, train
+from funcnet.apps import bench, cli, run
+from funcnet.checkpoint import CheckpointError
+from funcnet.data import DataError, Split
+
+NAN = float("nan")
+ONES = Split(np.ones((4, 2), np.float32), None)
+WITH_NAN = Split(np.array([[1.0], [NAN], [2.0]]), None)
+ALL_INF = Split(np.full((2, 2), np.inf), None)
+RUN = {"data": "xor", "hidden": [8], "activation": "relu", "optimizer": "adam", "epochs": 1}  # a saved run's settings
+
+
+def raises(exc, *fragments):
+    """pytest.raises whose one-line message must contain every fragment."""
+    return pytest.raises(exc, match="^(?=[^\n]*$)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments))
+
+
+@pytest.fixture
+def files(tmp_path):
+    """The files the rows name, in a fresh working folder."""
+    os.chdir(tmp_path)
+    rows = lambda label: "".join(f"{i % 7},{i % 5},{label(i)}\n" for i in range(40))  # noqa: E731
+    (tmp_path / "one-class.csv").write_text(rows(lambda i: 0))
+    (tmp_path / "underscore.csv").write_text(rows(lambda i: "1_0" if i % 2 else "0"))
+    params = layers.mlp([2, 8, 2]).init(jax.random.key(0))[1]
+    for name, config in {"run-a-list": {"run": [1, 2]}, "run-hidden-5": {"run": {**RUN, "hidden": 5}},
+                         "run-data-123": {"run": {**RUN, "data": 123}}}.items():
+        checkpoint.save(tmp_path / name, params, step=1, config=config)
+    checkpoint.save(tmp_path / "ckpt", params, step=1)
+    (tmp_path / "folder").mkdir()
+    return tmp_path
+
+
+def status(argv):
+    try:
+        return cli.main(argv)
+    except SystemExit as exit:
+        return exit.code
+
+
+CLI = [  # (arguments after `funcnet`, exit status, fragments of the one line on stderr)
+    (["train", "--data", "xor", "--schedule", "power", "--warmup", "99999999999999999999"], 1,
+     ["--warmup", "99999999999999999999"]),  # was an OverflowError traceback from the jitted schedule
+    (["train", "--data", ""], 1, ["--data", "''"]),  # was read as the folder "." of MNIST files
+    (["train", "--data", "xor", "--out", ""], 2, ["--out", "''"]),  # was taken for no --out (runs/run-001)
+    (["train", "--resume", ""], 2, ["--resume", "''"]),  # was ignored: a new run from scratch
+    (["train", "--data", "xor", "--devices", "99999999999999999999"], 1, ["--devices", "99999999999999999999"]),
+    (["train", "--data", "xor", "--devices", "1000000", "--batch-size", "1000000"], 1, ["--devices", "4096"]),  # hung
+    (["train", "--data", "one-class.csv"], 1, ["one-class.csv", "every class label is 0"]),  # trained to loss 0
+    (["train", "--data", "underscore.csv"], 1, ["underscore.csv", "line 2, column 3", "'1_0'"]),  # was read as 10
+    (["train", "--resume", "run-a-list", "--epochs", "3"], 1, ["run-a-list", "not a checkpoint of `funcnet train`"]),
+    (["train", "--resume", "run-hidden-5", "--epochs", "3"], 1, ["--hidden", "got 5"]),  # was a TypeError traceback
+    (["train", "--resume", "run-data-123", "--epochs", "3"], 1, ["--data", "got 123"]),  # was a TypeError traceback
+    (["bench", "--markdown", "r.png", "--plot", "r.png"], 2, ["--markdown and --plot", "same file"]),  # plot won
+    (["bench", "--markdown", ""], 2, ["--markdown", "''"]),  # was ignored: no report written
+    (["bench", "--plot", " "], 2, ["--plot", "' '"]),
+    (["bench", "--scaling-devices", "99999999999999999999"], 2, ["--scaling-devices", "at most 4096"]),  # traceback
+]
+
+
+@pytest.mark.parametrize("args, code, fragments", CLI, ids=[" ".join(a) for a, _, _ in CLI])
+def test_hostile_command_lines_get_one_line_and_leave_no_run_folder(files, capsys, monkeypatch, args, code,
+                                                                     fragments):
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured despite a bad option"))
+    extra = ["--no-progress", "--epochs", "1"] if args[0] == "train" and "--resume" not in args else []
+    assert status([*args, *extra]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for f in [f"funcnet {args[0]}: error:", *fragments]:
+        assert f in err, (f, err)
+    assert not (files / "runs").exists() or not any((files / "runs").iterdir())
+    assert not (files / "r.png").exists()
+
+
+API = [  # (a call that must fail, error, fragments of its one-line message)
+    (lambda p: data.load(123), DataError, ["funcnet.data.load", "got 123"]),  # was pathlib's TypeError
+    (lambda p: data.load(""), DataError, ["funcnet.data.load", "got ''"]),  # was read as the cwd
+    (lambda p: data.load("xor", seed=-1), DataError, ["funcnet.data.load", "`seed`", "-1"]),  # NumPy's words
+    (lambda p: data.load("xor", seed=True), DataError, ["funcnet.data.load", "`seed`", "True"]),  # was seed 1
+    (lambda p: data.split(np.ones((9, 2)), np.zeros(9), seed=1.5), DataError, ["funcnet.data.split", "1.5"]),
+    (lambda p: data.xor(seed=-1), DataError, ["funcnet.data.xor", "`seed`", "-1"]),
+    (lambda p: data.spiral(arms=3.0), DataError, ["funcnet.data.spiral", "`arms`", "3.0"]),  # NumPy TypeError
+    (lambda p: data.standardize(ONES, eps=NAN), DataError, ["funcnet.data.standardize", "`eps`", "nan"]),  # NaNs
+    (lambda p: data.standardize(ONES, eps=0), DataError, ["funcnet.data.standardize", "`eps`", "got 0"]),  # x/0
+    (lambda p: data.standardize(WITH_NAN), DataError, ["training split", "1 NaN or infinite", "row 1"]),  # all NaN
+    (lambda p: data.standardize(ONES, ONES, ALL_INF), DataError, ["split 2 of *others", "4 NaN or infinite"]),
+    (lambda p: data.standardize(np.ones((3, 2))), DataError, ["funcnet.data.standardize", "Split(x, y)", "ndarray"]),
+    (lambda p: data.standardize(Split(np.array([["a"]]), None)), DataError, ["standardize", "not numbers", "<U1"]),
+    (lambda p: data.load_csv(p / "underscore.csv"), DataError, ["line 2, column 3", "'1_0' is not a finite"]),
+    (lambda p: checkpoint.save(p / "ckpt", {"w": np.ones(2)}, overwrite="no"), CheckpointError,
+     ["overwrite must be True or False", "'no'"]),  # "no" is truthy: the checkpoint was replaced
+    (lambda p: checkpoint.copy(p / "run-a-list", p / "ckpt", overwrite="no"), CheckpointError, ["overwrite", "'no'"]),
+    (lambda p: checkpoint.save(p / "new", {"w": np.ones(2)}, step=True), CheckpointError, ["step", "True"]),
+    (lambda p: checkpoint.save(p / "new", {"w": np.ones(2)}, config={"lr": NAN}), CheckpointError,
+     ["config['lr'] is nan", "JSON"]),  # was written as NaN, which is not JSON
+    (lambda p: checkpoint.save(123, {"w": np.ones(2)}), CheckpointError, ["funcnet.checkpoint.save", "got 123"]),
+    (lambda p: checkpoint.save("", {"w": np.ones(2)}), CheckpointError, ["funcnet.checkpoint.save", "got ''"]),
+    (lambda p: checkpoint.restore(None), CheckpointError, ["funcnet.checkpoint.restore", "got None"]),
+    (lambda p: checkpoint.restore(p / "ckpt", like=5), CheckpointError, ["`like` must be a dict", "int"]),
+    (lambda p: checkpoint.restore(p / "folder"), CheckpointError, ["folder: is a directory, not a checkpoint"]),
+    (lambda p: _fit(p, config={"history": 1}), CheckpointError, ["fit", "'history' is reserved"]),  # broke resume
+    (lambda p: _fit(p, config={"lr": NAN}), CheckpointError, ["config['lr'] is nan"]),
+]
+
+
+def _fit(p, **kwargs):
+    ds = data.load("xor")
+    net = layers.mlp([2, 4, 2])
+    return train.fit(net, net.init(jax.random.key(0))[1], ds, epochs=1, progress=False,
+                     checkpoint=str(p / "fit.safetensors"), **kwargs)
+
+
+@pytest.mark.parametrize("call, exc, fragments", API, ids=[str(i) for i in range(len(API))])
+def test_hostile_calls_get_one_line_naming_the_function_and_value(files, call, exc, fragments):
+    before = (files / "ckpt").read_bytes()
+    with raises(exc, *fragments):
+        call(files)
+    assert (files / "ckpt").read_bytes() == before  # nothing replaced
+    assert not (files / "fit.safetensors").exists() and not (files / "new").exists()
+
+
+def test_a_resume_that_fails_leaves_no_folder_and_the_old_run_untouched(tmp_path, capsys):
+    os.chdir(tmp_path)
+    (tmp_path / "d.csv").write_text("".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(40)))
+    assert cli.main(["train", "--no-progress", "--data", "d.csv", "--epochs", "1", "--out", "r1"]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r1").iterdir()}
+    (tmp_path / "d.csv").write_text("".join(f"{i % 7},{i % 5},{i % 3},{i % 2}\n" for i in range(40)))  # a column more
+    capsys.readouterr()
+    assert cli.main(["train", "--no-progress", "--resume", "r1", "--epochs", "2", "--out", "r2"]) == 1
+    assert "has shape (2, 256)" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()  # was left holding a copy of r1's checkpoint
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r1").iterdir()} == before
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_no_empty_folder(tmp_path):
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        from funcnet.apps import cli, run
+        def stopped(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        run.train_run = stopped
+        sys.exit(cli.main(["train", "--no-progress", "--data", "xor", "--out", "stopped"]))
+    """)
+    env = {**os.environ, "FUNCNET_COMPILE_CACHE": "off"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr  # was killed at once, leaving stopped/ behind
+    assert done.stderr.strip().endswith("funcnet train: terminated"), done.stderr
+    assert not (tmp_path / "stopped").exists()
+
+
+@pytest.mark.parametrize("name", ["curves.png", "history.json"])
+def test_a_run_stopped_while_writing_its_files_leaves_none_half_written(tmp_path, monkeypatch, name):
+    def half(path, text="{\"half"):  # a write cut short by Ctrl-C
+        with open(path, "w") as f:
+            f.write(text)
+        raise KeyboardInterrupt
+
+    if name == "curves.png":
+        monkeypatch.setattr(run, "plot_history", lambda history, path, title: half(path, "\x89PNG half"))
+    else:
+        monkeypatch.setattr(run.pathlib.Path, "write_text", lambda self, text: half(self))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run.train_run(run.RunConfig(data="xor", epochs=1), folder, progress=False, log=lambda m: None)
+    assert name not in os.listdir(folder)
+    assert not [n for n in os.listdir(folder) if n.startswith(".")]  # no temporary file left
