@@ -23,6 +23,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import funcnet  # the package itself is the manual op namespace (ops=funcnet); read only when a layer is built
 from funcnet import init as initializers
@@ -123,6 +124,17 @@ def _check_params(desc: str, params: Any, expected: dict[str, tuple]) -> None:
                                  "were these parameters made for a network of another shape?")
 
 
+def _is_size(n: Any) -> bool:
+    """A positive integer (NumPy integers too; not a bool)."""
+    return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) and n >= 1
+
+
+def _check_layers(fn: str, layers: Sequence[Any]) -> None:
+    bad = [layer for layer in layers if not isinstance(layer, Layer)]
+    if bad:
+        raise TypeError(f"{fn}: expected layers (e.g. Dense(8), Relu()), got {bad[0]!r:.60}")
+
+
 def _input_shape(desc: str, input_shape: Any) -> Shape:
     """``input_shape`` as a tuple of ints (batch axis first), or a ValueError naming the layer."""
     if input_shape is None:
@@ -145,8 +157,9 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
       b_init: initializer of ``b`` (default zeros).
       ops: the op namespace (``funcnet`` or ``funcnet.reference``).
     """
-    if not isinstance(units, int) or units < 1:
+    if not _is_size(units):
         raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+    units = int(units)
     w_init = initializers.glorot_uniform() if w_init is None else w_init
     desc = f"Dense({units})"
 
@@ -293,6 +306,7 @@ def serial(*layers: Layer) -> Layer:
     """
     if not layers:
         raise ValueError("serial: needs at least one layer")
+    _check_layers("serial", layers)
     keys = _param_keys(layers)
     desc = "serial(" + ", ".join(l.description for l in layers) + ")"
 
@@ -328,6 +342,7 @@ def parallel(*layers: Layer) -> Layer:
     """Apply ``layers[i]`` to the i-th element of a tuple input; parameters under ``branch_i``."""
     if not layers:
         raise ValueError("parallel: needs at least one layer")
+    _check_layers("parallel", layers)
 
     def init(key, input_shapes=None):
         if input_shapes is None:
@@ -371,9 +386,12 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
     followed by ``activation`` (and dropout if ``dropout > 0``); the output
     layer by ``output_activation`` (none by default: logits).
     """
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"mlp: sizes must be a list of layer widths (input, ..., output), got {sizes!r:.60}")
     sizes = list(sizes)
-    if len(sizes) < 2 or not all(isinstance(n, int) and n > 0 for n in sizes):
+    if len(sizes) < 2 or not all(_is_size(n) for n in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints (input, ..., output), got {sizes}")
+    sizes = [int(n) for n in sizes]
     layers: list[Layer] = []
     for width in sizes[1:-1]:
         layers.append(Dense(width, w_init, ops=ops))

@@ -202,6 +202,13 @@ def evaluate(model: Layer, params, splits: Split | Mapping[str, Split],
     metrics = make_metrics(model, loss)
     one = not isinstance(splits, Mapping)
     named = {"split": splits} if one else dict(splits)
+    for name, split in named.items():
+        what = "split" if one else f"split {name!r}"
+        if not (hasattr(split, "x") and hasattr(split, "y")):
+            raise TypeError(f"evaluate: the {what} must be a funcnet.data.Split (x, y), e.g. ds.test, got "
+                            f"{split!r:.60}")
+        if len(split.x) == 0:
+            raise ValueError(f"evaluate: the {what} is empty; its loss and accuracy are undefined")
     arrays = {k: (jnp.asarray(s.x), jnp.asarray(s.y)) for k, s in named.items()}
     values = jax.device_get(jax.jit(lambda p, a: {k: metrics(p, *xy) for k, xy in a.items()})(params, arrays))
     out = {k: {"loss": float(values[k][0]), "accuracy": _finite_or_none(values[k][1])} for k in named}
@@ -291,10 +298,11 @@ def _count(fn: str, name: str, value: Any, low: int) -> int:
 
 
 def _check_lam(fn: str, lam: Any) -> None:
-    try:
-        value = float(lam)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: lam must be a number, got {lam!r}") from None
+    number = isinstance(lam, (int, float, np.number)) or (hasattr(lam, "shape") and np.shape(lam) == ()
+                                                            and np.issubdtype(np.asarray(lam).dtype, np.number))
+    if isinstance(lam, bool) or not number:
+        raise TypeError(f"{fn}: lam must be a number, got {lam!r:.60}")
+    value = float(lam)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{fn}: lam (the penalty strength) must be finite and >= 0, got {lam!r}")
 
@@ -426,6 +434,9 @@ def fit(model: Layer, params, data: Dataset, *, loss: str | Loss = "softmax_cros
     _check_data("fit", model, params, data)
     saver = callbacks.Checkpointer(checkpoint, resume, config, fn="fit") if checkpoint is not None else None
     optimizer = optax.sgd(0.1, momentum=0.9) if optimizer is None else optimizer
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"fit: optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got "
+                        f"{optimizer!r:.60}")
     train_xy = (jnp.asarray(data.train.x), jnp.asarray(data.train.y))
     if train_xy[0].shape[0] < 1:
         raise ValueError("fit: the training split is empty")

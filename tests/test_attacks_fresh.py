@@ -118,6 +118,16 @@ API = [  # (a call that must fail, error, fragments of its one-line message)
     (lambda p: checkpoint.restore(p / "folder"), CheckpointError, ["folder: is a directory, not a checkpoint"]),
     (lambda p: _fit(p, config={"history": 1}), CheckpointError, ["fit", "'history' is reserved"]),  # broke resume
     (lambda p: _fit(p, config={"lr": NAN}), CheckpointError, ["config['lr'] is nan"]),
+    (lambda p: _fit(p, lam="0.1"), TypeError, ["fit: lam must be a number", "'0.1'"]),  # crashed in the objective
+    (lambda p: _fit(p, optimizer="adam"), TypeError, ["fit: optimizer must be an optax", "'adam'"]),
+    (lambda p: train.evaluate(layers.mlp([2, 3]), {}, "train"), TypeError, ["evaluate", "Split", "'train'"]),
+    (lambda p: train.evaluate(layers.mlp([2, 3]), {}, Split(np.ones((0, 2)), np.ones(0, int))), ValueError,
+     ["evaluate: the split is empty"]),  # was a NaN loss
+    (lambda p: layers.mlp([2, True, 3]), ValueError, ["mlp: sizes", "True"]),  # was a 1-wide layer
+    (lambda p: layers.Dense(True), ValueError, ["Dense: units", "True"]),
+    (lambda p: layers.mlp(5), TypeError, ["mlp: sizes must be a list", "5"]),  # 'int' object is not iterable
+    (lambda p: layers.serial(1), TypeError, ["serial: expected layers", "1"]),  # AttributeError
+    (lambda p: layers.parallel(layers.Dense(2), "x"), TypeError, ["parallel: expected layers", "'x'"]),
 ]
 
 
@@ -185,3 +195,10 @@ def test_a_run_stopped_while_writing_its_files_leaves_none_half_written(tmp_path
         run.train_run(run.RunConfig(data="xor", epochs=1), folder, progress=False, log=lambda m: None)
     assert name not in os.listdir(folder)
     assert not [n for n in os.listdir(folder) if n.startswith(".")]  # no temporary file left
+
+
+def test_numpy_integer_sizes_build_the_same_network():
+    a, b = layers.mlp([2, 4, 3]), layers.mlp([np.int64(2), np.int32(4), np.int64(3)])  # refused before
+    pa, pb = a.init(jax.random.key(0))[1], b.init(jax.random.key(0))[1]
+    assert jax.tree.map(np.shape, pa) == jax.tree.map(np.shape, pb) == {"dense_0": {"w": (2, 4), "b": (4,)},
+                                                                        "dense_1": {"w": (4, 3), "b": (3,)}}
