@@ -202,3 +202,14 @@ def test_numpy_integer_sizes_build_the_same_network():
     pa, pb = a.init(jax.random.key(0))[1], b.init(jax.random.key(0))[1]
     assert jax.tree.map(np.shape, pa) == jax.tree.map(np.shape, pb) == {"dense_0": {"w": (2, 4), "b": (4,)},
                                                                         "dense_1": {"w": (4, 3), "b": (3,)}}
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_run(tmp_path, monkeypatch, capsys, signum, code, word):
+    # JAX can print and drop an exception raised in one of its callbacks; the handler also records the signal,
+    # and the run stops after the epoch it arrived in (here: as the run starts)
+    os.chdir(tmp_path)
+    monkeypatch.setattr(run, "use_compile_cache", lambda: cli._SIGNALS.append(signum))
+    assert cli.main(["train", "--no-progress", "--data", "xor", "--epochs", "50", "--out", "r"]) == code
+    assert capsys.readouterr().err.strip() == f"funcnet train: {word}"
+    assert not (tmp_path / "r").exists()

@@ -7,6 +7,7 @@ printed as one line on stderr with a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -156,7 +157,8 @@ def _train(args: argparse.Namespace) -> int:
     folder = run.claim_folder(pathlib.Path(args.out)) if args.out else run.new_run_folder(pathlib.Path("runs"))
     run.use_compile_cache()
     try:
-        summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress, mesh=mesh)
+        summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress, mesh=mesh,
+                                callback=stop_if_signalled)
     except BaseException:
         _drop_unstarted(folder, resume)
         raise
@@ -351,8 +353,27 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that a stopped run cleans up as an interrupted one does."""
 
 
-def _terminate(signum, frame):
-    raise _Terminated
+#: Signals received (SIGINT, SIGTERM). The handlers raise, and also record: an exception raised while JAX runs
+#: one of its own callbacks can be printed and dropped there ("Exception ignored in ..."), and then the run
+#: stops at the end of the epoch instead (see ``_train``).
+_SIGNALS: list[int] = []
+
+
+def _stop(signum, frame):
+    _SIGNALS.append(signum)
+    raise _stop_error(signum)
+
+
+def _stop_error(signum: int) -> KeyboardInterrupt:
+    import signal
+
+    return _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def stop_if_signalled(*_) -> None:
+    """Raise the stop of a signal that arrived but whose exception was swallowed (a ``fit`` callback)."""
+    if _SIGNALS:
+        raise _stop_error(_SIGNALS[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,9 +382,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handle = threading.current_thread() is threading.main_thread() \
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    previous = signal.signal(signal.SIGTERM, _terminate) if handle else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    ours = {sig: signal.getsignal(sig) for sig, default in ((signal.SIGTERM, signal.SIG_DFL),
+                                                            (signal.SIGINT, signal.default_int_handler))
+            if main_thread and signal.getsignal(sig) == default}
+    for sig in ours:
+        signal.signal(sig, _stop)
+    _SIGNALS.clear()
     try:
         return args.run(args)
     except _UsageError as err:
@@ -385,10 +410,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         terminated = isinstance(err, _Terminated)
         print(f"funcnet {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 143 if terminated else 130
+        code = 143 if terminated else 130
+        if argv is None:  # the command itself: everything is written; leave now, before XLA's threads are torn
+            sys.stdout.flush()  # down at interpreter exit (which crashed now and then after an interrupt)
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     finally:
-        if handle:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, previous in ours.items():
+            signal.signal(sig, previous)
 
 
 if __name__ == "__main__":

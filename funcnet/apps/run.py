@@ -278,8 +278,11 @@ def _init_params(model, key, input_shape):
 
 
 def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | None = None,
-              progress: bool = True, mesh=None, log=print) -> dict:
-    """Train per ``cfg``, write the run files into ``folder`` and return the final scores."""
+              progress: bool = True, mesh=None, log=print, callback=None) -> dict:
+    """Train per ``cfg``, write the run files into ``folder`` and return the final scores.
+
+    ``callback`` is passed to :func:`funcnet.train.fit` (called after every epoch).
+    """
     import jax
 
     from funcnet.apps import plotting as _plotting
@@ -319,7 +322,7 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
                        batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
                        seed=cfg.seed, progress=progress, checkpoint=str(ckpt_path),
                        resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()},
-                       mesh=mesh)
+                       mesh=mesh, callback=callback)
     scores = train.evaluate(model, result.params, {"train": ds.train, "val": ds.val, "test": ds.test}, loss)
     history = result.history.to_dict()
     summary = {"config": cfg.to_json(), "loss": loss, "scores": scores, "history": history,
