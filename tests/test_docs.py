@@ -16,7 +16,7 @@ from funcnet.registry import OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = ("index.md", "gates.md", "nn.md", "losses.md")
+PAGES = ("index.md", "gates.md", "nn.md", "losses.md", "cli/train.md", "cli/gradcheck.md", "cli/bench.md")
 
 PUBLIC_OPS = list(dict.fromkeys(spec.fn for spec in OPS))
 FAMILY_OF = {spec.fn: spec.family for spec in OPS}
@@ -81,7 +81,7 @@ def fresh_docs(tmp_path):
 def test_check_names_a_planted_stale_page(fresh_docs, page, capsys):
     path = fresh_docs / page
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("|", "/", 1), encoding="utf-8")
+    path.write_text(text.replace("\n", "\nedited by hand\n", 1), encoding="utf-8")
     capsys.readouterr()
     assert docs.main(["--check", "--out", str(fresh_docs)]) == 1
     err = capsys.readouterr().err
