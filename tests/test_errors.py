@@ -22,7 +22,7 @@ def raises(exc, *fragments):
 def test_activations_reject_non_numeric_input(name):
     f = getattr(nn, name)
     args = ("abc",) if name != "prelu" else ("abc", jnp.float32(0.1))
-    with raises(TypeError, f"funcnet.nn.{name}", "`x`", "str"):
+    with raises(TypeError, f"funcnet.nn.{f.__name__}", "`x`", "str"):  # an alias names its function
         f(*args)
 
 

@@ -540,4 +540,261 @@ def log_softmax(x, axis=-1, where=None):
     return _normalize("log_softmax", _LOG_SOFTMAX, x, axis, where)
 
 
-__all__ = names("nn")
+# ------------------------------------------------------------ piecewise linear: relu6, hard_silu
+def _relu6_value(x):
+    return jnp.clip(x, 0, 6)
+
+
+def _relu6_save(x):
+    # the output selected by the very mask the rules keep (as autodiff's select does), so that XLA keeps that
+    # one-byte mask; a mask recomputed from the output let it keep the pre-activation as well
+    inside = (x > 0) & (x < 6)
+    return jnp.where(inside, x, jnp.where(x >= 6, 6, 0).astype(x.dtype)), inside
+
+
+_RELU6 = _elementwise("relu6", _relu6_value, lambda inside: inside.astype(jnp.float32), save=_relu6_save)
+
+
+@declare(family="nn", twin=twin.relu6, rules=_RELU6, upstream=jax.nn.relu6,
+         saves="a boolean mask of 0 < x < 6", sample=S.unary((0.0, 6.0), scale=4.0),
+         cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="gradient 0 at x = 0 and at x = 6, as jax.nn.relu6",
+         kinks=(Kink("x = 0, 6", (S.np.array([0.0, 6.0]),), S.np.array([0.0, 0.0])),))
+def relu6(x):
+    """ReLU capped at 6: ``min(max(x, 0), 6)``.
+
+    Derivative: 1 for 0 < x < 6, 0 elsewhere (0 at both corners).
+    """
+    return _RELU6(_unary("relu6", x))
+
+
+def _hard_silu_value(x):
+    xw = widen(x)
+    return (xw * jnp.clip(xw + 3, 0, 6) / 6).astype(x.dtype)
+
+
+def _hard_silu_local(x):
+    xw = widen(x)
+    return jnp.clip(xw + 3, 0, 6) / 6 + jnp.where((xw > -3) & (xw < 3), xw / 6, 0.0)
+
+
+_HARD_SILU = _elementwise("hard_silu", _hard_silu_value, _hard_silu_local, save=_saves_input(_hard_silu_value))
+
+
+@declare(family="nn", twin=twin.hard_silu, rules=_HARD_SILU, upstream=jax.nn.hard_silu, saves="the input",
+         sample=S.unary((-3.0, 3.0), scale=3.0), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="gradient 0 at x = -3 and 1 at x = 3 (hard_sigmoid's slope is taken as 0 there), as jax.nn.hard_silu",
+         kinks=(Kink("x = ±3", (S.np.array([-3.0, 3.0]),), S.np.array([0.0, 1.0])),))
+def hard_silu(x):
+    """Hard SiLU (hard swish) ``x · relu6(x + 3) / 6``; ``hard_swish`` is the same function.
+
+    Derivative: relu6(x + 3)/6 + x/6 for -3 < x < 3; 0 below, 1 above.
+    """
+    return _HARD_SILU(_unary("hard_silu", x))
+
+
+hard_swish = hard_silu
+
+
+# ------------------------------------------------------------------ log_sigmoid
+def _log_sigmoid_value(x):
+    return (-jnp.logaddexp(-widen(x), 0)).astype(x.dtype)
+
+
+_LOG_SIGMOID = _elementwise("log_sigmoid", _log_sigmoid_value, lambda x: lax.logistic(-widen(x)),
+                            save=_saves_input(_log_sigmoid_value))
+
+
+@declare(family="nn", twin=twin.log_sigmoid, rules=_LOG_SIGMOID, upstream=jax.nn.log_sigmoid,
+         saves="the input", **_kink_free)
+def log_sigmoid(x):
+    """Log-sigmoid ``log σ(x) = -softplus(-x)``, finite for every finite x.
+
+    Derivative: σ(-x) = 1 - σ(x).
+    """
+    return _LOG_SIGMOID(_unary("log_sigmoid", x))
+
+
+# -------------------------------------------------------------------- soft_sign
+def _soft_sign_value(x):
+    xw = widen(x)
+    return (xw / (jnp.abs(xw) + 1)).astype(x.dtype)
+
+
+_SOFT_SIGN = _elementwise("soft_sign", _soft_sign_value, lambda x: 1 / (jnp.abs(widen(x)) + 1) ** 2,
+                          save=_saves_input(_soft_sign_value))
+
+
+@declare(family="nn", twin=twin.soft_sign, rules=_SOFT_SIGN, upstream=jax.nn.soft_sign, saves="the input",
+         **_kink_free)
+def soft_sign(x):
+    """Soft sign ``x / (|x| + 1)``.
+
+    Derivative: 1 / (|x| + 1)² (continuous at 0, where it is 1).
+    """
+    return _SOFT_SIGN(_unary("soft_sign", x))
+
+
+# ----------------------------------------------------- sparse_plus, sparse_sigmoid
+def _sparse_plus_value(x):
+    xw = widen(x)
+    return jnp.where(xw <= -1, 0.0, jnp.where(xw >= 1, xw, (xw + 1) ** 2 / 4)).astype(x.dtype)
+
+
+def _sparse_plus_local(x):
+    xw = widen(x)
+    return jnp.where(xw <= -1, 0.0, jnp.where(xw >= 1, 1.0, (xw + 1) / 2))
+
+
+_SPARSE_PLUS = _elementwise("sparse_plus", _sparse_plus_value, _sparse_plus_local,
+                            save=_saves_input(_sparse_plus_value))
+
+
+@declare(family="nn", twin=twin.sparse_plus, rules=_SPARSE_PLUS, upstream=jax.nn.sparse_plus, saves="the input",
+         sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="none: the derivative is continuous (0 at x = -1, 1 at x = 1, from both sides)",
+         kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([0.0, 1.0])),))
+def sparse_plus(x):
+    """Sparse plus: 0 for x ≤ -1, ``(x + 1)² / 4`` for -1 < x < 1, ``x`` for x ≥ 1.
+
+    Derivative: 0, (x + 1)/2, 1 on the three pieces: ``sparse_sigmoid(x)``.
+    """
+    return _SPARSE_PLUS(_unary("sparse_plus", x))
+
+
+# x + 1 is rounded in the input's dtype, as jax.nn.sparse_sigmoid does, so the corners fall where its do
+def _sparse_sigmoid_value(x):
+    return 0.5 * jnp.clip(x + 1, 0, 2)
+
+
+def _sparse_sigmoid_local(x):
+    t = x + 1
+    return jnp.where((t > 0) & (t < 2), 0.5, jnp.where((t == 0) | (t == 2), 0.25, 0.0))
+
+
+_SPARSE_SIGMOID = _elementwise("sparse_sigmoid", _sparse_sigmoid_value, _sparse_sigmoid_local,
+                               save=_saves_input(_sparse_sigmoid_value))
+
+
+@declare(family="nn", twin=twin.sparse_sigmoid, rules=_SPARSE_SIGMOID, upstream=jax.nn.sparse_sigmoid,
+         saves="the input", sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="gradient 1/4 at x = ±1 (the mean of the one-sided slopes 0 and 1/2), as jax.nn.sparse_sigmoid",
+         kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([0.25, 0.25])),))
+def sparse_sigmoid(x):
+    """Sparse sigmoid ``clip(x + 1, 0, 2) / 2``: 0 below -1, 1 above 1, linear between.
+
+    Derivative: 1/2 for -1 < x < 1, 0 outside.
+    """
+    return _SPARSE_SIGMOID(_unary("sparse_sigmoid", x))
+
+
+# ----------------------------------------------------------------- selu, celu
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _selu_value(x):
+    xw = widen(x)
+    return (_SELU_SCALE * jnp.where(xw > 0, xw, _SELU_ALPHA * jnp.expm1(jnp.minimum(xw, 0)))).astype(x.dtype)
+
+
+# below zero y = λα(eˣ - 1), so the slope λαeˣ is y + λα: no exponential in the rule
+_SELU = _elementwise("selu", _selu_value,
+                     lambda y: jnp.where(widen(y) > 0, _SELU_SCALE, widen(y) + _SELU_SCALE * _SELU_ALPHA))
+
+
+@declare(family="nn", twin=twin.selu, rules=_SELU, upstream=jax.nn.selu, saves="the output",
+         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="gradient λα at x = 0 (the left branch), as jax.nn.selu",
+         kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([_SELU_SCALE * _SELU_ALPHA])),))
+def selu(x):
+    """Scaled ELU ``λ·x`` for x > 0 and ``λα(eˣ - 1)`` for x ≤ 0, with λ ≈ 1.0507 and α ≈ 1.6733.
+
+    Derivative: λ for x > 0, λαeˣ = selu(x) + λα for x ≤ 0.
+    """
+    return _SELU(_unary("selu", x))
+
+
+def _celu_value(x, alpha):
+    xw = widen(x)
+    return (jnp.maximum(xw, 0) + alpha * jnp.expm1(jnp.minimum(xw, 0) / alpha)).astype(x.dtype)
+
+
+_CELU = _elementwise("celu", _celu_value,
+                     lambda y, alpha: jnp.where(widen(y) > 0, 1.0, widen(y) / alpha + 1))
+
+
+@declare(family="nn", twin=twin.celu, rules=_CELU, upstream=jax.nn.celu, saves="the output",
+         variants=({}, {"alpha": 0.5}), differs="alpha must be a positive Python number (jax.nn.celu also "
+         "takes an array)", **_kink_free)
+def celu(x, alpha=1.0):
+    """Continuously differentiable ELU ``max(x, 0) + α(e^{min(x, 0)/α} - 1)``.
+
+    Derivative: 1 for x > 0, e^{x/α} = celu(x)/α + 1 for x ≤ 0 (continuous at 0).
+    """
+    if not _is_number(alpha) or not float(alpha) > 0:
+        raise TypeError(f"funcnet.nn.celu: alpha must be a positive number, got {alpha!r:.60}")
+    return _CELU(_unary("celu", x), alpha=float(alpha))
+
+
+# ------------------------------------------------------------------------ mish
+def _mish_value(x):
+    xw = widen(x)
+    return (xw * jnp.tanh(jnp.logaddexp(xw, 0))).astype(x.dtype)
+
+
+def _mish_local(x):
+    xw = widen(x)
+    t = jnp.tanh(jnp.logaddexp(xw, 0))
+    return t + xw * lax.logistic(xw) * (1 - t * t)
+
+
+_MISH = _elementwise("mish", _mish_value, _mish_local, save=_saves_input(_mish_value))
+
+
+@declare(family="nn", twin=twin.mish, rules=_MISH, upstream=jax.nn.mish, saves="the input", **_kink_free)
+def mish(x):
+    """Mish ``x · tanh(softplus(x))``.
+
+    Derivative: tanh(softplus(x)) + x σ(x) (1 - tanh²(softplus(x))).
+    """
+    return _MISH(_unary("mish", x))
+
+
+# --------------------------------------------------------------------- log1mexp
+_LOG2 = math.log(2.0)
+
+
+def _log1mexp_value(x):
+    xw = widen(x)
+    return jnp.where(xw < _LOG2, jnp.log(-jnp.expm1(-xw)), jnp.log1p(-jnp.exp(-xw))).astype(x.dtype)
+
+
+_LOG1MEXP = _elementwise("log1mexp", _log1mexp_value, lambda x: 1 / jnp.expm1(widen(x)),
+                         save=_saves_input(_log1mexp_value))
+
+
+def _positive(rng, shape):
+    return (S.np.abs(S.normal(rng, shape)) + 0.1,)
+
+
+@declare(family="nn", twin=twin.log1mexp, rules=_LOG1MEXP, upstream=jax.nn.log1mexp, saves="the input",
+         activation=False, differs="the gradient is finite for tiny x > 0, where jax.nn.log1mexp's is NaN",
+         sample=_positive, cases=S.ACTIVATION_SHAPES,
+         extreme=lambda: (S.np.array([1e-6, 0.5, _LOG2, 50.0, 1e4]),))
+def log1mexp(x):
+    """``log(1 - e^{-x})`` for x > 0, accurate at both ends (``log(-expm1(-x))`` below log 2, ``log1p(-e^{-x})``
+    above), as jax.nn.log1mexp; NaN for x < 0 and -inf at 0.
+
+    Derivative: e^{-x} / (1 - e^{-x}) = 1 / expm1(x), finite for every x > 0 (the autodiff gradient of
+    jax.nn.log1mexp is NaN for x below about 1e-16, from its untaken branch). Not an activation for ``mlp``
+    (its domain is x > 0).
+    """
+    return _LOG1MEXP(_unary("log1mexp", x))
+
+
+swish = silu
+
+
+#: The declared activations, and the aliases jax.nn has for two of them (the same function objects).
+__all__ = names("nn") + ["hard_swish", "swish"]

@@ -12,7 +12,8 @@ from jax import lax
 
 __all__ = [
     "identity", "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "elu", "prelu",
-    "softplus", "silu", "gelu", "softmax", "log_softmax",
+    "softplus", "silu", "gelu", "softmax", "log_softmax", "relu6", "hard_silu", "log_sigmoid",
+    "soft_sign", "sparse_plus", "sparse_sigmoid", "selu", "celu", "mish", "log1mexp", "hard_swish", "swish",
 ]
 
 
@@ -81,3 +82,54 @@ def log_softmax(x, axis=-1, where=None):
     z = _masked(x, axis, where)
     y = z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, where=where, keepdims=True))
     return y if where is None else jnp.where(where, y, -jnp.inf)
+
+
+def relu6(x):
+    # jnp.clip would split the gradient at the corners; jax.nn.relu6's convention is 0 there
+    return jnp.where((x > 0) & (x < 6), x, jnp.where(x >= 6, 6.0, 0.0)).astype(x.dtype)
+
+
+def hard_silu(x):
+    return x * relu6(x + 3) / 6
+
+
+def log_sigmoid(x):
+    return -jnp.logaddexp(-x, 0)
+
+
+def soft_sign(x):
+    return x / (jnp.abs(x) + 1)
+
+
+def sparse_plus(x):
+    return jnp.where(x <= -1, 0.0, jnp.where(x >= 1, x, (x + 1) ** 2 / 4))
+
+
+def sparse_sigmoid(x):
+    return 0.5 * jnp.clip(x + 1, 0, 2)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x):
+    return _SELU_SCALE * jnp.where(x > 0, x, _SELU_ALPHA * jnp.expm1(jnp.minimum(x, 0)))
+
+
+def celu(x, alpha=1.0):
+    return jnp.maximum(x, 0) + alpha * jnp.expm1(jnp.minimum(x, 0) / alpha)
+
+
+def mish(x):
+    return x * jnp.tanh(jnp.logaddexp(x, 0))
+
+
+def log1mexp(x):
+    # the branch not taken is evaluated where it is finite, so that its zero cotangent stays zero (not 0 · inf)
+    c = math.log(2.0)
+    return jnp.where(x < c, jnp.log(-jnp.expm1(-x)), jnp.log1p(-jnp.exp(-jnp.where(x < c, c, x))))
+
+
+hard_swish = hard_silu
+swish = silu
