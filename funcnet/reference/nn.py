@@ -114,7 +114,8 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def selu(x):
-    return _SELU_SCALE * jnp.where(x > 0, x, _SELU_ALPHA * jnp.expm1(jnp.minimum(x, 0)))
+    # where, not jnp.minimum, inside: minimum would split the gradient at 0 (jax.nn.selu's convention is λα there)
+    return _SELU_SCALE * jnp.where(x > 0, x, _SELU_ALPHA * jnp.expm1(jnp.where(x > 0, 0.0, x)))
 
 
 def celu(x, alpha=1.0):
