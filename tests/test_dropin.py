@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from funcnet import losses, nn
+from funcnet import losses, nn, reference
 from funcnet.registry import OPS
 
 NAMESAKES = list({spec.fn: spec for spec in OPS if spec.upstream is not None}.values())
@@ -187,9 +187,68 @@ LOSS_CASES = [
     ("sq-f32", "squared_error", {}, (X.astype(jnp.float32), T), (0, 1)),
     ("l2", "l2_loss", {}, (X, T), (0, 1)),
     ("l2-no-targets", "l2_loss", {}, (X3,), (0,)),
+    # regression: broadcasting (optax does not check shapes here), targets=None, delta, large errors
+    ("huber-bcast", "huber_loss", {}, (X3, T3[0]), (0, 1)),
+    ("huber-delta", "huber_loss", {"delta": 0.3}, (3 * X, T), (0, 1)),
+    ("huber-no-targets-f32", "huber_loss", {}, (1e4 * X.astype(jnp.float32),), (0,)),
+    ("huber-at-delta", "huber_loss", {}, (jnp.array([1.0, -1.0, 0.0, 2.0]), jnp.array([0.0, 0.0, 0.0, 1.0])), (0, 1)),
+    ("log_cosh-bcast", "log_cosh", {}, (X, T[0]), (0, 1)),
+    ("log_cosh-large", "log_cosh", {}, (jnp.array([1e4, -1e4, 800.0, -3.0]),), (0,)),
+    # margin losses: ±1 integer targets, soft targets, the hinge itself (optax's jnp.maximum splits the tie)
+    ("hinge-int-targets", "hinge_loss", {}, (X, 2 * (T > 0.5).astype(int) - 1), (0,)),
+    ("hinge-bcast-soft", "hinge_loss", {}, (X, T[0]), (0, 1)),
+    ("hinge-at-hinge", "hinge_loss", {}, (jnp.array([1.0, -0.5, 2.0]), jnp.array([1.0, -2.0, 0.5])), (0, 1)),
+    ("perceptron", "perceptron_loss", {}, (X, 2 * T - 1), (0, 1)),
+    ("perceptron-at-zero", "perceptron_loss", {}, (jnp.array([0.0, 1.0, -1.0]), jnp.array([1.0, 0.0, 1.0])), (0, 1)),
+    ("sparsemax-bin", "sparsemax_loss", {}, (3 * X, (T > 0.5).astype(jnp.float64)), (0,)),
+    ("sparsemax-bin-int", "sparsemax_loss", {}, (jnp.array([-2.0, -1.0, 0.0, 1.0, 2.0]), jnp.array([0, 1, 1, 0, 1])),
+     (0,)),
+    ("focal", "sigmoid_focal_loss", {}, (3 * X, T), (0, 1)),
+    ("focal-alpha-gamma", "sigmoid_focal_loss", {"alpha": 0.25, "gamma": 1.5}, (3 * X, T[0]), (0, 1)),
+    ("focal-hard-f32", "sigmoid_focal_loss", {}, (jnp.array([-30.0, 30.0, -30.0, 30.0, 0.0], jnp.float32),
+                                                 jnp.array([0.0, 1.0, 1.0, 0.0, 1.0], jnp.float32)), (0,)),
+    # safe and poly cross-entropy
+    ("safe-sce", "safe_softmax_cross_entropy", {}, (X, T), (0, 1)),
+    ("safe-sce-bcast", "safe_softmax_cross_entropy", {}, (X3, T3[0, 0]), (0, 1)),
+    ("safe-sce--inf-zero-label", "safe_softmax_cross_entropy", {},
+     (jnp.array([[0.0, -INF, 1.0], [2.0, 1.0, -INF]]), jnp.array([[0.5, 0.0, 0.5], [1.0, 0.0, 0.0]])), (0,)),
+    ("poly", "poly_loss_cross_entropy", {}, (X, T), (0, 1)),
+    ("poly-eps-axis0", "poly_loss_cross_entropy", {"epsilon": -0.5, "axis": 0}, (X3, T3), (0, 1)),
+    ("poly-where", "poly_loss_cross_entropy", {"where": MASK}, (X, T), (0,)),
+    ("poly-axisNone", "poly_loss_cross_entropy", {"axis": None}, (X3, T3), (0, 1)),
+    # Crammer-Singer hinge, perceptron, sparsemax: ties share the gradient; sparsemax with tied scores
+    ("mc-hinge", "multiclass_hinge_loss", {}, (X, LAB), (0,)),
+    ("mc-hinge-tie", "multiclass_hinge_loss", {}, (jnp.array([[2.0, 0.0, 3.0], [1.0, 1.0, 1.0]]), jnp.array([2, 0])),
+     (0,)),
+    ("mc-perceptron", "multiclass_perceptron_loss", {}, (X, LAB), (0,)),
+    ("mc-perceptron-tie", "multiclass_perceptron_loss", {}, (jnp.array([[3.0, 0.0, 3.0], [1.0, 2.0, 2.0]]),
+                                                             jnp.array([2, 0])), (0,)),
+    ("mc-sparsemax", "multiclass_sparsemax_loss", {}, (3 * X, LAB), (0,)),
+    ("mc-sparsemax-ties", "multiclass_sparsemax_loss", {},
+     (jnp.array([[1.0, 1.0, 1.0], [2.0, 2.0, -5.0], [1e4, 1e4, -1e4], [0.3, 0.2, 0.1]]), LAB), (0,)),
+    # KL divergences: axes, masks, broadcasting, zero targets (finite log-predictions), log targets
+    ("kl", "kl_divergence", {}, (jax.nn.log_softmax(X), jax.nn.softmax(X[::-1])), (0, 1)),
+    ("kl-zero-targets", "kl_divergence", {}, (jax.nn.log_softmax(X), T * (T > 0.4)), (0,)),
+    ("kl-axisNone-where", "kl_divergence", {"axis": None, "where": MASK3}, (jax.nn.log_softmax(X3), T3), (0, 1)),
+    ("kl-axis(0,2)-bcast", "kl_divergence", {"axis": (0, 2)}, (jax.nn.log_softmax(X3), T3[0, 0]), (0, 1)),
+    ("kl-log", "kl_divergence_with_log_targets", {}, (jax.nn.log_softmax(X), jnp.log(T)), (0, 1)),
+    ("kl-log-where", "kl_divergence_with_log_targets", {"where": MASK}, (jax.nn.log_softmax(X), jnp.log(T)), (0, 1)),
+    ("gen-kl", "generalized_kl_divergence", {}, (X, T), (0, 1)),
+    ("gen-kl-axis0-where", "generalized_kl_divergence", {"axis": 0, "where": MASK}, (X, T), (0, 1)),
+    ("convex-kl", "convex_kl_divergence", {}, (X, T), (0, 1)),
+    # cosine: axes, masks, broadcasting, the clipped norm (|a|² < epsilon)
+    ("cos-sim", "cosine_similarity", {}, (X, T), (0, 1)),
+    ("cos-sim-bcast", "cosine_similarity", {}, (X3, T3[0, 0]), (0, 1)),
+    ("cos-sim-axis0", "cosine_similarity", {"axis": 0}, (X, T), (0, 1)),
+    ("cos-sim-where-axisNone", "cosine_similarity", {"axis": None, "where": MASK3}, (X3, T3), (0, 1)),
+    ("cos-sim-clipped", "cosine_similarity", {"epsilon": 1.0}, (0.1 * X, T), (0, 1)),
+    ("cos-dist", "cosine_distance", {"axis": (0, 2)}, (X3, T3), (0, 1)),
 ]
 # optax is finite at these (value and gradient) despite an infinite logit: funcnet must be too
-FINITE_DESPITE_INF = {"sce-where--inf-masked", "int-where--inf-masked"}
+FINITE_DESPITE_INF = {"sce-where--inf-masked", "int-where--inf-masked", "safe-sce--inf-zero-label"}
+# optax's forward mode is NaN here (a zero weight's tangent times -inf inside its rules); funcnet's tangent is
+# finite, documented, and checked against its own gradient by ⟨ct, J t⟩ = ⟨Jᵀ ct, t⟩
+OPTAX_TANGENT_NAN = {"safe-sce--inf-zero-label"}
 
 
 def _loss(name, **kw):
@@ -281,6 +340,13 @@ def test_loss_value_gradient_and_tangent_as_optax(case):
     for side in (got, want):
         if isinstance(side, Exception):
             raise side
+    if case_id in OPTAX_TANGENT_NAN:
+        _documents(name, "forward mode")
+        assert np.all(np.isnan(want[2])) and np.all(np.isfinite(got[2])), case_id
+        ct, tangents = _directions(case)
+        np.testing.assert_allclose(float(jnp.sum(ct * got[2])),
+                                   float(sum(jnp.sum(g * t) for g, t in zip(got[1], tangents))), rtol=1e-5)
+        got, want = got[:2], want[:2]
     for what, a, b in zip(("value", "grad", "tangent"), got, want):
         leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
         assert len(leaves_a) == len(leaves_b), (case_id, what)
@@ -356,6 +422,23 @@ def test_sce_masked_label_gradient_is_zero_where_optax_is_nan(where):
     _same(tan, tano, "tangent")  # forward mode has no such difference
 
 
+def test_focal_label_gradient_at_hard_labels_is_exact_where_optax_drops_a_term():
+    _documents("sigmoid_focal_loss", "exact at hard labels 0 and 1", "drops the focal weight's term")
+    x, t = jnp.array([0.0, 0.5, -2.0, 3.0]), jnp.array([1.0, 1.0, 0.0, 0.0])
+
+    def grad_t(f):
+        return jax.grad(lambda t: f(x, t).sum())(t)
+
+    # the loss is a polynomial in t (times smooth functions of x), so centred differences through 0 and 1 are
+    # exact up to rounding; the twin writes it so (funcnet's rule works in logs, defined on [0, 1] only)
+    h = 1e-6
+    fd = (reference.losses.sigmoid_focal_loss(x, t + h) - reference.losses.sigmoid_focal_loss(x, t - h)) / (2 * h)
+    ours = grad_t(losses.sigmoid_focal_loss)
+    np.testing.assert_allclose(ours, fd, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours[0], 0.0, atol=1e-15)  # at x = 0 the loss does not depend on t at all
+    assert abs(float(grad_t(optax.losses.sigmoid_focal_loss)[0])) > 0.3  # optax: log 2 · ½ (the term it drops)
+
+
 Z = jnp.array([[0.0, 1.0, 2.0], [0.5, -1.0, 0.0], [1.0, 1.0, -2.0], [1.0, 2.0, 3.0]])
 BAD = jnp.array([1, 7, -1, 3])  # rows 1-3 out of range for 3 classes (-1 included: no wrap-around)
 
@@ -400,3 +483,40 @@ def test_integer_label_value_is_exact_at_large_float32_logits():
         np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-6)  # the float32 logits' exact loss
     np.testing.assert_allclose(v_and_g, np.sum(exact), rtol=1e-6)
     _same(grad, grad_optax, "gradient", rtol=1e-6, atol=1e-7)  # d/dx = softmax - onehot: no difference there
+
+
+@pytest.mark.parametrize("name", ["kl_divergence", "generalized_kl_divergence"])
+def test_kl_zero_target_at_minus_inf_log_prediction_is_finite_where_optax_is_nan(name):
+    _documents(name, "a zero target adds 0 and has gradient 0", "optax: NaN")
+    log_q = jnp.array([[-INF, 0.0], [jnp.log(0.25), jnp.log(0.75)]])
+    t = jnp.array([[0.0, 1.0], [0.5, 0.5]])
+    ours, theirs = getattr(losses, name), getattr(optax.losses, name)
+    value, grads = jax.value_and_grad(lambda a, b: ours(a, b).sum(), (0, 1))(log_q, t)
+    assert np.isnan(theirs(log_q, t)[0])
+    exact_row1 = 0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75)  # t log(t/q), by hand
+    np.testing.assert_allclose(ours(log_q, t), [0.0, exact_row1], rtol=1e-12)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    # away from the -inf entry, as optax
+    _same(ours(log_q[1:], t[1:]), theirs(log_q[1:], t[1:]), name)
+
+
+def test_kl_with_log_targets_of_minus_inf_adds_zero_where_optax_is_nan():
+    _documents("kl_divergence_with_log_targets", "log 0 = -inf adds 0", "optax: NaN")
+    log_q, log_t = jnp.array([-INF, jnp.log(0.5)]), jnp.array([-INF, 0.0])
+    assert np.isnan(optax.losses.kl_divergence_with_log_targets(log_q, log_t))
+    np.testing.assert_allclose(losses.kl_divergence_with_log_targets(log_q, log_t), np.log(2.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [{}, {"axis": 0}, {"axis": None}, {"where": MASK}, {"axis": 0, "where": MASK}])
+@pytest.mark.parametrize("alpha", [0.1, jnp.array([0.0, 0.1, 0.2])])
+def test_smooth_labels_as_optax(kw, alpha):
+    _same(losses.smooth_labels(T, alpha, **kw), optax.losses.smooth_labels(T, alpha, **kw), str(kw))
+    g = jax.grad(lambda a: losses.smooth_labels(T, a, **kw).sum())(jnp.float64(0.1))
+    _same(g, jax.grad(lambda a: optax.losses.smooth_labels(T, a, **kw).sum())(jnp.float64(0.1)), "alpha gradient")
+
+
+def test_smooth_labels_rejects_integer_labels_as_optax():
+    with pytest.raises((TypeError, ValueError)):
+        optax.losses.smooth_labels(LAB, 0.1)
+    with pytest.raises(TypeError, match="funcnet.losses.smooth_labels: `labels` must be floating"):
+        losses.smooth_labels(LAB, 0.1)

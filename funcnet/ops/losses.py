@@ -21,6 +21,7 @@ float32 and the result rounded back.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -60,12 +61,12 @@ def _same_shape(op: str, names_: tuple[str, str], a, b) -> None:
         )
 
 
-def _float_labels(op: str, labels, like) -> jax.Array:
+def _float_labels(op: str, labels, like, name: str = "labels") -> jax.Array:
     """Labels as floats in ``like``'s dtype (as Optax casts them); integer and boolean labels get no gradient."""
     labels = jnp.asarray(labels)
     if jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
         return labels.astype(like.dtype)
-    return float_input(op, "labels", labels).astype(like.dtype)
+    return float_input(op, name, labels).astype(like.dtype)
 
 
 def _broadcast(op: str, **arrays) -> list[jax.Array]:
@@ -104,6 +105,11 @@ def _pair_of_shapes(case) -> tuple[tuple, tuple]:
     return case, case
 
 
+def _normal_pair(rng, case):
+    a, b = _pair_of_shapes(case)
+    return S.normal(rng, a), S.normal(rng, b)
+
+
 def _add(a, b):
     """``a + b`` where ``None`` stands for zero (``None`` if both are)."""
     if a is None:
@@ -111,53 +117,77 @@ def _add(a, b):
     return a if b is None else a + b
 
 
-# ------------------------------------------------------------ squared error / l2
-def _sq_value(predictions, targets, scale):
-    d = widen(predictions) - widen(targets)
-    return (scale * d * d).astype(predictions.dtype)
+def _mask_optional(name: str, save: Callable, vjp: Callable, jvp: Callable) -> tuple[Rule, Rule]:
+    """Two rules from one set of functions whose last array argument is an optional boolean mask.
+
+    ``save(*args, where, **static)``, ``vjp(res, g, **static)`` (returning
+    ``None`` for the mask) and ``jvp(res, *tangents, t_where, **static)``; the
+    first rule is the op without the mask (``where=None``), the second with it.
+    """
+    unmasked = Rule(
+        name,
+        value=lambda *args, **static: save(*args, None, **static)[0],
+        save=lambda *args, **static: save(*args, None, **static),
+        vjp=lambda res, g, **static: tuple(vjp(res, g, **static))[:-1],
+        jvp=lambda res, *tangents, **static: jvp(res, *tangents, None, **static),
+    )
+    masked = Rule(name, value=lambda *args, **static: save(*args, **static)[0], save=save, vjp=vjp, jvp=jvp)
+    return unmasked, masked
 
 
-def _sq_vjp(res, g, scale):
-    predictions, targets = res
-    gp = 2 * scale * widen(g) * (widen(predictions) - widen(targets))
-    return gp.astype(predictions.dtype), (-gp).astype(targets.dtype)
+# ------------------------------------------- losses of the error p - t: squared, l2, huber, log-cosh
+def _error_rules(name: str, f: Callable, df: Callable) -> tuple[Rule, Rule]:
+    """The rules of a loss ``f(p - t)`` (targets given) and ``f(p)`` (``targets=None``).
+
+    ``f(d, **static)`` is the loss of the error and ``df(d, **static)`` its
+    derivative, both in at least float32; d/dp = f'(d), d/dt = -f'(d). Both
+    rules save their inputs.
+    """
+
+    def value(predictions, targets, **static):
+        return f(widen(predictions) - widen(targets), **static).astype(predictions.dtype)
+
+    def vjp(res, g, **static):
+        predictions, targets = res
+        gp = widen(g) * df(widen(predictions) - widen(targets), **static)
+        return gp.astype(predictions.dtype), (-gp).astype(targets.dtype)
+
+    def jvp(res, tp, tt, **static):
+        predictions, targets = res
+        dot = _add(None if tp is None else widen(tp), None if tt is None else -widen(tt))
+        if dot is None:
+            return None
+        return (df(widen(predictions) - widen(targets), **static) * dot).astype(predictions.dtype)
+
+    def value0(predictions, **static):
+        return f(widen(predictions), **static).astype(predictions.dtype)
+
+    def vjp0(res, g, **static):
+        return ((widen(g) * df(widen(res[0]), **static)).astype(g.dtype),)
+
+    def jvp0(res, tp, **static):
+        return None if tp is None else (df(widen(res[0]), **static) * widen(tp)).astype(tp.dtype)
+
+    return Rule(name, value=value, vjp=vjp, jvp=jvp), Rule(name, value=value0, vjp=vjp0, jvp=jvp0)
 
 
-def _sq_jvp(res, tp, tt, scale):
-    predictions, targets = res
-    dot = _add(None if tp is None else widen(tp), None if tt is None else -widen(tt))
-    if dot is None:
-        return None
-    return (2 * scale * (widen(predictions) - widen(targets)) * dot).astype(predictions.dtype)
-
-
-_SQUARED = Rule("squared_error", value=_sq_value, vjp=_sq_vjp, jvp=_sq_jvp)
-
-
-def _sq0_value(predictions, scale):
-    p = widen(predictions)
-    return (scale * p * p).astype(predictions.dtype)
-
-
-_SQUARED_NO_TARGETS = Rule(
-    "squared_error",
-    value=_sq0_value,
-    vjp=lambda res, g, scale: ((2 * scale * widen(g) * widen(res[0])).astype(g.dtype),),
-    jvp=lambda res, tp, scale: None if tp is None else (2 * scale * widen(res[0]) * widen(tp)).astype(tp.dtype),
-)
-
-
-def _squared(op: str, scale: float, predictions, targets):
+def _error_loss(op: str, rules: tuple[Rule, Rule], predictions, targets, *, broadcast: bool, **static):
+    """Check and promote (predictions, targets), then apply the rule (``targets=None`` means zeros)."""
     predictions = float_input(op, "predictions", predictions)
     if targets is None:
-        return _SQUARED_NO_TARGETS(predictions, scale=scale)
+        return rules[1](predictions, **static)
     predictions, targets = promote_floats(op, predictions=predictions, targets=targets)
-    _same_shape(op, ("predictions", "targets"), predictions, targets)
-    return _SQUARED(predictions, targets, scale=scale)
+    if broadcast:
+        predictions, targets = _broadcast(op, predictions=predictions, targets=targets)
+    else:
+        _same_shape(op, ("predictions", "targets"), predictions, targets)
+    return rules[0](predictions, targets, **static)
 
+
+_SQUARED = _error_rules("squared_error", lambda d, scale: scale * d * d, lambda d, scale: 2 * scale * d)
 
 _squared_common = dict(
-    rules=(_SQUARED, _SQUARED_NO_TARGETS), saves="both inputs (only the predictions when targets is None)",
+    rules=_SQUARED, saves="both inputs (only the predictions when targets is None)",
     sample=S.pair, cases=S.SAME_SHAPE_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair,
     differs="integer predictions are promoted to float (optax raises)",
 )
@@ -174,7 +204,7 @@ def squared_error(predictions, targets=None):
     ``2(p - t)(ṗ - ṫ)``.
     Saves: both inputs. Kinks: none.
     """
-    return _squared("funcnet.losses.squared_error", 1.0, predictions, targets)
+    return _error_loss("funcnet.losses.squared_error", _SQUARED, predictions, targets, broadcast=False, scale=1.0)
 
 
 @declare(family="losses", twin=twin.l2_loss, upstream=optax.losses.l2_loss, **_squared_common)
@@ -184,7 +214,77 @@ def l2_loss(predictions, targets=None):
     Derivative: d/dp = p - t, d/dt = -(p - t); the forward rule is ``(p - t)(ṗ - ṫ)``.
     Saves: both inputs. Kinks: none.
     """
-    return _squared("funcnet.losses.l2_loss", 0.5, predictions, targets)
+    return _error_loss("funcnet.losses.l2_loss", _SQUARED, predictions, targets, broadcast=False, scale=0.5)
+
+
+def _huber_value(d, delta):
+    a = jnp.abs(d)
+    quadratic = jnp.minimum(a, delta)
+    return 0.5 * quadratic * quadratic + delta * (a - quadratic)
+
+
+_HUBER = _error_rules("huber_loss", _huber_value, lambda d, delta: jnp.clip(d, -delta, delta))
+
+
+def _errors_away_from(*points):
+    """(predictions, targets) whose errors p - t stay 0.05 away from ``points`` (where f'' jumps).
+
+    A case is one shape, or (predictions' shape, targets' shape) with the targets broadcasting to it.
+    """
+    def sample(rng, case):
+        a, b = _pair_of_shapes(case)
+        targets = S.normal(rng, b)
+        return np.broadcast_to(targets, a) + S.away_from(rng, a, points), targets
+    return sample
+
+
+_error_cases = ((), (4, 3), ((4, 3), (3,)))
+
+
+@declare(family="losses", twin=twin.huber_loss, rules=_HUBER, upstream=optax.losses.huber_loss,
+         saves="both inputs (only the predictions when targets is None)",
+         sample=_errors_away_from(-1.0, 1.0), cases=_error_cases, diff_argnums=(0, 1), extreme=S.extreme_pair,
+         kink="none in the gradient (Huber is once differentiable); the second derivative jumps from 1 to 0 "
+              "at |p - t| = delta",
+         kinks=(Kink("|p - t| = delta = 1", (np.array([1.0, -1.0, 0.0]), np.array([0.0, 0.0, 0.0])),
+                     np.array([1.0, -1.0, 0.0])),),
+         differs="integer predictions are promoted to float (optax raises); `delta` must be a number "
+                 "(optax also takes an array)")
+def huber_loss(predictions, targets=None, *, delta=1.0):
+    """Huber loss, as ``optax.losses.huber_loss``: quadratic near 0, linear beyond ``delta``.
+
+    With d = p - t: ``L = ½d²`` for |d| ≤ δ, and ``δ(|d| - ½δ)`` beyond.
+    ``predictions`` and ``targets`` broadcast against each other (as in Optax);
+    ``targets=None`` means zeros.
+
+    Derivative: d/dp = clip(d, -δ, δ), d/dt = -clip(d, -δ, δ); the forward
+    rule is ``clip(d, -δ, δ)(ṗ - ṫ)``.
+    Saves: both inputs. The gradient is continuous (the second derivative
+    jumps at |d| = δ).
+    """
+    op = "funcnet.losses.huber_loss"
+    return _error_loss(op, _HUBER, predictions, targets, broadcast=True, delta=static_float(op, "delta", delta))
+
+
+_LOG2 = math.log(2.0)
+_LOG_COSH = _error_rules("log_cosh", lambda d: jnp.logaddexp(d, -d) - _LOG2, lambda d: jnp.tanh(d))
+
+
+@declare(family="losses", twin=twin.log_cosh, rules=_LOG_COSH, upstream=optax.losses.log_cosh,
+         saves="both inputs (only the predictions when targets is None)",
+         sample=_errors_away_from(), cases=_error_cases, diff_argnums=(0, 1), extreme=S.extreme_pair,
+         differs="integer predictions are promoted to float (optax raises)")
+def log_cosh(predictions, targets=None):
+    """Log-cosh loss ``log cosh(p - t)``, as ``optax.losses.log_cosh``.
+
+    Computed as ``logaddexp(d, -d) - log 2`` (no overflow at large |d|, where
+    it grows like |d| - log 2). ``predictions`` and ``targets`` broadcast
+    against each other (as in Optax); ``targets=None`` means zeros.
+
+    Derivative: d/dp = tanh(p - t), d/dt = -tanh(p - t).
+    Saves: both inputs. Kinks: none.
+    """
+    return _error_loss("funcnet.losses.log_cosh", _LOG_COSH, predictions, targets, broadcast=True)
 
 
 # ---------------------------------------------------------- binary cross-entropy
@@ -331,6 +431,220 @@ def sigmoid_binary_cross_entropy(logits, labels):
     return _SIGMOID_BCE(*_broadcast(op, logits=logits, labels=labels))
 
 
+# ----------------------------------------------------- margin losses: hinge, perceptron
+def _margin_value(outputs, targets, margin):
+    return jnp.maximum(0.0, margin - widen(outputs) * widen(targets)).astype(outputs.dtype)
+
+
+def _margin_local(outputs, targets, margin):
+    """1 where the hinge is active (margin - y·t > 0), ½ at the hinge (as jnp.maximum splits a tie), 0 beyond."""
+    z = margin - widen(outputs) * widen(targets)
+    return jnp.where(z > 0, 1.0, jnp.where(z == 0, 0.5, 0.0))
+
+
+def _margin_vjp(res, g, margin):
+    outputs, targets = res
+    ga = -widen(g) * _margin_local(outputs, targets, margin)
+    return (ga * widen(targets)).astype(outputs.dtype), (ga * widen(outputs)).astype(targets.dtype)
+
+
+def _margin_jvp(res, ty, tt, margin):
+    outputs, targets = res
+    dot = _add(None if ty is None else widen(ty) * widen(targets), None if tt is None else widen(tt) * widen(outputs))
+    return None if dot is None else (-_margin_local(outputs, targets, margin) * dot).astype(outputs.dtype)
+
+
+_MARGIN = Rule("hinge_loss", value=_margin_value, vjp=_margin_vjp, jvp=_margin_jvp)
+
+
+def _margin_pairs(margin):
+    """Outputs and targets (in [-1.5, 1.5]) whose products stay 0.05 away from the hinge at ``margin``."""
+    def sample(rng, case):
+        a, b = _pair_of_shapes(case)
+        outputs, targets = S.normal(rng, a), rng.uniform(-1.5, 1.5, b)
+        if np.any(np.abs(margin - outputs * targets) < 0.05):
+            return sample(rng, case)
+        return outputs, targets
+    return sample
+
+
+def _margin_loss(op: str, predictor_outputs, targets, margin: float, same_shape: bool):
+    outputs = float_input(op, "predictor_outputs", predictor_outputs)
+    targets = _float_labels(op, targets, outputs, name="targets")
+    if same_shape:
+        _same_shape(op, ("predictor_outputs", "targets"), outputs, targets)
+    return _MARGIN(*_broadcast(op, outputs=outputs, targets=targets), margin=margin)
+
+
+_margin_common = dict(rules=_MARGIN, saves="both inputs", cases=((), (5,), (4, 3)), diff_argnums=(0, 1),
+                      extreme=lambda: (np.array([-1e4, 1e4, 0.5]), np.array([1.0, 1.0, -1.0])))
+
+
+@declare(family="losses", twin=twin.hinge_loss, upstream=optax.losses.hinge_loss,
+         sample=_margin_pairs(1.0), **_margin_common,
+         kink="at the hinge (y·t = 1) half the active gradient, as optax's jnp.maximum gives",
+         kinks=(Kink("y·t = 1 (first entry)", (np.array([1.0, 0.5, 2.0]), np.array([1.0, -1.0, 1.0])),
+                     np.array([-0.5, 1.0, 0.0])),),
+         differs="integer outputs are promoted to float")
+def hinge_loss(predictor_outputs, targets):
+    """Binary hinge loss ``max(0, 1 - y·t)``, as ``optax.losses.hinge_loss``.
+
+    ``predictor_outputs`` y are real scores and ``targets`` t are ±1 (soft
+    values allowed); the two broadcast against each other, as in Optax.
+    Integer targets get no gradient.
+
+    Derivative: d/dy = -t·a, d/dt = -y·a with a = 1 where 1 - y·t > 0, a = ½ at
+    1 - y·t = 0 (optax's jnp.maximum splits the tie) and a = 0 beyond.
+    Saves: both inputs.
+    """
+    return _margin_loss("funcnet.losses.hinge_loss", predictor_outputs, targets, 1.0, same_shape=False)
+
+
+@declare(family="losses", twin=twin.perceptron_loss, upstream=optax.losses.perceptron_loss,
+         sample=_margin_pairs(0.0), **_margin_common,
+         kink="at y·t = 0 half the active gradient, as optax's jnp.maximum gives",
+         kinks=(Kink("y·t = 0 (first entry)", (np.array([0.0, 1.0, -1.0]), np.array([1.0, 1.0, 1.0])),
+                     np.array([-0.5, 0.0, -1.0])),),
+         differs="integer outputs are promoted to float")
+def perceptron_loss(predictor_outputs, targets):
+    """Binary perceptron loss ``max(0, -y·t)``, as ``optax.losses.perceptron_loss``.
+
+    ``targets`` t are ±1 and must have the shape of ``predictor_outputs`` y (as
+    in Optax). Integer targets get no gradient.
+
+    Derivative: d/dy = -t·a, d/dt = -y·a with a = 1 where y·t < 0, ½ at y·t = 0
+    (optax's jnp.maximum splits the tie) and 0 where y·t > 0.
+    Saves: both inputs.
+    """
+    return _margin_loss("funcnet.losses.perceptron_loss", predictor_outputs, targets, 0.0, same_shape=True)
+
+
+# -------------------------------------------------------------- binary sparsemax loss
+def _sparse_plus(z):
+    return jnp.where(z <= -1, 0.0, jnp.where(z >= 1, z, (z + 1) ** 2 / 4))
+
+
+def _signed(logits, positive):
+    return jnp.where(positive, -widen(logits), widen(logits))
+
+
+def _sparsemax_bin_vjp(res, g):
+    logits, positive = res
+    slope = jnp.clip((_signed(logits, positive) + 1) / 2, 0.0, 1.0)
+    return (widen(g) * jnp.where(positive, -slope, slope)).astype(logits.dtype), None
+
+
+def _sparsemax_bin_jvp(res, tx, _):
+    if tx is None:
+        return None
+    logits, positive = res
+    slope = jnp.clip((_signed(logits, positive) + 1) / 2, 0.0, 1.0)
+    return (widen(tx) * jnp.where(positive, -slope, slope)).astype(tx.dtype)
+
+
+_SPARSEMAX_BIN = Rule("sparsemax_loss", value=lambda x, p: _sparse_plus(_signed(x, p)).astype(x.dtype),
+                      vjp=_sparsemax_bin_vjp, jvp=_sparsemax_bin_jvp)
+
+
+def _logits_and_bits(rng, shape):
+    return S.away_from(rng, shape, (-1.0, 1.0)), rng.integers(0, 2, shape)
+
+
+@declare(family="losses", twin=twin.sparsemax_loss, rules=_SPARSEMAX_BIN, upstream=optax.losses.sparsemax_loss,
+         saves="the logits and a boolean mask of the positive labels", sample=_logits_and_bits,
+         cases=((), (5,), (4, 3)), diff_argnums=(0,),
+         extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 0.5]), np.array([0, 0, 1, 1, 1])),
+         kink="none in the gradient (sparse_plus is once differentiable); the second derivative jumps at "
+              "z = ±1, where z is -x for a positive label and x otherwise",
+         differs="integer logits are promoted to float")
+def sparsemax_loss(logits, labels):
+    """Binary sparsemax loss, as ``optax.losses.sparsemax_loss``: ``sparse_plus(z)``, z = -x if t else x.
+
+    ``labels`` are 0/1 (any dtype; a non-zero label counts as positive, as
+    ``jnp.where`` reads it) and get no gradient; they broadcast against the
+    logits. ``sparse_plus(z)`` is 0 for z ≤ -1, (z + 1)²/4 for |z| < 1 and z for
+    z ≥ 1 (Martins & Astudillo, 2016).
+
+    Derivative: d/dx = ±sparse_sigmoid(z) = ±clip((z + 1)/2, 0, 1), with the
+    sign of z = ±x.
+    Saves: the logits and a boolean mask of the positive labels.
+    """
+    op = "funcnet.losses.sparsemax_loss"
+    logits = float_input(op, "logits", logits)
+    positive = jnp.asarray(labels) != 0
+    return _SPARSEMAX_BIN(*_broadcast(op, logits=logits, labels=positive))
+
+
+# -------------------------------------------------------------- sigmoid focal loss
+def _focal_parts(logits, labels, alpha, gamma):
+    """(loss, d/dx, d/dt) of the focal loss, all in at least float32 and finite for any finite logit."""
+    x, t = widen(logits), widen(labels)
+    sp_pos, sp_neg = jnp.logaddexp(0.0, x), jnp.logaddexp(0.0, -x)  # -log σ(-x), -log σ(x)
+    ce = t * sp_neg + (1 - t) * sp_pos
+    # log(1 - p_t) = log((1 - t)σ(x) + tσ(-x)), in logs so that it stays finite when σ underflows
+    log_q = jnp.logaddexp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
+    w = jnp.exp(gamma * log_q)
+    sig = lax.logistic(x)
+    # γ q^(γ-1) · dq/dx and · dq/dt, with dq/dx = (1 - 2t)σ(x)σ(-x) and dq/dt = σ(-x) - σ(x)
+    dw_dx = gamma * (1 - 2 * t) * jnp.exp((gamma - 1) * log_q - sp_neg - sp_pos)
+    dw_dt = gamma * jnp.exp((gamma - 1) * log_q) * (1 - 2 * sig)
+    # σ(x) - t as (1 - t)σ(x) - tσ(-x): no cancellation when σ(x) is close to a hard label
+    dx, dt = ((1 - t) * sig - t * lax.logistic(-x)) * w + ce * dw_dx, -x * w + ce * dw_dt
+    loss = ce * w
+    if alpha is not None:
+        a = alpha * t + (1 - alpha) * (1 - t)
+        loss, dx, dt = a * loss, a * dx, a * dt + (2 * alpha - 1) * ce * w
+    return loss, dx, dt
+
+
+def _focal_vjp(res, g, alpha, gamma):
+    logits, labels = res
+    _, dx, dt = _focal_parts(logits, labels, alpha, gamma)
+    gw = widen(g)
+    return (gw * dx).astype(logits.dtype), (gw * dt).astype(labels.dtype)
+
+
+def _focal_jvp(res, tx, tt, alpha, gamma):
+    logits, labels = res
+    _, dx, dt = _focal_parts(logits, labels, alpha, gamma)
+    out = _add(None if tx is None else widen(tx) * dx, None if tt is None else widen(tt) * dt)
+    return None if out is None else out.astype(logits.dtype)
+
+
+_FOCAL = Rule("sigmoid_focal_loss", value=lambda x, t, **s: _focal_parts(x, t, **s)[0].astype(x.dtype),
+              vjp=_focal_vjp, jvp=_focal_jvp)
+
+
+@declare(family="losses", twin=twin.sigmoid_focal_loss, rules=_FOCAL, upstream=optax.losses.sigmoid_focal_loss,
+         saves="both inputs", sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
+         diff_argnums=(0, 1), variants=({}, {"alpha": 0.25, "gamma": 1.5}),
+         extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 50.0, -50.0]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 0.5])),
+         differs="integer logits are promoted to float (optax raises); `alpha` and `gamma` must be numbers "
+                 "(optax also takes arrays); the labels' gradient is exact at hard labels 0 and 1, where optax's "
+                 "(through a logsumexp with a zero weight) drops the focal weight's term")
+def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
+    """Sigmoid focal loss (Lin et al., 2017), as ``optax.losses.sigmoid_focal_loss``.
+
+    ``L = a_t · CE(x, t) · (1 - p_t)^γ`` with CE the sigmoid cross-entropy,
+    ``1 - p_t = (1 - t)σ(x) + tσ(-x)`` and ``a_t = αt + (1 - α)(1 - t)`` (1 when
+    ``alpha`` is None). ``(1 - p_t)^γ`` is computed as ``exp(γ log(1 - p_t))``
+    with ``log(1 - p_t)`` from log-sigmoids, so the loss and both derivatives
+    stay finite at any finite logit. Labels (0/1 or soft, in [0, 1]) broadcast
+    against the logits.
+
+    Derivative, with q = 1 - p_t and w = q^γ: d/dx = a_t[(σ(x) - t)w +
+    CE·γq^(γ-1)(1 - 2t)σ(x)σ(-x)], d/dt = a_t[-x·w + CE·γq^(γ-1)(σ(-x) - σ(x))]
+    + (2α - 1)·CE·w.
+    Saves: both inputs. Kinks: none.
+    """
+    op = "funcnet.losses.sigmoid_focal_loss"
+    logits = float_input(op, "logits", logits)
+    labels = _float_labels(op, labels, logits)
+    alpha = None if alpha is None else static_float(op, "alpha", alpha)
+    return _FOCAL(*_broadcast(op, logits=logits, labels=labels), alpha=alpha,
+                  gamma=static_float(op, "gamma", gamma))
+
+
 # --------------------------------------------------------- softmax cross-entropy
 def _log_softmax(xw, where, axes):
     """Log-softmax over ``axes`` (masked entries -inf), as ``jax.nn.log_softmax``.
@@ -391,15 +705,7 @@ def _sce_jvp(res, tx, tt, _, sm_axes, sum_axes):
     return (-jnp.sum(terms, axis=sum_axes)).astype(labels.dtype)
 
 
-_SCE = Rule("softmax_cross_entropy", value=lambda *a, **s: _sce_save(*a, **s)[0], save=_sce_save,
-            vjp=_sce_vjp, jvp=_sce_jvp)
-_SCE_UNMASKED = Rule(
-    "softmax_cross_entropy",
-    value=lambda x, t, **s: _sce_save(x, t, None, **s)[0],
-    save=lambda x, t, **s: _sce_save(x, t, None, **s),
-    vjp=lambda res, g, **s: _sce_vjp(res, g, **s)[:2],
-    jvp=lambda res, tx, tt, **s: _sce_jvp(res, tx, tt, None, **s),
-)
+_SCE_UNMASKED, _SCE = _mask_optional("softmax_cross_entropy", _sce_save, _sce_vjp, _sce_jvp)
 
 
 def _logits_and_targets(rng, case):
@@ -541,15 +847,8 @@ def _int_ce_jvp(res, tx, _labels, _where, axis):
     return out.astype(tx.dtype)
 
 
-_INT_CE = Rule("softmax_cross_entropy_with_integer_labels", value=lambda *a, **s: _int_ce_save(*a, **s)[0],
-               save=_int_ce_save, vjp=_int_ce_vjp, jvp=_int_ce_jvp)
-_INT_CE_UNMASKED = Rule(
-    "softmax_cross_entropy_with_integer_labels",
-    value=lambda x, y, axis: _int_ce_save(x, y, None, axis)[0],
-    save=lambda x, y, axis: _int_ce_save(x, y, None, axis),
-    vjp=lambda res, g, axis: _int_ce_vjp(res, g, axis)[:2],
-    jvp=lambda res, tx, ty, axis: _int_ce_jvp(res, tx, ty, None, axis),
-)
+_INT_CE_UNMASKED, _INT_CE = _mask_optional("softmax_cross_entropy_with_integer_labels", _int_ce_save,
+                                           _int_ce_vjp, _int_ce_jvp)
 
 
 def _class_axis_labels(op: str, logits, labels, axis: int, where=None, name: str = "logits"):
@@ -718,6 +1017,545 @@ def multiclass_svm_loss(scores, labels, margin=1.0):
     return _SVM(scores, labels, margin=static_float(op, "margin", margin))
 
 
+# ------------------------------------------------------ safe and poly-loss cross-entropy
+def _safe_sce_save(logits, labels, sm_axes, sum_axes):
+    """Softmax cross-entropy with the terms of zero labels dropped (0·log 0 = 0, even at a -∞ logit)."""
+    logp = _log_softmax(widen(logits), None, sm_axes)
+    terms = jnp.where(widen(labels) != 0, widen(labels) * logp, 0.0)
+    return (-jnp.sum(terms, axis=sum_axes)).astype(logits.dtype), (logp, labels, None)
+
+
+_SAFE_SCE = Rule("safe_softmax_cross_entropy", value=lambda *a, **s: _safe_sce_save(*a, **s)[0], save=_safe_sce_save,
+                 vjp=lambda res, g, **s: _sce_vjp(res, g, **s)[:2],
+                 jvp=lambda res, tx, tt, **s: _sce_jvp(res, tx, tt, None, **s))
+
+
+def _class_axes(op: str, logits, labels, axis, where=None):
+    """Optax's broadcasting of (logits, labels, mask) for the soft-label losses: the arrays and both axis sets.
+
+    The softmax runs over the logits' axes, the sum over the broadcast result's (the two differ only for a
+    non-negative axis when the labels have more dimensions than the logits).
+    """
+    arrays = dict(logits=logits, labels=labels)
+    if where is not None:
+        arrays["where"] = _expand_mask(op, _bool_mask(op, where), axis, logits.ndim)
+    full = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
+    lead = len(full) - logits.ndim
+    sm_axes = tuple(a + lead for a in canonical_axis(op, axis, logits.ndim))
+    sum_axes = canonical_axis(op, axis, len(full))
+    return [jnp.broadcast_to(v, full) for v in arrays.values()], sm_axes, sum_axes
+
+
+@declare(family="losses", twin=twin.safe_softmax_cross_entropy, rules=_SAFE_SCE,
+         saves="the log-probabilities and the labels", sample=_logits_and_targets, cases=((5,), (4, 3)),
+         diff_argnums=(0, 1), upstream=optax.losses.safe_softmax_cross_entropy,
+         extreme=lambda: (S.extreme_logits(), np.eye(3)),
+         differs="integer logits are promoted to float (optax raises); forward mode through a -inf logit with "
+                 "label 0 is finite (optax: NaN)")
+def safe_softmax_cross_entropy(logits, labels):
+    """Softmax cross-entropy over the last axis with ``0·log 0 = 0``, as Optax's function of that name.
+
+    ``L = -Σ_{i: t_i ≠ 0} t_i log softmax(x)_i``: a class with label 0 adds
+    nothing, even where its logit is -∞ (where
+    :func:`softmax_cross_entropy` gives NaN). Labels broadcast against the
+    logits, as in Optax.
+
+    Derivative: d/dx = softmax(x)·Σ_i t_i - t, d/dt = -log softmax(x) (which is
+    +∞ at a -∞ logit: the true slope there).
+    Saves: the log-probabilities and the labels. Kinks: none.
+    """
+    op = "funcnet.losses.safe_softmax_cross_entropy"
+    logits, labels = promote_floats(op, logits=logits, labels=labels)
+    args, sm_axes, sum_axes = _class_axes(op, logits, labels, -1)
+    return _SAFE_SCE(*args, sm_axes=sm_axes, sum_axes=sum_axes)
+
+
+def _poly_save(logits, labels, where, sm_axes, sum_axes, epsilon):
+    ce, (logp, _, _) = _sce_save(logits, labels, where, sm_axes, sum_axes)
+    extra = widen(labels) * (1 - jnp.exp(logp))
+    if where is not None:
+        extra = jnp.where(where, extra, 0.0)
+    value = widen(ce) + epsilon * jnp.sum(extra, axis=sum_axes)
+    return value.astype(logits.dtype), (logp, labels, where)
+
+
+def _poly_vjp(res, g, sm_axes, sum_axes, epsilon):
+    gx, gt, _ = _sce_vjp(res, g, sm_axes, sum_axes)
+    logp, labels, where = res
+    p = jnp.exp(logp)
+    gw = epsilon * jnp.expand_dims(widen(g), sum_axes)
+    u = gw * widen(labels)
+    if where is not None:
+        u = jnp.where(where, u, 0.0)
+    # d/dx_k of -ε Σ_i u_i p_i = ε p_k (Σ_i u_i p_i - u_k); d/dt = ε(1 - p)
+    gx = widen(gx) + p * (jnp.sum(u * p, axis=sm_axes, keepdims=True) - u)
+    dt = gw * (1 - p)
+    if where is not None:
+        dt = jnp.where(where, dt, 0.0)
+    return gx.astype(gt.dtype), (widen(gt) + dt).astype(gt.dtype), None
+
+
+def _poly_jvp(res, tx, tt, _, sm_axes, sum_axes, epsilon):
+    out = _sce_jvp(res, tx, tt, None, sm_axes, sum_axes)
+    logp, labels, where = res
+    p = jnp.exp(logp)
+    terms = None
+    if tx is not None:
+        txw = widen(tx) if where is None else jnp.where(where, widen(tx), 0.0)
+        terms = -widen(labels) * p * (txw - jnp.sum(p * txw, axis=sm_axes, keepdims=True))
+    if tt is not None:
+        terms = _add(terms, widen(tt) * (1 - p))
+    if terms is None:
+        return out
+    if where is not None:
+        terms = jnp.where(where, terms, 0.0)
+    return (widen(out) + epsilon * jnp.sum(terms, axis=sum_axes)).astype(out.dtype)
+
+
+_POLY_UNMASKED, _POLY = _mask_optional("poly_loss_cross_entropy", _poly_save, _poly_vjp, _poly_jvp)
+
+
+@declare(family="losses", twin=twin.poly_loss_cross_entropy, rules=(_POLY_UNMASKED, _POLY),
+         saves="the log-probabilities, the labels and the mask if given", sample=_logits_and_targets,
+         cases=((5,), (4, 3), ((4, 3), (3,))), diff_argnums=(0, 1), variants=({}, {"epsilon": -0.5}),
+         upstream=optax.losses.poly_loss_cross_entropy, extreme=lambda: (S.extreme_logits(), np.eye(3)),
+         differs="integer logits or labels are promoted to float (optax raises); `epsilon` must be a number "
+                 "(optax also takes an array); with `where`, the labels' gradient at masked-out entries is 0")
+def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None):
+    """Poly-1 cross-entropy (Leng et al., 2022), as ``optax.losses.poly_loss_cross_entropy``.
+
+    ``L = CE(x, t) + ε Σ_i t_i (1 - p_i)`` with p = softmax(x) and CE the
+    :func:`softmax_cross_entropy`; ``axis`` and ``where`` as there.
+
+    Derivative: d/dx = p·Σt - t + ε p ⊙ (⟨t, p⟩ - t), d/dt = -log p + ε(1 - p).
+    Saves: the log-probabilities and the labels (and the mask). Kinks: none.
+    """
+    op = "funcnet.losses.poly_loss_cross_entropy"
+    logits, labels = promote_floats(op, logits=logits, labels=labels)
+    args, sm_axes, sum_axes = _class_axes(op, logits, labels, axis, where)
+    rule = _POLY if where is not None else _POLY_UNMASKED
+    return rule(*args, sm_axes=sm_axes, sum_axes=sum_axes, epsilon=static_float(op, "epsilon", epsilon))
+
+
+# ----------------------------------------- multiclass hinge (Crammer–Singer) and perceptron
+def _cs_save(scores, labels, margin):
+    s = widen(scores)
+    is_label = labels[..., None] == jnp.arange(s.shape[-1])  # all False for an out-of-range label
+    shifted = jnp.where(is_label, s, s + margin)
+    top = jnp.max(shifted, axis=-1)
+    loss = top - _take(s, labels, -1)  # NaN for an out-of-range label
+    return loss.astype(scores.dtype), (shifted == top[..., None], is_label)
+
+
+def _cs_local(res):
+    """d loss / d scores: the maximisers share 1 equally (as jnp.max's gradient), minus the one-hot label."""
+    winners, is_label = res
+    share = winners / jnp.sum(winners, axis=-1, keepdims=True)
+    valid = jnp.any(is_label, axis=-1, keepdims=True)
+    return jnp.where(valid, share - is_label, jnp.nan)
+
+
+_CRAMMER_SINGER = Rule(
+    "multiclass_hinge_loss", value=lambda *a, **s: _cs_save(*a, **s)[0], save=_cs_save,
+    vjp=lambda res, g, margin: ((widen(g)[..., None] * _cs_local(res)).astype(g.dtype), None),
+    jvp=lambda res, ts, _, margin: None if ts is None else jnp.sum(_cs_local(res) * widen(ts), axis=-1).astype(ts.dtype),
+)
+
+
+def _untied_scores(margin):
+    """Scores and labels whose top two shifted scores (s_j + margin for j ≠ y) differ by at least 0.05."""
+    def sample(rng, shape):
+        scores, labels = S.logits_and_classes(rng, shape)
+        shifted = np.where(np.arange(shape[-1]) == labels[..., None], scores, scores + margin)
+        top2 = np.sort(shifted, axis=-1)[..., -2:]
+        if np.any(top2[..., 1] - top2[..., 0] < 0.05):
+            return sample(rng, shape)
+        return scores, labels
+    return sample
+
+
+def _crammer_singer(op: str, scores, labels, margin: float):
+    scores = float_input(op, "scores", scores)
+    labels = as_integer_array(op, "labels", labels)
+    if scores.ndim < 1:
+        raise ValueError(f"{op}: `scores` must have a class axis, got a scalar")
+    scores, labels, _, _ = _class_axis_labels(op, scores, labels, -1, name="scores")
+    return _CRAMMER_SINGER(scores, labels, margin=margin)
+
+
+_cs_common = dict(rules=_CRAMMER_SINGER, saves="boolean masks of the maximising classes and of the label",
+                  cases=((3,), (4, 3)), diff_argnums=(0,), extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])))
+_cs_differs = ("integer scores are promoted to float; an out-of-range label gives a NaN loss and gradient row "
+               "(optax's one-hot of it is all zeros: a finite, meaningless loss)")
+
+
+@declare(family="losses", twin=twin.multiclass_hinge_loss, upstream=optax.losses.multiclass_hinge_loss,
+         sample=_untied_scores(1.0), **_cs_common, differs=_cs_differs,
+         kink="tied maximisers share the gradient equally, as jnp.max's gradient does",
+         kinks=(Kink("classes 0 and 2 tie (scores 2, 0, 3; label 2)", (np.array([2.0, 0.0, 3.0]), np.array(2)),
+                     np.array([0.5, 0.0, -0.5])),))
+def multiclass_hinge_loss(scores, labels):
+    """Crammer–Singer multiclass hinge loss ``max_j (s_j + 1 - [j = y]) - s_y``, as Optax's.
+
+    ``scores`` are ``(..., classes)`` and ``labels`` integer class indices of
+    shape ``(...)``. This is the *max* over the classes (Crammer & Singer,
+    2001): only the worst margin violation counts. :func:`multiclass_svm_loss`
+    is the lecture's Weston–Watkins form, which *sums* ``max(0, s_j - s_y + 1)``
+    over every wrong class; the two agree when at most one class violates the
+    margin.
+
+    Derivative: d/ds = onehot(argmax_j(s_j + 1 - [j = y])) - onehot(y).
+    Kink convention: tied maximisers share the 1 equally (jnp.max's gradient).
+    Saves: boolean masks of the maximising classes and of the label.
+    """
+    return _crammer_singer("funcnet.losses.multiclass_hinge_loss", scores, labels, 1.0)
+
+
+@declare(family="losses", twin=twin.multiclass_perceptron_loss, upstream=optax.losses.multiclass_perceptron_loss,
+         sample=_untied_scores(0.0), **_cs_common, differs=_cs_differs,
+         kink="tied maximisers share the gradient equally, as jnp.max's gradient does",
+         kinks=(Kink("classes 0 and 2 tie (scores 3, 0, 3; label 2)", (np.array([3.0, 0.0, 3.0]), np.array(2)),
+                     np.array([0.5, 0.0, -0.5])),))
+def multiclass_perceptron_loss(scores, labels):
+    """Multiclass perceptron loss ``max_j s_j - s_y``, as ``optax.losses.multiclass_perceptron_loss``.
+
+    Derivative: d/ds = onehot(argmax s) - onehot(y); tied maximisers share the
+    1 equally. Saves: boolean masks of the maximising classes and of the label.
+    """
+    return _crammer_singer("funcnet.losses.multiclass_perceptron_loss", scores, labels, 0.0)
+
+
+# ------------------------------------------------------------ multiclass sparsemax loss
+def _sparsemax(z):
+    """The Euclidean projection of each row of ``z`` onto the simplex (Martins & Astudillo, 2016)."""
+    desc = -jnp.sort(-z, axis=-1)
+    cumulative = jnp.cumsum(desc, axis=-1)
+    k = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    support = jnp.sum(1 + k * desc > cumulative, axis=-1, keepdims=True)  # the support is a prefix of desc
+    tau = (jnp.take_along_axis(cumulative, support - 1, axis=-1) - 1) / support.astype(z.dtype)
+    return jnp.maximum(z - tau, 0.0)
+
+
+def _sparsemax_save(scores, labels):
+    s = widen(scores)
+    z = s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))  # shift-invariant; keeps cumsums small
+    p = _sparsemax(z)
+    loss = jnp.sum(p * z, axis=-1) - _take(z, labels, -1) + 0.5 * (1 - jnp.sum(p * p, axis=-1))
+    return loss.astype(scores.dtype), (p, labels)
+
+
+def _sparsemax_vjp(res, g):
+    p, labels = res
+    gw = jnp.where(_label_index(labels, p.shape[-1]) < p.shape[-1], widen(g), jnp.nan)
+    return (gw[..., None] * p + _at_labels(-gw, labels, p.shape, p.ndim - 1)).astype(g.dtype), None
+
+
+def _sparsemax_jvp(res, ts, _):
+    if ts is None:
+        return None
+    p, labels = res
+    tw = widen(ts)
+    return (jnp.sum(p * tw, axis=-1) - _take(tw, labels, -1)).astype(ts.dtype)
+
+
+_SPARSEMAX = Rule("multiclass_sparsemax_loss", value=lambda *a: _sparsemax_save(*a)[0], save=_sparsemax_save,
+                  vjp=_sparsemax_vjp, jvp=_sparsemax_jvp)
+
+
+@declare(family="losses", twin=twin.multiclass_sparsemax_loss, rules=_SPARSEMAX,
+         upstream=optax.losses.multiclass_sparsemax_loss, saves="the sparsemax probabilities and the labels",
+         sample=S.logits_and_classes, cases=((2, 3), (4, 5)), diff_argnums=(0,),
+         extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])),
+         kink="none in the gradient (p - onehot(y) is continuous, ties included); the second derivative jumps "
+              "where a class enters or leaves the support",
+         differs="scores of any batch shape (..., classes) (optax: exactly (batch, classes)); integer scores are "
+                 "promoted to float; an out-of-range label gives a NaN loss and gradient row")
+def multiclass_sparsemax_loss(scores, labels):
+    """Multiclass sparsemax loss (Martins & Astudillo, 2016), as Optax's function of that name.
+
+    With p = sparsemax(s), the Euclidean projection of s onto the simplex,
+    ``L = ⟨p, s⟩ - s_y + ½(1 - ‖p‖²)``: zero when the label alone has
+    probability 1 with a margin, and ≥ 0 always. The projection sorts each row
+    (ties are harmless: p is unique) after subtracting the row's maximum.
+
+    Derivative: d/ds = p - onehot(y) (the projection's own derivative cancels).
+    Saves: the sparsemax probabilities and the labels. Labels are range-checked
+    when known at trace time; under ``jit`` an out-of-range label gives NaN.
+    """
+    op = "funcnet.losses.multiclass_sparsemax_loss"
+    scores = float_input(op, "scores", scores)
+    labels = as_integer_array(op, "labels", labels)
+    if scores.ndim < 1:
+        raise ValueError(f"{op}: `scores` must have a class axis, got a scalar")
+    scores, labels, _, _ = _class_axis_labels(op, scores, labels, -1, name="scores")
+    return _SPARSEMAX(scores, labels)
+
+
+# ------------------------------------------------------------------ KL divergences
+def _reduced_rules(name: str, parts: Callable) -> tuple[Rule, Rule]:
+    """Rules for ``Σ_axes term(a, b)`` over an optional mask, from ``parts(a, b) -> (term, d/da, d/db)``."""
+
+    def save(a, b, where, axes):
+        term = parts(widen(a), widen(b))[0]
+        if where is not None:
+            term = jnp.where(where, term, 0.0)
+        return jnp.sum(term, axis=axes).astype(a.dtype), (a, b, where)
+
+    def vjp(res, g, axes):
+        a, b, where = res
+        _, da, db = parts(widen(a), widen(b))
+        gw = jnp.expand_dims(widen(g), axes)
+        ga, gb = gw * da, gw * db
+        if where is not None:
+            ga, gb = jnp.where(where, ga, 0.0), jnp.where(where, gb, 0.0)
+        return ga.astype(a.dtype), gb.astype(b.dtype), None
+
+    def jvp(res, ta, tb, _, axes):
+        a, b, where = res
+        _, da, db = parts(widen(a), widen(b))
+        dot = _add(None if ta is None else widen(ta) * da, None if tb is None else widen(tb) * db)
+        if dot is None:
+            return None
+        if where is not None:
+            dot = jnp.where(where, dot, 0.0)
+        return jnp.sum(dot, axis=axes).astype(a.dtype)
+
+    return _mask_optional(name, save, vjp, jvp)
+
+
+def _kl_parts(log_predictions, targets):
+    """t(log t - log q): 0 where t = 0, with gradient 0 in t there (its true slope is -∞)."""
+    zero = targets == 0
+    log_t = jnp.log(jnp.where(zero, 1.0, targets))
+    term = jnp.where(zero, 0.0, targets * (log_t - log_predictions))
+    return term, -targets, jnp.where(zero, 0.0, log_t + 1 - log_predictions)
+
+
+def _kl_log_parts(log_predictions, log_targets):
+    """e^{log t}(log t - log q): 0 where log t = -∞, with gradient 0 there."""
+    none = log_targets == -jnp.inf
+    t = jnp.exp(log_targets)
+    gap = jnp.where(none, 0.0, log_targets - log_predictions)
+    return t * gap, -t, t * (gap + 1)
+
+
+def _generalized_kl_parts(log_predictions, targets):
+    term, d_lp, d_t = _kl_parts(log_predictions, targets)
+    q = jnp.exp(log_predictions)
+    return term + q - targets, d_lp + q, d_t - 1
+
+
+_KL = _reduced_rules("kl_divergence", _kl_parts)
+_KL_LOG = _reduced_rules("kl_divergence_with_log_targets", _kl_log_parts)
+_GENERALIZED_KL = _reduced_rules("generalized_kl_divergence", _generalized_kl_parts)
+
+
+def _divergence(op: str, rules: tuple[Rule, Rule], log_predictions, targets, axis, where, names_=("targets",)):
+    log_predictions = float_input(op, "log_predictions", log_predictions)
+    targets = float_input(op, names_[0], targets)
+    log_predictions, targets = promote_floats(op, log_predictions=log_predictions, targets=targets)
+    arrays = dict(log_predictions=log_predictions, targets=targets)
+    if where is not None:
+        arrays["where"] = _bool_mask(op, where)
+    full = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
+    args = [jnp.broadcast_to(v, full) for v in arrays.values()]
+    axes = canonical_axis(op, axis, len(full))
+    return (rules[1] if where is not None else rules[0])(*args, axes=axes)
+
+
+def _log_distributions(rng, case):
+    """Log-predictions and targets: two distributions along the last axis (the first as logs)."""
+    a, b = _pair_of_shapes(case)
+    q, t = rng.uniform(0.1, 1.0, a), rng.uniform(0.1, 1.0, b)
+    return np.log(q / q.sum(-1, keepdims=True)), t / t.sum(-1, keepdims=True)
+
+
+def _log_log_distributions(rng, case):
+    log_q, t = _log_distributions(rng, case)
+    return log_q, np.log(t)
+
+
+_kl_cases = ((5,), (4, 3), ((4, 3), (3,)))
+_kl_extreme = lambda: (np.array([[-1e4, -1e-8, -50.0], [-3.0, -1e4, -1e-8]]),  # noqa: E731
+                       np.array([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]))
+_kl_differs = ("integer inputs are promoted to float (optax raises); a zero target adds 0 and has gradient 0 "
+               "even where log_predictions is -inf (optax: NaN)")
+
+
+@declare(family="losses", twin=twin.kl_divergence, rules=_KL, upstream=optax.losses.kl_divergence,
+         saves="both inputs (and the mask if given)", sample=_log_distributions, cases=_kl_cases,
+         diff_argnums=(0, 1), extreme=_kl_extreme, differs=_kl_differs,
+         kink="t = 0: the term is 0 (0·log 0 = 0) and its gradient in t is taken as 0 (the one-sided slope is "
+              "-∞); its gradient in log_predictions is -t = 0",
+         kinks=(Kink("t = 0 at one class", (np.array([-1.0, -0.5, -2.0]), np.array([0.0, 0.5, 0.5])),
+                     np.array([0.0, -0.5, -0.5])),))
+def kl_divergence(log_predictions, targets, axis=-1, where=None):
+    """Kullback–Leibler divergence ``Σ_i t_i (log t_i - log q_i)``, as ``optax.losses.kl_divergence``.
+
+    ``log_predictions`` are log-probabilities log q (e.g. a log-softmax) and
+    ``targets`` probabilities t; they broadcast against each other. ``axis``
+    (int, tuple or None) and ``where`` (a boolean mask broadcasting against the
+    inputs) select what is summed, as in Optax. A zero target adds 0 (0·log 0 =
+    0), also where log q = -∞, where Optax gives NaN.
+
+    Derivative: d/d(log q) = -t, d/dt = log t + 1 - log q (0 where t = 0).
+    Saves: both inputs.
+    """
+    return _divergence("funcnet.losses.kl_divergence", _KL, log_predictions, targets, axis, where)
+
+
+@declare(family="losses", twin=twin.kl_divergence_with_log_targets, rules=_KL_LOG,
+         upstream=optax.losses.kl_divergence_with_log_targets, saves="both inputs (and the mask if given)",
+         sample=_log_log_distributions, cases=_kl_cases, diff_argnums=(0, 1),
+         extreme=lambda: (np.array([[-1e4, -1e-8, -50.0]]), np.array([[-1e4, -1e-8, -60.0]])),
+         differs="integer inputs are promoted to float (optax raises); a target of log 0 = -inf adds 0 with "
+                 "gradient 0 (optax: NaN)")
+def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None):
+    """KL divergence with both arguments as logs: ``Σ_i e^{log t_i}(log t_i - log q_i)``, as Optax's.
+
+    A target of log 0 = -∞ adds 0 (Optax: NaN from 0·∞). ``axis`` and
+    ``where`` as in :func:`kl_divergence`.
+
+    Derivative: d/d(log q) = -t, d/d(log t) = t(log t - log q + 1), with t = e^{log t}.
+    Saves: both inputs. Kinks: none.
+    """
+    return _divergence("funcnet.losses.kl_divergence_with_log_targets", _KL_LOG, log_predictions, log_targets,
+                       axis, where, names_=("log_targets",))
+
+
+@declare(family="losses", twin=twin.generalized_kl_divergence, rules=_GENERALIZED_KL,
+         upstream=optax.losses.generalized_kl_divergence, saves="both inputs (and the mask if given)",
+         sample=_log_distributions, cases=_kl_cases, diff_argnums=(0, 1), extreme=_kl_extreme,
+         differs=_kl_differs + "; convex_kl_divergence is the same function, without optax's deprecation warning",
+         kink="t = 0: as kl_divergence (the KL term's gradient in t is taken as 0, so the total is -1)",
+         kinks=(Kink("t = 0 at one class (q = 1)", (np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.5, 0.5])),
+                     np.array([1.0, 0.5, 0.5])),))
+def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
+    """Generalized KL divergence ``Σ_i [t_i (log t_i - log q_i) + q_i - t_i]``, as Optax's.
+
+    For unnormalised non-negative measures; it equals :func:`kl_divergence`
+    when both sum to 1. ``convex_kl_divergence`` is the same function (Optax's
+    deprecated name). ``axis`` and ``where`` as in :func:`kl_divergence`.
+
+    Derivative: d/d(log q) = q - t, d/dt = log t - log q (-1 where t = 0).
+    Saves: both inputs.
+    """
+    return _divergence("funcnet.losses.generalized_kl_divergence", _GENERALIZED_KL, log_predictions, targets,
+                       axis, where)
+
+
+convex_kl_divergence = generalized_kl_divergence
+
+
+# -------------------------------------------------------------- cosine similarity
+def _cosine_save(a, b, where, axes, epsilon, distance):
+    A, B = widen(a), widen(b)
+    if where is not None:
+        A, B = jnp.where(where, A, 0.0), jnp.where(where, B, 0.0)
+    a2, b2 = jnp.sum(A * A, axis=axes, keepdims=True), jnp.sum(B * B, axis=axes, keepdims=True)
+    na, nb = jnp.sqrt(jnp.maximum(a2, epsilon)), jnp.sqrt(jnp.maximum(b2, epsilon))
+    s = jnp.sum(A * B, axis=axes, keepdims=True) / (na * nb)
+    value = jnp.squeeze(1 - s if distance else s, axes)
+    return value.astype(a.dtype), (a, b, where, na, nb, a2 > epsilon, b2 > epsilon, s)
+
+
+def _cosine_locals(res, distance):
+    """(ds/da, ds/db): b/(|a||b|) - s·a/|a|² (the last term only where |a|² is not clipped), and alike."""
+    a, b, where, na, nb, free_a, free_b, s = res
+    A, B = widen(a), widen(b)
+    da = B / (na * nb) - jnp.where(free_a, s * A / (na * na), 0.0)
+    db = A / (na * nb) - jnp.where(free_b, s * B / (nb * nb), 0.0)
+    if distance:
+        da, db = -da, -db
+    if where is not None:
+        da, db = jnp.where(where, da, 0.0), jnp.where(where, db, 0.0)
+    return da, db
+
+
+def _cosine_vjp(res, g, axes, epsilon, distance):
+    da, db = _cosine_locals(res, distance)
+    gw = jnp.expand_dims(widen(g), axes)
+    return (gw * da).astype(res[0].dtype), (gw * db).astype(res[1].dtype), None
+
+
+def _cosine_jvp(res, ta, tb, _, axes, epsilon, distance):
+    da, db = _cosine_locals(res, distance)
+    dot = _add(None if ta is None else widen(ta) * da, None if tb is None else widen(tb) * db)
+    return None if dot is None else jnp.sum(dot, axis=axes).astype(res[0].dtype)
+
+
+_COSINE = _mask_optional("cosine_similarity", _cosine_save, _cosine_vjp, _cosine_jvp)
+
+
+def _cosine(op: str, predictions, targets, epsilon, axis, where, distance: bool):
+    predictions, targets = promote_floats(op, predictions=predictions, targets=targets)
+    arrays = dict(predictions=predictions, targets=targets)
+    if where is not None:
+        arrays["where"] = _bool_mask(op, where)
+    full = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
+    args = [jnp.broadcast_to(v, full) for v in arrays.values()]
+    static = dict(axes=canonical_axis(op, axis, len(full)), epsilon=static_float(op, "epsilon", epsilon),
+                  distance=distance)
+    return (_COSINE[1] if where is not None else _COSINE[0])(*args, **static)
+
+
+_cosine_common = dict(
+    rules=_COSINE, saves="both inputs, and per row the two norms and the similarity", sample=_normal_pair,
+    cases=((5,), (4, 3), ((4, 3), (3,))), diff_argnums=(0, 1), variants=({}, {"epsilon": 100.0}),
+    extreme=lambda: (np.array([[1e4, -1e4, 3.0], [1e-4, 2.0, -1.0]]), np.array([[1.0, 2.0, 1e4], [1e4, 1e-4, 1.0]])),
+    kink="where |a|² ≤ epsilon the norm is the constant √epsilon (no gradient through it); a zero vector with "
+         "epsilon = 0 gives NaN, as in optax",
+    differs="integer inputs are promoted to float (optax raises); `epsilon` must be a number (optax also "
+            "takes an array); at |a|² = epsilon exactly the norm counts as clipped (optax: half of each side); "
+            "the inputs are broadcast first and then normalised along `axis` (optax normalises each in its own "
+            "shape, which differs only where broadcasting stretches a reduced axis)",
+)
+
+
+@declare(family="losses", twin=twin.cosine_similarity, upstream=optax.losses.cosine_similarity, **_cosine_common)
+def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
+    """Cosine similarity ``⟨a, b⟩ / (|a| |b|)`` along ``axis``, as ``optax.losses.cosine_similarity``.
+
+    Each norm is ``sqrt(max(|a|², ε))``. ``axis`` (int, tuple or None) and
+    ``where`` (a boolean mask broadcasting against the inputs) as in Optax;
+    the inputs broadcast against each other.
+
+    Derivative: d/da = b/(|a||b|) - s·a/|a|² (without the last term where |a|²
+    ≤ ε), and symmetrically for b; s is the similarity.
+    Saves: both inputs, and per row the two norms and the similarity.
+    """
+    return _cosine("funcnet.losses.cosine_similarity", predictions, targets, epsilon, axis, where, False)
+
+
+@declare(family="losses", twin=twin.cosine_distance, upstream=optax.losses.cosine_distance, **_cosine_common)
+def cosine_distance(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
+    """Cosine distance ``1 - cosine_similarity``, as ``optax.losses.cosine_distance``.
+
+    Derivative: minus that of :func:`cosine_similarity`. Saves: as there.
+    """
+    return _cosine("funcnet.losses.cosine_distance", predictions, targets, epsilon, axis, where, True)
+
+
+# ------------------------------------------------------------------- label smoothing
+def smooth_labels(labels, alpha, *, axis=-1, where=None):
+    """Label smoothing ``(1 - α)·t + α/K``, as ``optax.losses.smooth_labels``.
+
+    K is the number of classes along ``axis`` (or of unmasked classes per row
+    when ``where`` is given). A linear map of the labels, written in plain
+    ``jnp`` with no rule of its own: autodiff of it is exact and costs nothing.
+    """
+    op = "funcnet.losses.smooth_labels"
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.floating):
+        raise TypeError(f"{op}: `labels` must be floating-point (as in optax), got {labels.dtype}{list(labels.shape)}")
+    axes = canonical_axis(op, axis, labels.ndim)
+    if where is None:
+        count = math.prod(labels.shape[a] for a in axes)
+    else:
+        count = jnp.sum(_bool_mask(op, where), axis=axes, keepdims=True)
+    return (1.0 - alpha) * labels + alpha / count
+
+
 # --------------------------------------------------------------------- penalties
 def _penalty_rule(name: str, elementwise: Callable, derivative: Callable) -> Rule:
     """``Σ_leaves Σ elementwise(w)`` over the leaves passed as separate arguments, in at least float32."""
@@ -789,4 +1627,5 @@ def l2_penalty(params, is_weight=None):
     return _penalty(_L2, params, is_weight)
 
 
-__all__ = names("losses", __name__) + ["default_is_weight", "weight_leaves", "LOG_FLOOR"]
+__all__ = names("losses", __name__) + ["convex_kl_divergence", "smooth_labels", "default_is_weight", "weight_leaves",
+                                       "LOG_FLOOR"]

@@ -10,12 +10,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._common import LOG_FLOOR, weight_leaves
-from funcnet.reference.nn import log_softmax
+from funcnet.reference.nn import log_softmax, sparse_plus
 
 __all__ = [
     "squared_error", "l2_loss", "binary_cross_entropy", "sigmoid_binary_cross_entropy",
     "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels",
     "multiclass_svm_loss", "l1_penalty", "l2_penalty", "linear_softmax_cross_entropy",
+    "huber_loss", "log_cosh", "hinge_loss", "perceptron_loss", "sparsemax_loss", "sigmoid_focal_loss",
+    "safe_softmax_cross_entropy", "poly_loss_cross_entropy", "multiclass_hinge_loss", "multiclass_perceptron_loss",
+    "multiclass_sparsemax_loss", "kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence",
+    "convex_kl_divergence", "cosine_similarity", "cosine_distance",
 ]
 
 
@@ -119,3 +123,122 @@ def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=N
     if where is not None:
         loss = jnp.where(where, loss, 0.0)
     return loss.astype(features.dtype)
+
+
+def _error(predictions, targets):
+    return predictions if targets is None else predictions - targets
+
+
+def huber_loss(predictions, targets=None, *, delta=1.0):
+    a = jnp.abs(_error(predictions, targets))
+    quadratic = jnp.minimum(a, delta)
+    return 0.5 * quadratic**2 + delta * (a - quadratic)
+
+
+def log_cosh(predictions, targets=None):
+    d = _error(predictions, targets)
+    return jnp.logaddexp(d, -d) - jnp.log(2.0).astype(d.dtype)
+
+
+def hinge_loss(predictor_outputs, targets):
+    return jnp.maximum(0, 1 - predictor_outputs * targets)
+
+
+def perceptron_loss(predictor_outputs, targets):
+    return jnp.maximum(0, -predictor_outputs * targets)
+
+
+def sparsemax_loss(logits, labels):
+    return sparse_plus(jnp.where(labels, -logits, logits))
+
+
+def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
+    # optax's formula with 1 - p_t in linear space: differentiable in the labels at 0 and 1 (its log is not)
+    labels = jnp.asarray(labels).astype(logits.dtype)
+    ce = sigmoid_binary_cross_entropy(logits, labels)
+    q = (1 - labels) * lax.logistic(logits) + labels * lax.logistic(-logits)
+    loss = ce * q**gamma
+    if alpha is None:
+        return loss
+    return (alpha * labels + (1 - alpha) * (1 - labels)) * loss
+
+
+def safe_softmax_cross_entropy(logits, labels):
+    logp = log_softmax(logits, axis=-1)
+    # 0·log 0 = 0 where a zero label meets a -inf logit; elsewhere t·log p, smooth in t (also at t = 0)
+    return -jnp.sum(labels * jnp.where((labels == 0) & (logp == -jnp.inf), 0.0, logp), axis=-1)
+
+
+def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None):
+    if where is not None and where.ndim != logits.ndim:
+        where = jnp.expand_dims(where, axis)
+    p = jnp.exp(log_softmax(logits, axis=axis, where=where))
+    one_minus_pt = jnp.sum(labels * (1 - p), axis=axis, where=where)
+    return softmax_cross_entropy(logits, labels, axis=axis, where=where) + epsilon * one_minus_pt
+
+
+def _one_hot(labels, classes, dtype):
+    return (labels[..., None] == jnp.arange(classes)).astype(dtype)
+
+
+def multiclass_hinge_loss(scores, labels):
+    one_hot = _one_hot(labels, scores.shape[-1], scores.dtype)
+    return jnp.max(scores + 1.0 - one_hot, axis=-1) - jnp.sum(scores * one_hot, axis=-1)
+
+
+def multiclass_perceptron_loss(scores, labels):
+    one_hot = _one_hot(labels, scores.shape[-1], scores.dtype)
+    return jnp.max(scores, axis=-1) - jnp.sum(scores * one_hot, axis=-1)
+
+
+def _sparsemax(z):
+    desc = -jnp.sort(-z, axis=-1)
+    cumulative = jnp.cumsum(desc, axis=-1)
+    k = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    support = jnp.sum(1 + k * desc > cumulative, axis=-1, keepdims=True)
+    tau = (jnp.take_along_axis(cumulative, support - 1, axis=-1) - 1) / support
+    return jnp.maximum(z - tau, 0.0)
+
+
+def multiclass_sparsemax_loss(scores, labels):
+    # optax's formula: <p, s - s_y> over the support, plus the Gini term
+    p = _sparsemax(scores)
+    correct = jnp.take_along_axis(scores, labels[..., None], axis=-1)
+    shifted = jnp.where(p > 0, scores - correct, 0.0)
+    return jnp.sum(p * shifted, axis=-1) + 0.5 * (1.0 - jnp.sum(p * p, axis=-1))
+
+
+def _xlogx_over(targets, log_predictions):
+    """t(log t - log q), 0 where t = 0 (double where: gradient 0 there, not 0·∞)."""
+    zero = targets == 0
+    safe = jnp.where(zero, 1.0, targets)
+    return jnp.where(zero, 0.0, safe * (jnp.log(safe) - log_predictions))
+
+
+def kl_divergence(log_predictions, targets, axis=-1, where=None):
+    return jnp.sum(_xlogx_over(targets, log_predictions), axis=axis, where=where)
+
+
+def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None):
+    none = log_targets == -jnp.inf
+    safe = jnp.where(none, 0.0, log_targets)
+    loss = jnp.where(none, 0.0, jnp.exp(safe) * (safe - log_predictions))
+    return jnp.sum(loss, axis=axis, where=where)
+
+
+def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
+    loss = _xlogx_over(targets, log_predictions) + jnp.exp(log_predictions) - targets
+    return jnp.sum(loss, axis=axis, where=where)
+
+
+convex_kl_divergence = generalized_kl_divergence
+
+
+def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
+    a_norm = jnp.sqrt(jnp.sum(predictions**2, axis=axis, where=where, keepdims=True).clip(epsilon))
+    b_norm = jnp.sqrt(jnp.sum(targets**2, axis=axis, where=where, keepdims=True).clip(epsilon))
+    return jnp.sum((predictions / a_norm) * (targets / b_norm), axis=axis, where=where)
+
+
+def cosine_distance(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
+    return 1.0 - cosine_similarity(predictions, targets, epsilon=epsilon, axis=axis, where=where)
