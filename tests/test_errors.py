@@ -21,7 +21,7 @@ def raises(exc, *fragments):
 @pytest.mark.parametrize("name", nn.__all__)
 def test_activations_reject_non_numeric_input(name):
     f = getattr(nn, name)
-    args = ("abc",) if name != "prelu" else ("abc", jnp.float32(0.1))
+    args = {"prelu": ("abc", jnp.float32(0.1)), "one_hot": ("abc", 3)}.get(name, ("abc",))
     with raises(TypeError, f"funcnet.nn.{f.__name__}", "`x`", "str"):  # an alias names its function
         f(*args)
 

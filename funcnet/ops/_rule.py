@@ -45,7 +45,7 @@ try:  # the experimental API that carries both directions in one primitive
 except ImportError:  # pragma: no cover - exercised only on a JAX without hijax
     VJPHiPrimitive, Zero = None, None
 
-__all__ = ["Rule", "backend", "use_backend", "varying_like"]
+__all__ = ["Rule", "backend", "use_backend", "varying_like", "with_optional"]
 
 _BACKEND = os.environ.get("FUNCNET_RULES", "hijax" if VJPHiPrimitive is not None else "custom_vjp")
 if _BACKEND not in ("hijax", "custom_vjp"):
@@ -176,6 +176,28 @@ def _custom_vjp(rule: Rule, static_items: tuple):
     op = jax.custom_vjp(f)
     op.defvjp(fwd, bwd)
     return op
+
+
+def with_optional(name: str, save: Callable, vjp: Callable, jvp: Callable, present: tuple[bool, ...]) -> Rule:
+    """A rule over the arguments that ``present`` marks, from functions that take every argument.
+
+    ``save(*args, **static)`` and ``jvp(res, *tangents, **static)`` get ``None``
+    for an absent argument (an optional mask or weight left out), and the
+    cotangents ``vjp`` returns for absent arguments are dropped. One op with
+    optional array arguments is written once this way, as one rule per
+    combination of the arguments given.
+    """
+    def full(given):
+        it = iter(given)
+        return [next(it) if p else None for p in present]
+
+    return Rule(
+        name,
+        value=lambda *args, **static: save(*full(args), **static)[0],
+        save=lambda *args, **static: save(*full(args), **static),
+        vjp=lambda res, g, **static: tuple(c for c, p in zip(vjp(res, g, **static), present) if p),
+        jvp=lambda res, *tangents, **static: jvp(res, *full(tangents), **static),
+    )
 
 
 if VJPHiPrimitive is not None:

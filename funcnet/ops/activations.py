@@ -23,9 +23,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops._common import canonical_axis, check_broadcast_to, float_input, promote_floats, sum_to_shape, widen
+from funcnet.ops._common import (
+    broadcast_shapes,
+    canonical_axis,
+    check_broadcast_to,
+    float_input,
+    promote_floats,
+    sum_to_shape,
+    widen,
+)
 from funcnet.ops._declare import Kink, declare, names
-from funcnet.ops._rule import Rule
+from funcnet.ops._rule import Rule, with_optional
 from funcnet.reference import nn as twin
 
 
@@ -497,13 +505,7 @@ def _normalize(op: str, rule: Rule, x, axis, where):
 
 def _unmasked(rule: Rule) -> Rule:
     """The rule with ``where=None`` bound (``None`` is not an array argument)."""
-    return Rule(
-        rule.name,
-        value=lambda x, axis: rule.value(x, None, axis),
-        save=lambda x, axis: rule.save(x, None, axis),
-        vjp=lambda res, g, axis: rule.vjp(res, g, axis)[:1],
-        jvp=lambda res, t, axis: rule.jvp(res, t, None, axis),
-    )
+    return with_optional(rule.name, rule.save, rule.vjp, rule.jvp, (True, False))
 
 
 _UNMASKED = {r.name: _unmasked(r) for r in (_SOFTMAX, _LOG_SOFTMAX)}
@@ -594,6 +596,24 @@ def hard_silu(x):
 
 
 hard_swish = hard_silu
+
+
+@declare(family="nn", twin=twin.hard_sigmoid, rules=_RELU6, upstream=jax.nn.hard_sigmoid,
+         saves="a boolean mask of -3 < x < 3 (relu6's rule at x + 3)", sample=S.unary((-3.0, 3.0), scale=3.0),
+         cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+         kink="gradient 0 at x = -3 and at x = 3, as jax.nn.hard_sigmoid",
+         kinks=(Kink("x = ±3", (S.np.array([-3.0, 3.0]),), S.np.array([0.0, 0.0])),))
+def hard_sigmoid(x):
+    """Hard sigmoid ``relu6(x + 3) / 6``, as ``jax.nn.hard_sigmoid``.
+
+    Derivative: 1/6 for -3 < x < 3, 0 elsewhere (0 at both corners). Its
+    hand-written rule is relu6's, at x + 3; the shift and the scale are
+    linear. (A rule of its own measured twice autodiff's temporary memory on
+    the deep network: XLA's CPU fusion then kept the input next to the mask.)
+    """
+    xf = _unary("hard_sigmoid", x)
+    return _RELU6(xf + jnp.asarray(3, xf.dtype)) / jnp.asarray(6, xf.dtype)
+
 
 
 # ------------------------------------------------------------------ log_sigmoid
@@ -793,8 +813,278 @@ def log1mexp(x):
     return _LOG1MEXP(_unary("log1mexp", x))
 
 
+# ----------------------------------------------------------------------- squareplus
+def _squareplus_parts(x, b):
+    """(y, r) with r = sqrt(x² + b) (as a hypot: no overflow) and y = (x + r)/2, as b/(2(r - x)) for x < 0."""
+    xw, bw = widen(x), widen(b)
+    r = jnp.hypot(xw, jnp.sqrt(bw))
+    y = jnp.where(xw < 0, bw / (2 * (r - xw)), (xw + r) / 2)
+    return y, r
+
+
+def _squareplus_locals(x, b):
+    """(dy/dx, dy/db) = ((1 + x/r)/2, 1/(4r)); dy/dx as y/r for x < 0, where 1 + x/r cancels."""
+    y, r = _squareplus_parts(x, b)
+    xw = widen(x)
+    ratio = jnp.where(jnp.isinf(xw), jnp.sign(xw), xw / r)
+    return jnp.where(xw < 0, y / r, (1 + ratio) / 2), 1 / (4 * r)
+
+
+def _squareplus_vjp(res, g):
+    x, b = res
+    dx, db = _squareplus_locals(x, b)
+    gw = widen(g)
+    return (gw * dx).astype(x.dtype), sum_to_shape(gw * db, b.shape).astype(b.dtype)
+
+
+def _squareplus_jvp(res, tx, tb):
+    x, b = res
+    dx, db = _squareplus_locals(x, b)
+    out = None if tx is None else widen(tx) * dx
+    if tb is not None:
+        tb_term = jnp.broadcast_to(widen(tb), x.shape) * db
+        out = tb_term if out is None else out + tb_term
+    return None if out is None else out.astype(x.dtype)
+
+
+_SQUAREPLUS = Rule("squareplus", value=lambda x, b: _squareplus_parts(x, b)[0].astype(x.dtype),
+                   vjp=_squareplus_vjp, jvp=_squareplus_jvp)
+
+
+def _x_and_smoothness(rng, shape):
+    return S.normal(rng, shape, 3.0), rng.uniform(0.5, 5.0, ())
+
+
+@declare(family="nn", twin=twin.squareplus, rules=_SQUAREPLUS, upstream=jax.nn.squareplus,
+         saves="x and b", sample=_x_and_smoothness, cases=S.ACTIVATION_SHAPES[1:], diff_argnums=(0, 1),
+         extreme=lambda: (S.np.array([-1e30, -1e4, -1.0, 0.5, 1e4, 1e30]), S.np.array(4.0)),
+         differs="accurate for large negative x (about b/(4|x|)), where jax.nn's (x + sqrt(x² + b))/2 cancels "
+                 "to 0, or to inf once x² overflows, and is NaN at -inf (funcnet: 0, the limit)")
+def squareplus(x, b=4):
+    """Squareplus ``(x + sqrt(x² + b)) / 2`` (Barron, 2021), as ``jax.nn.squareplus``.
+
+    Computed as ``b / (2(sqrt(x² + b) - x))`` for x < 0 and with a hypot for
+    the root, so it keeps its digits for large negative x (where the textbook
+    form cancels) and does not overflow for large |x|. ``b`` (> 0) is an array
+    or a number broadcasting against x, and gets its gradient.
+
+    Derivative: d/dx = (1 + x/r)/2 with r = sqrt(x² + b) (y/r for x < 0), and
+    d/db = 1/(4r).
+    """
+    op = "funcnet.nn.squareplus"
+    x, b = promote_floats(op, x=_unary("squareplus", x), b=b)
+    return _SQUAREPLUS(jnp.broadcast_to(x, broadcast_shapes(op, x=x.shape, b=b.shape)), b)
+
+
+# ------------------------------------------------------------------------------ glu
+def _glu_halves(x, axis):
+    a, b = jnp.split(widen(x), 2, axis=axis)
+    return a, b, lax.logistic(b)
+
+
+def _glu_vjp(x, g, axis):
+    a, _, s = _glu_halves(x, axis)
+    gw = widen(g)
+    return (jnp.concatenate([gw * s, gw * a * s * (1 - s)], axis=axis).astype(g.dtype),)
+
+
+def _glu_jvp(x, t, axis):
+    if t is None:
+        return None
+    a, _, s = _glu_halves(x, axis)
+    ta, tb = jnp.split(widen(t), 2, axis=axis)
+    return (ta * s + a * s * (1 - s) * tb).astype(t.dtype)
+
+
+_GLU = Rule("glu", value=lambda x, axis: (lambda a, _, s: a * s)(*_glu_halves(x, axis)).astype(x.dtype),
+            save=lambda x, axis: ((lambda a, _, s: a * s)(*_glu_halves(x, axis)).astype(x.dtype), x),
+            vjp=_glu_vjp, jvp=_glu_jvp)
+
+
+@declare(family="nn", twin=twin.glu, rules=_GLU, upstream=jax.nn.glu, saves="the input", activation=False,
+         sample=S.unary(), cases=((4,), (2, 4), (2, 3, 4)), variants=({}, {"axis": 0}),
+         extreme=lambda: (S.np.array([-1e4, 50.0, 1e4, -1.0, 1e4, -1e4, -50.0, 50.0]),),
+         differs="an axis of odd size raises a ValueError naming the axis (jax.nn.glu: an AssertionError)")
+def glu(x, axis=-1):
+    """Gated linear unit ``a ⊙ σ(b)``, where ``a, b`` are the two halves of x along ``axis``, as ``jax.nn.glu``.
+
+    The output has half the size of x along ``axis``, so it is not an
+    activation for ``mlp``.
+
+    Derivative: d/da = σ(b), d/db = a σ(b)(1 - σ(b)).
+    """
+    op = "funcnet.nn.glu"
+    x = _unary("glu", x)
+    if x.ndim == 0:
+        raise ValueError(f"{op}: x must have at least one dimension, got a scalar")
+    (ax,) = canonical_axis(op, axis, x.ndim)
+    if x.shape[ax] % 2:
+        raise ValueError(f"{op}: the size of axis {axis} must be even, got {x.shape[ax]} (x of shape {tuple(x.shape)})")
+    return _GLU(x, axis=ax)
+
+
+# --------------------------------------------------------------- logsumexp, logmeanexp
+def _lse_save(a, b, where, axes, keepdims, mean, nan_negative):
+    """log |Σ b e^a| over ``axes`` (minus log n for the mean), the entries outside ``where`` or with b = 0 left out.
+
+    Residuals: the inputs, and per reduced row the maximum and the (signed) sum of b e^{a - max}.
+    """
+    aw = widen(a)
+    keep = None
+    if where is not None:
+        keep = where
+    if b is not None:
+        keep = (b != 0) if keep is None else keep & (b != 0)
+    masked = aw if keep is None else jnp.where(keep, aw, -jnp.inf)
+    m = jnp.max(masked, axis=axes, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(masked - m)
+    if b is not None:
+        e = e * widen(b)
+    total = jnp.sum(e, axis=axes, keepdims=True)
+    sign = jnp.sign(total)
+    lse = jnp.log(jnp.abs(total)) + m
+    out = lse
+    if mean:
+        count = math.prod(a.shape[i] for i in axes) if where is None else jnp.sum(where, axis=axes, keepdims=True)
+        out = lse - jnp.log(jnp.asarray(count, lse.dtype))
+    if nan_negative:
+        out = jnp.where(sign < 0, jnp.nan, out)
+    if not keepdims:
+        out = jnp.squeeze(out, axes)
+    return out.astype(a.dtype), (a, b, where, m, total)
+
+
+def _lse_weights(res):
+    """e^{a - m} / Σ b e^{a - m}: the softmax weights of the sum (b = 0 entries keep theirs: d/db there is e^a/Σ).
+
+    Divided by the saved sum rather than taken as e^{a - L}: L is rounded to the precision of a (an ulp of
+    1e4 in float32 moves e^{a - L} by 1e-4).
+    """
+    a, b, where, m, total = res
+    w = jnp.exp(widen(a) - m) / total
+    return w if where is None else jnp.where(where, w, 0.0)
+
+
+def _lse_vjp(res, g, axes, keepdims, mean, nan_negative):
+    a, b, where, m, total = res
+    gw = widen(g) if keepdims else jnp.expand_dims(widen(g), axes)
+    if nan_negative:
+        gw = jnp.where(total < 0, jnp.nan, gw)
+    w = gw * _lse_weights(res)
+    ga = w if b is None else jnp.where(b != 0, w * widen(b), 0.0)
+    gb = None if b is None else (w * 1).astype(b.dtype)
+    return ga.astype(a.dtype), gb, None
+
+
+def _lse_jvp(res, ta, tb, _, axes, keepdims, mean, nan_negative):
+    a, b, where, m, total = res
+    w = _lse_weights(res)
+    dot = None
+    if ta is not None:
+        dot = widen(ta) * (w if b is None else jnp.where(b != 0, w * widen(b), 0.0))
+    if tb is not None:
+        dot = (0 if dot is None else dot) + widen(tb) * w
+    if dot is None:
+        return None
+    out = jnp.sum(dot, axis=axes, keepdims=True)
+    if nan_negative:
+        out = jnp.where(total < 0, jnp.nan, out)
+    return (out if keepdims else jnp.squeeze(out, axes)).astype(a.dtype)
+
+
+#: one rule per combination of the optional arrays (b, where)
+_LSE = {(has_b, has_where): with_optional("logsumexp", _lse_save, _lse_vjp, _lse_jvp, (True, has_b, has_where))
+        for has_b in (False, True) for has_where in (False, True)}
+
+
+def _reduce_exp(op: str, a, axis, b, keepdims, where, mean: bool, return_sign: bool = False):
+    a = _unary(op.rsplit(".", 1)[-1], a)
+    arrays = {"a": a}
+    if b is not None:
+        a, b = promote_floats(op, a=a, b=b)
+        arrays = {"a": a, "b": b}
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.dtype != jnp.bool_:
+            raise TypeError(f"{op}: `where` must be a boolean mask, got {where.dtype}{list(where.shape)}")
+        arrays["where"] = where
+    shape = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
+    args = [jnp.broadcast_to(v, shape) for v in arrays.values()]
+    axes = canonical_axis(op, axis, len(shape))
+    static = dict(axes=axes, keepdims=bool(keepdims), mean=mean, nan_negative=b is not None and not return_sign)
+    out = _LSE[b is not None, where is not None](*args, **static)
+    if not return_sign:
+        return out
+    # the sign of Σ b e^a, outside the rule (no gradient), only when asked for
+    a, b = args[0], args[1]
+    keep = b != 0 if where is None else (b != 0) & args[2]
+    m = lax.stop_gradient(jnp.max(jnp.where(keep, a, -jnp.inf), axis=axes, keepdims=True))
+    total = jnp.sum(jnp.where(keep, jnp.exp(a - jnp.where(jnp.isfinite(m), m, 0.0)) * b, 0.0), axis=axes,
+                    keepdims=keepdims)
+    return out, lax.stop_gradient(jnp.sign(total))
+
+
+@declare(family="nn", twin=twin.logsumexp, rules=tuple(_LSE.values()), upstream=jax.nn.logsumexp,
+         saves="the inputs, and per reduced row the maximum and the sum of b e^{a - max}",
+         activation=False, sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2],
+         variants=({}, {"axis": -1, "keepdims": True}), extreme=lambda: (S.extreme_logits(),),
+         differs="the gradient in b at an entry with b = 0 is e^a / Σ b e^a, the true slope (jax.nn: 0); where "
+                 "the sum is negative (b given, return_sign=False) the value and the gradient are NaN (jax.nn: "
+                 "NaN value, gradient 0); a row that `where` leaves empty has tangent 0, as its gradient "
+                 "(jax.nn: NaN tangent)")
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
+    """``log Σ_i b_i e^{a_i}`` over ``axis`` (int, tuple or None for all), as ``jax.nn.logsumexp``.
+
+    The maximum is subtracted first, so large inputs do not overflow; a row
+    of -∞ gives -∞. ``b`` (weights broadcasting against ``a``; entries with
+    b = 0 are left out, even at a = ∞) and ``where`` (a boolean mask) as in
+    ``jax.nn.logsumexp``; with ``return_sign=True`` the result is
+    ``(log |Σ b e^a|, sign of the sum)``.
+
+    Derivative: d/da_i = b_i e^{a_i - L}·s and d/db_i = e^{a_i - L}·s, with
+    L = log |Σ b e^a| and s its sign (the softmax of a for b = 1).
+    """
+    return _reduce_exp("funcnet.nn.logsumexp", a, axis, b, keepdims, where, mean=False, return_sign=return_sign)
+
+
+@declare(family="nn", twin=twin.logmeanexp, rules=tuple(_LSE.values()), upstream=jax.nn.logmeanexp,
+         saves="the input, and per reduced row the maximum and the sum of e^{x - max}", activation=False,
+         sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2], extreme=lambda: (S.extreme_logits(),),
+         differs="a row that `where` leaves empty has tangent 0, as its gradient (jax.nn: NaN tangent)")
+def logmeanexp(x, axis=None, where=None, keepdims=False):
+    """``log((1/n) Σ_i e^{x_i}) = logsumexp(x) - log n`` over ``axis``, as ``jax.nn.logmeanexp``.
+
+    n counts the entries reduced (those where ``where`` is True).
+
+    Derivative: d/dx_i = e^{x_i - logsumexp(x)} (the softmax).
+    """
+    return _reduce_exp("funcnet.nn.logmeanexp", x, axis, None, keepdims, where, mean=True)
+
+
+# ------------------------------------------------------------------------- one_hot
+def one_hot(x, num_classes, *, dtype=None, axis=-1):
+    """One-hot encoding of integer class indices, as ``jax.nn.one_hot`` (which it calls).
+
+    An index outside ``[0, num_classes)`` gives a row of zeros, as in jax.nn.
+    Not an op: it has no gradient (its input is a class index), so it has no
+    rule. ``num_classes`` must be a non-negative Python int, checked here with
+    an error that names it.
+    """
+    op = "funcnet.nn.one_hot"
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, S.np.integer)):
+        raise TypeError(f"{op}: `num_classes` must be a Python int, got {num_classes!r}")
+    if num_classes < 0:
+        raise ValueError(f"{op}: `num_classes` must be non-negative, got {num_classes}")
+    try:
+        x = jnp.asarray(x)
+    except TypeError as err:
+        raise TypeError(f"{op}: `x` must be an array of class indices, got {type(x).__name__}") from err
+    return jax.nn.one_hot(x, int(num_classes), dtype=dtype, axis=axis)
+
+
 swish = silu
 
 
 #: The declared activations, and the aliases jax.nn has for two of them (the same function objects).
-__all__ = names("nn") + ["hard_swish", "swish"]
+__all__ = names("nn") + ["hard_swish", "swish", "one_hot"]

@@ -48,7 +48,7 @@ from funcnet.ops._common import (
     widen,
 )
 from funcnet.ops._declare import Kink, declare, names
-from funcnet.ops._rule import Rule
+from funcnet.ops._rule import Rule, with_optional
 from funcnet.reference import losses as twin
 
 
@@ -118,21 +118,8 @@ def _add(a, b):
 
 
 def _mask_optional(name: str, save: Callable, vjp: Callable, jvp: Callable) -> tuple[Rule, Rule]:
-    """Two rules from one set of functions whose last array argument is an optional boolean mask.
-
-    ``save(*args, where, **static)``, ``vjp(res, g, **static)`` (returning
-    ``None`` for the mask) and ``jvp(res, *tangents, t_where, **static)``; the
-    first rule is the op without the mask (``where=None``), the second with it.
-    """
-    unmasked = Rule(
-        name,
-        value=lambda *args, **static: save(*args, None, **static)[0],
-        save=lambda *args, **static: save(*args, None, **static),
-        vjp=lambda res, g, **static: tuple(vjp(res, g, **static))[:-1],
-        jvp=lambda res, *tangents, **static: jvp(res, *tangents, None, **static),
-    )
-    masked = Rule(name, value=lambda *args, **static: save(*args, **static)[0], save=save, vjp=vjp, jvp=jvp)
-    return unmasked, masked
+    """The rules without and with the optional boolean mask, ``save``'s last argument (two arrays before it)."""
+    return tuple(with_optional(name, save, vjp, jvp, (True, True, masked)) for masked in (False, True))
 
 
 # ------------------------------------------- losses of the error p - t: squared, l2, huber, log-cosh

@@ -14,6 +14,7 @@ __all__ = [
     "identity", "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "elu", "prelu",
     "softplus", "silu", "gelu", "softmax", "log_softmax", "relu6", "hard_silu", "log_sigmoid",
     "soft_sign", "sparse_plus", "sparse_sigmoid", "selu", "celu", "mish", "log1mexp", "hard_swish", "swish",
+    "hard_sigmoid", "squareplus", "glu", "logsumexp", "logmeanexp",
 ]
 
 
@@ -134,3 +135,40 @@ def log1mexp(x):
 
 hard_swish = hard_silu
 swish = silu
+
+
+def hard_sigmoid(x):
+    return relu6(x + 3.0) / 6.0
+
+
+def squareplus(x, b=4):
+    # the stable form: b / (2(r - x)) for x < 0 (double where: no 0/0 in the untaken branch)
+    r = jnp.sqrt(x * x + b)
+    negative = x < 0
+    return jnp.where(negative, b / (2 * jnp.where(negative, r - x, 1.0)), (x + r) / 2)
+
+
+def glu(x, axis=-1):
+    a, b = jnp.split(x, 2, axis=axis)
+    return a * sigmoid(b)
+
+
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
+    keep = jnp.ones(jnp.shape(a), bool) if where is None else where
+    m = jnp.max(jnp.where(keep if b is None else keep & (b != 0), a, -jnp.inf), axis=axis, keepdims=True)
+    m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
+    e = jnp.exp(jnp.where(keep, a, -jnp.inf) - m)
+    total = jnp.sum(e if b is None else e * b, axis=axis, keepdims=True)
+    out = jnp.log(jnp.abs(total)) + m
+    sign = jnp.sign(total)
+    if not keepdims:
+        axes = tuple(range(jnp.ndim(a))) if axis is None else axis
+        out, sign = jnp.squeeze(out, axes), jnp.squeeze(sign, axes)
+    if return_sign:
+        return out, sign
+    return out if b is None else jnp.where(sign < 0, jnp.nan, out)
+
+
+def logmeanexp(x, axis=None, where=None, keepdims=False):
+    count = jnp.sum(jnp.ones(jnp.shape(x), x.dtype) if where is None else where, axis=axis, keepdims=keepdims)
+    return logsumexp(x, axis=axis, keepdims=keepdims, where=where) - jnp.log(count)
