@@ -38,7 +38,8 @@ REFERENCE: types.ModuleType = reference
 __all__ = [
     "Layer", "serial", "parallel", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "HardTanh",
     "Relu", "LeakyRelu", "Elu", "PReLU", "Softplus", "Silu", "Gelu", "Softmax", "LogSoftmax",
-    "Dropout", "Flatten", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS", "ParameterError",
+    "Dropout", "Flatten", "LayerNorm", "RMSNorm", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS", "NORMS",
+    "ParameterError",
 ]
 
 
@@ -243,6 +244,48 @@ def PReLU(alpha_init: float = 0.25, *, per_channel: bool = True, ops: types.Modu
 ACTIVATIONS = tuple(declared_activations())
 
 
+# ------------------------------------------------------------ LayerNorm, RMSNorm
+def _norm_layer(kind: str, epsilon: float, ops: types.ModuleType) -> Layer:
+    desc = f"{'LayerNorm' if kind == 'layer_norm' else 'RMSNorm'}(epsilon={epsilon})"
+    fn = getattr(ops.nn, kind)
+    centred = kind == "layer_norm"
+
+    def init(key, input_shape=None):
+        input_shape = _input_shape(desc, input_shape)
+        if len(input_shape) < 1 or input_shape[-1] is None or input_shape[-1] < 1:
+            raise _shape_error(desc, f"needs inputs with a known last axis, got input shape {input_shape}")
+        width = input_shape[-1]
+        params = {"scale": jnp.ones((width,), jnp.float32)}
+        if centred:
+            params["bias"] = jnp.zeros((width,), jnp.float32)
+        return input_shape, params
+
+    def apply(params, x, *, key=None, train=False):
+        width = x.shape[-1] if jnp.ndim(x) else None
+        _check_params(desc, params, {"scale": (width,), "bias": (width,)} if centred else {"scale": (width,)})
+        if centred:
+            return fn(x, params["scale"], params["bias"], epsilon=epsilon)
+        return fn(x, params["scale"], epsilon=epsilon)
+
+    return Layer(init, apply, kind, desc, ops)
+
+
+def LayerNorm(epsilon: float = 1e-5, *, ops: types.ModuleType = MANUAL) -> Layer:
+    """Layer normalisation over the last axis (``funcnet.nn.layer_norm``), with a learned ``scale`` (ones) and
+    ``bias`` (zeros) per feature."""
+    return _norm_layer("layer_norm", epsilon, ops)
+
+
+def RMSNorm(epsilon: float = 1e-6, *, ops: types.ModuleType = MANUAL) -> Layer:
+    """RMS normalisation over the last axis (``funcnet.nn.rms_norm``), with a learned ``scale`` (ones) per
+    feature."""
+    return _norm_layer("rms_norm", epsilon, ops)
+
+
+#: The normalisation layers :func:`mlp` can put after each hidden Dense layer (``norm=``).
+NORMS = {"layer_norm": LayerNorm, "rms_norm": RMSNorm}
+
+
 # ------------------------------------------------------------ Dropout, Flatten
 def Dropout(rate: float, *, ops: types.ModuleType = MANUAL) -> Layer:
     """Inverted dropout: in training, zero each unit with probability ``rate`` and scale the rest by 1/(1-rate).
@@ -378,14 +421,17 @@ def parallel(*layers: Layer) -> Layer:
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str | None = None, *,
-        w_init: Callable | None = None, dropout: float = 0.0, ops: types.ModuleType = MANUAL,
-        **activation_kwargs) -> Layer:
+        w_init: Callable | None = None, dropout: float = 0.0, norm: str | None = None,
+        ops: types.ModuleType = MANUAL, **activation_kwargs) -> Layer:
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     ``sizes[0]`` is the input width (checked at ``init``); each hidden Dense is
-    followed by ``activation`` (and dropout if ``dropout > 0``); the output
-    layer by ``output_activation`` (none by default: logits).
+    followed by ``norm`` (``"layer_norm"`` or ``"rms_norm"``, if given), then
+    ``activation`` (and dropout if ``dropout > 0``); the output layer by
+    ``output_activation`` (none by default: logits).
     """
+    if norm is not None and norm not in NORMS:
+        raise ValueError(f"mlp: unknown norm {norm!r}; known: {', '.join(NORMS)} (or None)")
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
         raise TypeError(f"mlp: sizes must be a list of layer widths (input, ..., output), got {sizes!r:.60}")
     sizes = list(sizes)
@@ -395,6 +441,8 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
     layers: list[Layer] = []
     for width in sizes[1:-1]:
         layers.append(Dense(width, w_init, ops=ops))
+        if norm is not None:
+            layers.append(NORMS[norm](ops=ops))
         layers.append(Activation(activation, ops=ops, **activation_kwargs))
         if dropout:
             layers.append(Dropout(dropout, ops=ops))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from funcnet.ops import activations, fused, gates, losses  # noqa: F401  (importing them declares their ops)
+from funcnet.ops import activations, fused, gates, losses, norms  # noqa: F401  (importing them declares their ops)
 from funcnet.ops._declare import DECLARED, Declaration, Kink
 from funcnet.ops._rule import Rule
 from funcnet.tolerances import AUTODIFF, Tolerance

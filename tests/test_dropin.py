@@ -38,7 +38,8 @@ def close(a, b, **kw):
 
 
 # prelu takes a slope array; glu needs an even axis (its own test below); one_hot is an encoding, not an op
-UNARY = [n for n in nn.__all__ if n not in ("prelu", "glu", "one_hot")]
+# layer_norm and rms_norm have no jax.nn namesake (compared with Flax's formulas in test_norms.py)
+UNARY = [n for n in nn.__all__ if n not in ("prelu", "glu", "one_hot") and hasattr(jax.nn, n)]
 EDGES = jnp.array([-jnp.inf, -1e30, -3.0, -0.0, 0.0, 2.5, 1e30, jnp.inf, jnp.nan])
 
 
@@ -69,7 +70,7 @@ def test_activation_values_and_gradients_at_edges(name):
 @pytest.mark.parametrize("x", [jnp.arange(-2, 3), 0, 1, np.array([1, 2])])
 def test_integer_and_python_inputs_as_jax_nn(name, x):
     ours, theirs = getattr(nn, name), getattr(jax.nn, name)
-    if "softmax" in name and np.ndim(x) == 0:
+    if ("softmax" in name or name == "standardize") and np.ndim(x) == 0:  # they reduce over axis -1
         x = np.array([x])
     try:
         want = theirs(x)
@@ -599,3 +600,29 @@ def test_one_hot_as_jax_nn():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(TypeError, match="funcnet.nn.one_hot: `num_classes` must be a Python int"):
         nn.one_hot(labels, 3.0)
+
+
+@pytest.mark.parametrize("kw", [{}, {"axis": 0}, {"axis": (0, 2)}, {"axis": None}, {"where": MASK3},
+                                {"algorithm": "stable", "where": MASK3, "axis": 1}, {"epsilon": 0.5}])
+def test_standardize_as_jax_nn(kw):
+    ours, theirs = (lambda x: nn.standardize(x, **kw)), (lambda x: jax.nn.standardize(x, **kw))
+    close(ours(X3), theirs(X3))
+    w = jnp.asarray(np.random.default_rng(8).normal(size=X3.shape))
+    close(jax.grad(lambda x: jnp.sum(ours(x) * w))(X3), jax.grad(lambda x: jnp.sum(theirs(x) * w))(X3))
+    close(jax.jvp(ours, (X3,), (T3,))[1], jax.jvp(theirs, (X3,), (T3,))[1])
+
+
+@pytest.mark.parametrize("given", ["mean", "variance", "both"])
+def test_standardize_with_given_statistics_as_jax_nn(given):
+    mean, variance = jnp.mean(X3, -1, keepdims=True) + 0.1, jnp.var(X3, -1, keepdims=True) + 0.2
+    kw = {"mean": mean, "variance": variance} if given == "both" else {given: {"mean": mean, "variance": variance}[given]}
+
+    def total(f, x, kw):
+        return jnp.sum(f(x, **kw) * T3)
+
+    close(nn.standardize(X3, **kw), jax.nn.standardize(X3, **kw))
+    names_ = tuple(kw)
+    g_ours = jax.grad(lambda x, *s: total(nn.standardize, x, dict(zip(names_, s))), tuple(range(1 + len(kw))))(X3, *kw.values())
+    g_jax = jax.grad(lambda x, *s: total(jax.nn.standardize, x, dict(zip(names_, s))), tuple(range(1 + len(kw))))(X3, *kw.values())
+    for a, b in zip(g_ours, g_jax):
+        close(a, b)

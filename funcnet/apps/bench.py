@@ -153,12 +153,12 @@ LOSS_HEADS: dict[str, Callable] = {
 
 
 def funcnet_step(sizes, activation, ops=funcnet, compute_dtype=None,
-                 loss: str = "softmax_cross_entropy_with_integer_labels") -> JaxStep:
-    """The funcnet MLP's step with a loss head of :data:`LOSS_HEADS`.
+                 loss: str = "softmax_cross_entropy_with_integer_labels", norm: str | None = None) -> JaxStep:
+    """The funcnet MLP's step with a loss head of :data:`LOSS_HEADS` (and ``norm`` after each hidden layer).
 
     ``compute_dtype=jnp.bfloat16`` runs it as ``fit(compute_dtype=...)`` does.
     """
-    net = layers.mlp(sizes, activation, ops=ops)
+    net = layers.mlp(sizes, activation, ops=ops, norm=norm)
     _, params = net.init(jax.random.key(0))
     apply = train.mixed_precision(net.apply, compute_dtype)
     head = LOSS_HEADS[loss]
@@ -370,6 +370,16 @@ def temp_memory(config: dict, activation: str | None = None) -> dict[str, int]:
     if hasattr(jax.nn, activation):
         out["plain_jax"] = plain_jax_step(sizes, activation).temp_bytes(x, y)
     return out
+
+
+def norm_memory(config: dict) -> dict[str, dict[str, int]]:
+    """Temporary memory (bytes) of the compiled step with each norm of ``layers.NORMS`` after every hidden layer,
+    manual rules against autodiff twins."""
+    sizes, activation = config["sizes"], config["activation"]
+    x, y = _data(sizes, config["batch"])
+    return {norm: {label: funcnet_step(sizes, activation, ops, norm=norm).temp_bytes(x, y)
+                   for label, ops in (("funcnet", funcnet), ("funcnet.reference", funcnet.reference))}
+            for norm in layers.NORMS}
 
 
 def loss_memory(config: dict) -> dict[str, dict[str, int]]:

@@ -902,7 +902,7 @@ _GLU = Rule("glu", value=lambda x, axis: (lambda a, _, s: a * s)(*_glu_halves(x,
 
 
 @declare(family="nn", twin=twin.glu, rules=_GLU, upstream=jax.nn.glu, saves="the input", activation=False,
-         sample=S.unary(), cases=((4,), (2, 4), (2, 3, 4)), variants=({}, {"axis": 0}),
+         sample=S.unary(), cases=((4,), (2, 4), (2, 3, 4)),
          extreme=lambda: (S.np.array([-1e4, 50.0, 1e4, -1.0, 1e4, -1e4, -50.0, 50.0]),),
          differs="an axis of odd size raises a ValueError naming the axis (jax.nn.glu: an AssertionError)")
 def glu(x, axis=-1):
@@ -1028,7 +1028,7 @@ def _reduce_exp(op: str, a, axis, b, keepdims, where, mean: bool, return_sign: b
 @declare(family="nn", twin=twin.logsumexp, rules=tuple(_LSE.values()), upstream=jax.nn.logsumexp,
          saves="the inputs, and per reduced row the maximum and the sum of b e^{a - max}",
          activation=False, sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2],
-         variants=({}, {"axis": -1, "keepdims": True}), extreme=lambda: (S.extreme_logits(),),
+         extreme=lambda: (S.extreme_logits(),),
          differs="the gradient in b at an entry with b = 0 is e^a / Σ b e^a, the true slope (jax.nn: 0); where "
                  "the sum is negative (b given, return_sign=False) the value and the gradient are NaN (jax.nn: "
                  "NaN value, gradient 0); a row that `where` leaves empty has tangent 0, as its gradient "
@@ -1087,4 +1087,4 @@ swish = silu
 
 
 #: The declared activations, and the aliases jax.nn has for two of them (the same function objects).
-__all__ = names("nn") + ["hard_swish", "swish", "one_hot"]
+__all__ = names("nn", __name__) + ["hard_swish", "swish", "one_hot"]

@@ -14,7 +14,7 @@ __all__ = [
     "identity", "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "elu", "prelu",
     "softplus", "silu", "gelu", "softmax", "log_softmax", "relu6", "hard_silu", "log_sigmoid",
     "soft_sign", "sparse_plus", "sparse_sigmoid", "selu", "celu", "mish", "log1mexp", "hard_swish", "swish",
-    "hard_sigmoid", "squareplus", "glu", "logsumexp", "logmeanexp",
+    "hard_sigmoid", "squareplus", "glu", "logsumexp", "logmeanexp", "standardize", "layer_norm", "rms_norm",
 ]
 
 
@@ -172,3 +172,27 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
 def logmeanexp(x, axis=None, where=None, keepdims=False):
     count = jnp.sum(jnp.ones(jnp.shape(x), x.dtype) if where is None else where, axis=axis, keepdims=keepdims)
     return logsumexp(x, axis=axis, keepdims=keepdims, where=where) - jnp.log(count)
+
+
+def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None, *, algorithm="fast"):
+    if mean is None:
+        mean = jnp.mean(x, axis, keepdims=True, where=where)
+    if variance is None:
+        if algorithm == "stable":
+            variance = jnp.mean(jnp.square(x - mean), axis, keepdims=True, where=where)
+        else:
+            variance = jnp.clip(jnp.mean(jnp.square(x), axis, keepdims=True, where=where) - jnp.square(mean), 0)
+    return (x - mean) * lax.rsqrt(variance + epsilon)
+
+
+def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
+    mean = jnp.mean(x, -1, keepdims=True)
+    y = (x - mean) * lax.rsqrt(jnp.mean(jnp.square(x - mean), -1, keepdims=True) + epsilon)
+    if scale is not None:
+        y = y * scale
+    return y if bias is None else y + bias
+
+
+def rms_norm(x, scale=None, *, epsilon=1e-6):
+    y = x * lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + epsilon)
+    return y if scale is None else y * scale

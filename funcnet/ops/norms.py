@@ -1,0 +1,220 @@
+"""Normalisation ops with hand-written rules in both directions (``funcnet.nn``): standardize, layer_norm, rms_norm.
+
+All three are one rule family: ``y = x̂ · scale + bias`` with ``x̂ = (x - μ)·r``
+(``μ = 0`` for RMS normalisation), where μ and ``r = 1/sqrt(var + ε)`` are
+per-row statistics over the normalised axes. The reverse rule keeps the input
+(alive anyway: the layer before produced it), the scale, and per row only μ
+and r, never the normalised activations; it rebuilds x̂ from them. With n the
+number of entries in a row (those ``where`` keeps), g' = g·scale, and sums over
+the row:
+
+* ``dx = r [g' - w (Σg' + x̂ Σg'x̂)/n]`` (w = 1 for the entries that enter the
+  statistics; for RMS normalisation the Σg' term is absent),
+* ``d scale = Σ_rows g x̂``, ``d bias = Σ_rows g``;
+
+the forward rule is ``ẏ = r [ẋ - w (Σwẋ + x̂ Σw x̂ẋ)/n]·scale + x̂·ṡ + ḃ``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet.ops import _samples as S
+from funcnet.ops._common import broadcast_shapes, canonical_axis, float_input, promote_floats, static_float, sum_to_shape, widen
+from funcnet.ops._declare import declare, names
+from funcnet.ops._rule import with_optional
+from funcnet.reference import nn as twin
+
+
+def _statistics(x, where, axes, epsilon, center, algorithm):
+    """(x̂, μ, r, n) over ``axes`` (keepdims), in at least float32."""
+    xw = widen(x)
+    n = (math.prod(x.shape[a] for a in axes) if where is None
+         else jnp.sum(where, axis=axes, keepdims=True).astype(xw.dtype))
+    mean = (lambda v: jnp.sum(v if where is None else jnp.where(where, v, 0.0), axis=axes, keepdims=True) / n)
+    mu = mean(xw) if center else jnp.zeros((), xw.dtype)
+    if center and algorithm == "fast":
+        var = jnp.maximum(mean(xw * xw) - mu * mu, 0.0)
+    else:
+        var = mean((xw - mu) ** 2)
+    r = jax.lax.rsqrt(var + epsilon)
+    return (xw - mu) * r, mu, r, n
+
+
+def _save(x, scale, bias, where, axes, epsilon, center, algorithm):
+    xhat, mu, r, _ = _statistics(x, where, axes, epsilon, center, algorithm)
+    y = xhat if scale is None else xhat * widen(scale)
+    if bias is not None:
+        y = y + widen(bias)
+    return y.astype(x.dtype), (x, scale, bias, where, mu, r)
+
+
+def _xhat_and_count(res, axes):
+    x, _, _, where, mu, r = res
+    n = (math.prod(x.shape[a] for a in axes) if where is None
+         else jnp.sum(where, axis=axes, keepdims=True).astype(r.dtype))
+    return (widen(x) - mu) * r, n
+
+
+def _project(v, xhat, r, where, axes, n, center):
+    """r [v - w(Σv + x̂ Σv x̂)/n]: the derivative of x̂ applied to v (a cotangent, or a tangent with w folded in)."""
+    keep = 1.0 if where is None else where
+    total = jnp.sum(v, axis=axes, keepdims=True) if center else 0.0
+    return r * (v - keep * (total + xhat * jnp.sum(v * xhat, axis=axes, keepdims=True)) / n)
+
+
+def _vjp(res, g, axes, epsilon, center, algorithm):
+    x, scale, bias, where, mu, r = res
+    xhat, n = _xhat_and_count(res, axes)
+    gw = widen(g)
+    gs = gw if scale is None else gw * widen(scale)
+    # G = Σ g' and H = Σ g'x̂ run over every entry (all outputs depend on μ and r); only the entries that
+    # enter the statistics (where) get the w/n terms
+    gx = _project(gs, xhat, r, where, axes, n, center)
+    gscale = None if scale is None else sum_to_shape(gw * xhat, scale.shape).astype(scale.dtype)
+    gbias = None if bias is None else sum_to_shape(gw, bias.shape).astype(bias.dtype)
+    return gx.astype(x.dtype), gscale, gbias, None
+
+
+def _jvp(res, tx, tscale, tbias, _, axes, epsilon, center, algorithm):
+    x, scale, bias, where, mu, r = res
+    xhat, n = _xhat_and_count(res, axes)
+    out = None
+    if tx is not None:
+        txw = widen(tx)
+        kept = txw if where is None else jnp.where(where, txw, 0.0)
+        total = jnp.sum(kept, axis=axes, keepdims=True) if center else 0.0
+        dxhat = r * (txw - (total + xhat * jnp.sum(kept * xhat, axis=axes, keepdims=True)) / n)
+        out = dxhat if scale is None else dxhat * widen(scale)
+    if tscale is not None:
+        out = (0.0 if out is None else out) + xhat * widen(tscale)
+    if tbias is not None:
+        out = (0.0 if out is None else out) + jnp.broadcast_to(widen(tbias), x.shape)
+    return None if out is None else out.astype(x.dtype)
+
+
+def _rule(name: str, present: tuple[bool, bool, bool, bool]):
+    return with_optional(name, _save, _vjp, _jvp, present)
+
+
+#: one rule per combination of the optional arrays (scale, bias, where)
+_RULES = {(s, b, w): _rule("normalize", (True, s, b, w)) for s in (False, True) for b in (False, True)
+          for w in (False, True)}
+
+
+def _normalize(x, scale=None, bias=None, where=None, *, axes, epsilon, center, algorithm="stable"):
+    args = [a for a in (x, scale, bias, where) if a is not None]
+    rule = _RULES[scale is not None, bias is not None, where is not None]
+    return rule(*args, axes=axes, epsilon=epsilon, center=center, algorithm=algorithm)
+
+
+# --------------------------------------------------------------------- standardize
+@declare(family="nn", twin=twin.standardize, rules=tuple(r for (s, b, _), r in _RULES.items() if not s and not b),
+         upstream=jax.nn.standardize, activation=False,
+         saves="the input and, per row, the mean and 1/sqrt(var + epsilon) (not the standardized values)",
+         sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2],
+         extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]),),
+         kink="a constant row (variance 0) gives 0 with gradient r(g - mean(g)), r = 1/sqrt(epsilon)",
+         differs="`epsilon` must be a number (jax.nn also takes an array); when `mean` or `variance` is given, "
+                 "the given statistics are used in plain jnp (autodiff), as in jax.nn")
+def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None, *, algorithm="fast"):
+    """Standardize ``(x - μ) / sqrt(var + ε)`` over ``axis``, as ``jax.nn.standardize``.
+
+    μ and var are the mean and variance over ``axis`` (an int, a tuple or
+    None), of the entries ``where`` keeps; every entry is standardized with
+    them. ``algorithm="fast"`` computes var as E[x²] - μ² (clipped at 0) and
+    ``"stable"`` as E[(x - μ)²]; both have the same derivative. Given ``mean``
+    or ``variance`` arrays are used instead (and get their gradients through
+    plain jnp).
+
+    Derivative (μ and var from x): dx = r [g - w(Σg + x̂ Σg x̂)/n], with
+    r = 1/sqrt(var + ε), x̂ the output, n the number of entries kept and w = 1
+    on them.
+    """
+    op = "funcnet.nn.standardize"
+    x = float_input(op, "x", x)
+    if algorithm not in ("fast", "stable"):
+        raise ValueError(f"{op}: unknown algorithm {algorithm!r}; expected 'fast' or 'stable'")
+    epsilon = static_float(op, "epsilon", epsilon)
+    axes = canonical_axis(op, axis, x.ndim)
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.dtype != jnp.bool_:
+            raise TypeError(f"{op}: `where` must be a boolean mask, got {where.dtype}{list(where.shape)}")
+        where = jnp.broadcast_to(where, broadcast_shapes(op, x=x.shape, where=where.shape))
+    if mean is None and variance is None:
+        return _normalize(x, where=where, axes=axes, epsilon=epsilon, center=True, algorithm=algorithm)
+    # given statistics: elementwise (x - mean)·rsqrt(variance + ε) in plain jnp, whose autodiff is exact; the
+    # twin is that code (compared with jax.nn.standardize directly in tests/test_dropin.py)
+    return twin.standardize(x, axes, mean, variance, epsilon, where, algorithm=algorithm)
+
+
+# ------------------------------------------------------------- layer_norm, rms_norm
+def _affine_args(op: str, x, scale, bias):
+    x = float_input(op, "x", x)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have a feature axis (the last), got a scalar")
+    named = {"x": x} | {k: v for k, v in (("scale", scale), ("bias", bias)) if v is not None}
+    promoted = dict(zip(named, promote_floats(op, **named)))
+    for k in ("scale", "bias"):
+        if k in promoted:
+            try:
+                fits = np.broadcast_shapes(x.shape, promoted[k].shape) == tuple(x.shape)
+            except ValueError:
+                fits = False
+            if not fits:
+                raise ValueError(f"{op}: `{k}` of shape {tuple(promoted[k].shape)} must broadcast to x's shape "
+                                 f"{tuple(x.shape)} (typically ({x.shape[-1]},))")
+    return promoted["x"], promoted.get("scale"), promoted.get("bias")
+
+
+def _features(rng, case):
+    """x of shape ``case``, scale and bias of its feature width."""
+    return S.normal(rng, case), rng.uniform(0.5, 1.5, case[-1:]), S.normal(rng, case[-1:])
+
+
+@declare(family="nn", twin=twin.layer_norm, rules=tuple(r for (_, _, w), r in _RULES.items() if not w),
+         activation=False, saves="x and scale, and per row the mean and 1/sqrt(var + epsilon) (not x̂)",
+         sample=_features, cases=((5,), (4, 6)), diff_argnums=(0, 1, 2),
+         extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3), S.np.zeros(3)))
+def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
+    """Layer normalisation (Ba et al., 2016) over the last axis: ``x̂ · scale + bias``, x̂ = (x - μ)/sqrt(var + ε).
+
+    μ and var are the mean and (biased) variance of each row. ``scale`` and
+    ``bias`` (optional) broadcast against x, typically of shape (features,).
+    There is no jax.nn namesake; the value is Flax's and Equinox's LayerNorm.
+
+    Derivative, with g' = g·scale and r = 1/sqrt(var + ε): dx = r [g' -
+    (Σg' + x̂ Σg'x̂)/n], d scale = Σ_rows g x̂, d bias = Σ_rows g.
+    """
+    op = "funcnet.nn.layer_norm"
+    x, scale, bias = _affine_args(op, x, scale, bias)
+    return _normalize(x, scale, bias, axes=(x.ndim - 1,), epsilon=static_float(op, "epsilon", epsilon), center=True)
+
+
+def _features_no_bias(rng, case):
+    return _features(rng, case)[:2]
+
+
+@declare(family="nn", twin=twin.rms_norm, rules=tuple(r for (_, b, w), r in _RULES.items() if not b and not w),
+         activation=False, saves="x and scale, and per row 1/sqrt(mean(x²) + epsilon)",
+         sample=_features_no_bias, cases=((5,), (4, 6)), diff_argnums=(0, 1),
+         extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3)))
+def rms_norm(x, scale=None, *, epsilon=1e-6):
+    """RMS normalisation (Zhang & Sennrich, 2019) over the last axis: ``x / sqrt(mean(x²) + ε) · scale``.
+
+    No centring and no bias. ``scale`` (optional) broadcasts against x.
+
+    Derivative, with g' = g·scale, r = 1/sqrt(mean(x²) + ε) and x̂ = x·r:
+    dx = r [g' - x̂ Σg'x̂ / n], d scale = Σ_rows g x̂.
+    """
+    op = "funcnet.nn.rms_norm"
+    x, scale, _ = _affine_args(op, x, scale, None)
+    return _normalize(x, scale, axes=(x.ndim - 1,), epsilon=static_float(op, "epsilon", epsilon), center=False)
+
+
+__all__ = names("nn", __name__)
