@@ -36,7 +36,7 @@ MANUAL: types.ModuleType = funcnet
 REFERENCE: types.ModuleType = reference
 
 __all__ = [
-    "Layer", "serial", "parallel", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "HardTanh",
+    "Layer", "serial", "parallel", "Dense", "ActivationDense", "Activation", "Identity", "Sigmoid", "Tanh", "HardTanh",
     "Relu", "LeakyRelu", "Elu", "PReLU", "Softplus", "Silu", "Gelu", "Softmax", "LogSoftmax",
     "Dropout", "Flatten", "LayerNorm", "RMSNorm", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS", "NORMS",
     "ParameterError",
@@ -158,11 +158,16 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
       b_init: initializer of ``b`` (default zeros).
       ops: the op namespace (``funcnet`` or ``funcnet.reference``).
     """
+    return _dense("Dense", units, w_init, b_init, ops, None, {})
+
+
+def _dense(fn: str, units, w_init, b_init, ops, activation: str | None, activation_kwargs: dict) -> Layer:
+    """A Dense layer, applying ``activation`` to its input first if given (``gates.activation_affine``)."""
     if not _is_size(units):
-        raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+        raise ValueError(f"{fn}: units must be a positive int, got {units!r}")
     units = int(units)
     w_init = initializers.glorot_uniform() if w_init is None else w_init
-    desc = f"Dense({units})"
+    desc = f"Dense({units})" if activation is None else f"Dense({units}) after {activation}"
 
     def init(key, input_shape=None):
         input_shape = _input_shape(desc, input_shape)
@@ -179,9 +184,28 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
         w = params["w"]
         if x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise _shape_error(desc, f"expected inputs whose last axis is {w.shape[0]}, got shape {tuple(x.shape)}")
-        return ops.gates.affine(x, w, params["b"])
+        if activation is None:
+            return ops.gates.affine(x, w, params["b"])
+        return ops.gates.activation_affine(x, w, params["b"], activation, **activation_kwargs)
 
     return Layer(init, apply, "dense", desc, ops)
+
+
+def ActivationDense(activation: str, units: int, w_init: Callable | None = None,
+                    b_init: Callable = initializers.zeros, *, ops: types.ModuleType = MANUAL,
+                    **activation_kwargs) -> Layer:
+    """``serial(Activation(activation), Dense(units))`` as one layer: ``f(z) @ w + b`` (``gates.activation_affine``).
+
+    The same parameters (``{"w", "b"}`` under a ``dense_<i>`` key) and values as the
+    pair, but its reverse rule keeps only the input ``z``, so a chain of them (what
+    :func:`mlp` builds) keeps one tensor per layer for the backward pass, whatever
+    the activation.
+    """
+    if activation not in ACTIVATIONS or activation == "prelu":
+        raise ValueError(f"ActivationDense: unknown activation {activation!r}; known: "
+                         f"{', '.join(a for a in ACTIVATIONS if a != 'prelu')} (prelu has parameters: "
+                         "use serial(PReLU(), Dense(units)))")
+    return _dense("ActivationDense", units, w_init, b_init, ops, activation, activation_kwargs)
 
 
 # ---------------------------------------------------------------- activations
@@ -422,13 +446,23 @@ def parallel(*layers: Layer) -> Layer:
 
 def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str | None = None, *,
         w_init: Callable | None = None, dropout: float = 0.0, norm: str | None = None,
-        ops: types.ModuleType = MANUAL, **activation_kwargs) -> Layer:
+        fused: bool = True, ops: types.ModuleType = MANUAL, **activation_kwargs) -> Layer:
     """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
 
     ``sizes[0]`` is the input width (checked at ``init``); each hidden Dense is
     followed by ``norm`` (``"layer_norm"`` or ``"rms_norm"``, if given), then
     ``activation`` (and dropout if ``dropout > 0``); the output layer by
     ``output_activation`` (none by default: logits).
+
+    With ``fused=True`` (the default) each activation and the Dense layer after
+    it are one :func:`ActivationDense` (``gates.activation_affine``), so the
+    backward pass keeps one tensor per layer (each layer's pre-activation)
+    whatever the activation; the parameters and values are those of
+    ``fused=False``. Dropout and ``prelu`` (whose slope is a parameter) sit
+    between the two, so with them the layers stay apart; so they do with any
+    ``ops`` but ``funcnet`` itself (``funcnet.reference`` builds the unfused
+    network on autodiff, and a namespace of your own keeps its own affine and
+    activation ops).
     """
     if norm is not None and norm not in NORMS:
         raise ValueError(f"mlp: unknown norm {norm!r}; known: {', '.join(NORMS)} (or None)")
@@ -438,23 +472,32 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
     if len(sizes) < 2 or not all(_is_size(n) for n in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints (input, ..., output), got {sizes}")
     sizes = [int(n) for n in sizes]
-    layers: list[Layer] = []
-    for width in sizes[1:-1]:
-        layers.append(Dense(width, w_init, ops=ops))
-        if norm is not None:
-            layers.append(NORMS[norm](ops=ops))
-        layers.append(Activation(activation, ops=ops, **activation_kwargs))
-        if dropout:
-            layers.append(Dropout(dropout, ops=ops))
-    layers.append(Dense(sizes[-1], w_init, ops=ops))
-    if output_activation is not None:
-        layers.append(Activation(output_activation, ops=ops))
-    net = serial(*layers)
+    def build(fuse: bool) -> Layer:
+        layers: list[Layer] = []
+        for i, width in enumerate(sizes[1:]):
+            if i and fuse:
+                layers.append(ActivationDense(activation, width, w_init, ops=ops, **activation_kwargs))
+            else:
+                if i:
+                    layers.append(Activation(activation, ops=ops, **activation_kwargs))
+                    if dropout:
+                        layers.append(Dropout(dropout, ops=ops))
+                layers.append(Dense(width, w_init, ops=ops))
+            if norm is not None and i < len(sizes) - 2:
+                layers.append(NORMS[norm](ops=ops))
+        if output_activation is not None:
+            layers.append(Activation(output_activation, ops=ops))
+        return serial(*layers)
+
+    unfused = build(False)
+    # the same parameters either way: the unfused network draws them (its keys split per layer)
+    fuse = fused and ops is MANUAL and not dropout and activation != "prelu" and len(sizes) > 2
+    net = build(True) if fuse else unfused
 
     def init(key, input_shape=None):
         input_shape = (-1, sizes[0]) if input_shape is None else tuple(input_shape)
         if input_shape[-1] != sizes[0]:
             raise ValueError(f"mlp{tuple(sizes)}: input width is {sizes[0]}, got input shape {input_shape}")
-        return net.init(key, input_shape)
+        return unfused.init(key, input_shape)
 
     return Layer(init, net.apply, "mlp", f"mlp({sizes}, {activation})", ops)

@@ -3,9 +3,8 @@
 Plus the fused classifier head :func:`linear_softmax_cross_entropy` (``funcnet/ops/fused.py``).
 """
 
-from funcnet.ops import fused as _fused
 from funcnet.ops import losses as _losses
-from funcnet.ops.fused import *  # noqa: F401,F403  (the fused head)
+from funcnet.ops.fused import linear_softmax_cross_entropy  # noqa: F401  (the fused head)
 from funcnet.ops.losses import *  # noqa: F401,F403  (the declared losses, default_is_weight, weight_leaves, LOG_FLOOR)
 
-__all__ = list(_losses.__all__) + list(_fused.__all__)
+__all__ = list(_losses.__all__) + ["linear_softmax_cross_entropy"]

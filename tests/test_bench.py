@@ -48,7 +48,8 @@ def test_memory_report_and_markdown(tmp_path, monkeypatch):
     result = bench.run(["tiny"], ("funcnet", "plain_jax"), rounds=1, steps=1, activations_sweep=False, scan=False,
                        scaling_devices=0, roofline=False, log=lambda m: None)
     mem = result["configs"]["tiny"]["memory"]
-    assert set(mem) == {"funcnet", "funcnet.reference", "plain_jax"} and all(v >= 0 for v in mem.values())
+    assert set(mem) == {"funcnet", "funcnet.unfused", "funcnet.reference", "plain_jax"}
+    assert all(v >= 0 for v in mem.values())
     text = bench.markdown(result, "funcnet bench --configs tiny")
     assert "## tiny: 8-16-4, batch 16, relu" in text and "| funcnet |" in text and "Machine:" in text
     bench.plot(result, str(tmp_path / "b.png"))
@@ -120,7 +121,8 @@ MEMORY_NET = {**bench.CONFIGS["deep"], "batch": 1024}
 
 def _manual_over_autodiff(activation):
     x, y = bench._data(MEMORY_NET["sizes"], MEMORY_NET["batch"])
-    manual = bench.funcnet_step(MEMORY_NET["sizes"], activation).temp_bytes(x, y)
+    # unfused: the activation op's own rule, and what it keeps (the fused layers: tests/test_fused_dense.py)
+    manual = bench.funcnet_step(MEMORY_NET["sizes"], activation, fused=False).temp_bytes(x, y)
     auto = bench.funcnet_step(MEMORY_NET["sizes"], activation, funcnet.reference).temp_bytes(x, y)
     return manual, auto
 
@@ -168,3 +170,21 @@ def test_fused_head_rows_memory_and_time_against_the_unfused_head():
     assert "median_s" not in untimed["fused"]
     text = "\n".join(head.markdown_lines([row, untimed]))
     assert "| 64 |" in text and "(2 rounds)" in text and "not timed" in text
+
+
+def test_fused_memory_column_time_table_and_plot(tmp_path):
+    """The per-activation table shows fused, unfused and autodiff memory; the timing table its ratios; the plot
+    gains a memory panel. Numbers made up here: only the report's layout is under test."""
+    mib = 2**20
+    memory = {"identity": {"funcnet": 72 * mib, "funcnet.unfused": 72 * mib, "funcnet.reference": 72 * mib,
+                           "plain_jax": 72 * mib},
+              "silu": {"funcnet": 72 * mib, "funcnet.unfused": 192 * mib, "funcnet.reference": 192 * mib}}
+    times = {"silu": {"fused_s": 0.02, "unfused_s": 0.021, "fused/unfused": 0.95}}
+    result = {"machine": "CPU test", "configs": {}, "notes": [], "activation_memory": memory,
+              "activation_memory_batch": 4096, "fused_times": times}
+    text = bench.markdown(result, "funcnet bench")
+    assert "| activation | fused, default (MiB) | unfused (MiB) | autodiff twin (MiB) |" in text
+    assert "| silu | 72.0 | 192.0 | 192.0 | - | 0.38 |" in text
+    assert "| silu | 20,000 µs | 21,000 µs | - | 0.950 | - |" in text
+    bench.plot(result, str(tmp_path / "m.png"))
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

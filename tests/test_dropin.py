@@ -66,6 +66,24 @@ def test_activation_values_and_gradients_at_edges(name):
     close(g_ours(mid), g_theirs(mid))
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_leaky_relu_signed_zero_convention(dtype):
+    """Tiny negative x, whose output underflows to -0.0, gets negative_slope, as in jax.nn; -0.0 itself
+    does too (the documented difference: jax.nn gives 1 there), and +0 gets 1 as in jax.nn."""
+    tiny = float(jnp.finfo(dtype).tiny)
+    x = jnp.array([-tiny, -3 * tiny, -0.0, 0.0, tiny], dtype)
+    assert np.all(np.signbit(np.asarray(jax.jit(nn.leaky_relu)(x))[:3]))  # the output cannot tell them apart
+    for f in (lambda x: nn.leaky_relu(x), lambda x: nn.leaky_relu(x, jnp.asarray(0.01, dtype))):
+        got = jax.jit(jax.grad(lambda x: jnp.sum(f(x))))(x)
+        tangent = jax.jit(lambda x: jax.jvp(f, (x,), (jnp.ones_like(x),))[1])(x)
+        want = jax.grad(lambda x: jnp.sum(jax.nn.leaky_relu(x)))(x)
+        close(got, [0.01, 0.01, 0.01, 1.0, 1.0])
+        close(tangent, got)
+        close(np.delete(np.asarray(got), 2), np.delete(np.asarray(want), 2))
+        assert want[2] == 1.0
+    assert "-0.0 counts as negative" in nn.leaky_relu.declaration.differs
+
+
 @pytest.mark.parametrize("name", UNARY)
 @pytest.mark.parametrize("x", [jnp.arange(-2, 3), 0, 1, np.array([1, 2])])
 def test_integer_and_python_inputs_as_jax_nn(name, x):

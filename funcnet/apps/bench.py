@@ -20,7 +20,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "deep": {"sizes": [784] + [512] * 8 + [10], "batch": 256, "activation": "tanh"},
     "wide": {"sizes": [4096, 8192, 8192, 8192, 1024], "batch": 4096, "activation": "relu"},
 }
+#: Activations whose fused and unfused steps are timed against each other (output-, input- and mask-based rules).
+FUSED_TIMING = ("relu", "tanh", "silu", "gelu")
 FRAMEWORKS = ("funcnet", "funcnet.reference", "plain_jax", "flax_nnx", "equinox", "pytorch")
 #: The package each peer framework needs; ``pip install '.[bench]'`` installs them all.
 PACKAGES = {"flax_nnx": "flax", "equinox": "equinox", "pytorch": "torch"}
@@ -153,12 +155,14 @@ LOSS_HEADS: dict[str, Callable] = {
 
 
 def funcnet_step(sizes, activation, ops=funcnet, compute_dtype=None,
-                 loss: str = "softmax_cross_entropy_with_integer_labels", norm: str | None = None) -> JaxStep:
+                 loss: str = "softmax_cross_entropy_with_integer_labels", norm: str | None = None,
+                 fused: bool = True) -> JaxStep:
     """The funcnet MLP's step with a loss head of :data:`LOSS_HEADS` (and ``norm`` after each hidden layer).
 
-    ``compute_dtype=jnp.bfloat16`` runs it as ``fit(compute_dtype=...)`` does.
+    ``compute_dtype=jnp.bfloat16`` runs it as ``fit(compute_dtype=...)`` does; ``fused=False`` keeps each
+    activation and the Dense layer after it apart (``layers.mlp(fused=False)``).
     """
-    net = layers.mlp(sizes, activation, ops=ops, norm=norm)
+    net = layers.mlp(sizes, activation, ops=ops, norm=norm, fused=fused)
     _, params = net.init(jax.random.key(0))
     apply = train.mixed_precision(net.apply, compute_dtype)
     head = LOSS_HEADS[loss]
@@ -361,14 +365,40 @@ def compiled_ratio(config: dict, rounds: int = 60, steps: int = 10, seed: int = 
 
 
 def temp_memory(config: dict, activation: str | None = None) -> dict[str, int]:
-    """XLA's temporary memory of the compiled step (bytes) for manual rules, autodiff twins and plain JAX."""
+    """XLA's temporary memory of the compiled step (bytes): manual rules (fused layers, the default, and
+    ``funcnet.unfused``), autodiff twins and plain JAX."""
     sizes, batch = config["sizes"], config["batch"]
     activation = activation or config["activation"]
     x, y = _data(sizes, batch)
     out = {"funcnet": funcnet_step(sizes, activation).temp_bytes(x, y),
+           "funcnet.unfused": funcnet_step(sizes, activation, fused=False).temp_bytes(x, y),
            "funcnet.reference": funcnet_step(sizes, activation, funcnet.reference).temp_bytes(x, y)}
     if hasattr(jax.nn, activation):
         out["plain_jax"] = plain_jax_step(sizes, activation).temp_bytes(x, y)
+    return out
+
+
+def fused_step_times(config: dict, activations: Sequence[str], rounds: int = 10, steps: int = 5) -> dict[str, dict]:
+    """Step time of the fused MLP (``layers.mlp``'s default) against the unfused one and plain JAX, per activation.
+
+    Interleaved in one process (:func:`_interleaved`); medians over rounds, and the median of the per-round
+    ratios fused / unfused and fused / plain JAX.
+    """
+    sizes, batch = config["sizes"], config["batch"]
+    x, y = _data(sizes, batch)
+    out = {}
+    for act in activations:
+        steps_ = {"fused": funcnet_step(sizes, act), "unfused": funcnet_step(sizes, act, fused=False)}
+        if hasattr(jax.nn, act):
+            steps_["plain_jax"] = plain_jax_step(sizes, act)
+        for s in steps_.values():
+            s.run(x, y, 2)  # compile and warm up
+        times = _interleaved({k: (lambda s=s: s.run(x, y, steps)) for k, s in steps_.items()}, rounds)
+        row = {f"{k}_s": float(np.median(v)) for k, v in times.items()}
+        for other in ("unfused", "plain_jax"):
+            if other in times:
+                row[f"fused/{other}"] = float(np.median(np.array(times["fused"]) / np.array(times[other])))
+        out[act] = row
     return out
 
 
@@ -557,6 +587,9 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         log(f"[deep, batch {sweep_batch}] memory per activation ...")
         result["activation_memory"] = {a: temp_memory(deep, a) for a in layers.ACTIVATIONS if a != "prelu"}
         result["activation_memory_batch"] = sweep_batch
+        if rounds:
+            log(f"[deep] fused vs unfused step time ({', '.join(FUSED_TIMING)}) ...")
+            result["fused_times"] = fused_step_times(CONFIGS["deep"], FUSED_TIMING, rounds=rounds)
         wide_head = {**deep, "sizes": deep["sizes"][:-1] + [1000]}
         log(f"[deep with 1000 classes, batch {sweep_batch}] memory per loss ...")
         result["loss_memory"] = loss_memory(wide_head)
@@ -589,8 +622,9 @@ def _ratio(a: int, b: int) -> str:
 
 
 def _memory_row(name: str, m: dict[str, int], *extra: str) -> str:
-    """``| name | manual MiB | autodiff MiB | *extra | manual / autodiff |``"""
-    cells = [name, _mib(m["funcnet"]), _mib(m["funcnet.reference"]), *extra,
+    """``| name | manual MiB | (unfused MiB) | autodiff MiB | *extra | manual / autodiff |``"""
+    unfused = [_mib(m["funcnet.unfused"])] if "funcnet.unfused" in m else []
+    cells = [name, _mib(m["funcnet"]), *unfused, _mib(m["funcnet.reference"]), *extra,
              _ratio(m["funcnet"], m["funcnet.reference"])]
     return "| " + " | ".join(cells) + " |"
 
@@ -642,11 +676,28 @@ def markdown(result: dict, command: str) -> str:
         lines.append("")
     if "activation_memory" in result:
         lines += [f"## Memory per activation (deep network, batch {result['activation_memory_batch']})", "",
-                  "| activation | manual rules (MiB) | autodiff twin (MiB) | plain JAX (MiB) | manual / autodiff |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+                  "XLA's temporary memory of one compiled training step. *Fused* is `layers.mlp`'s default: each "
+                  "activation and the Dense layer after it are one `gates.activation_affine`, whose rule keeps only "
+                  "the layer's pre-activation; *unfused* is `mlp(..., fused=False)` (an activation op, then an "
+                  "affine op); the autodiff twin is `mlp(..., ops=funcnet.reference)`.", "",
+                  "| activation | fused, default (MiB) | unfused (MiB) | autodiff twin (MiB) | plain JAX (MiB) "
+                  "| fused / autodiff |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
         for act, m in result["activation_memory"].items():
             plain = _mib(m["plain_jax"]) if "plain_jax" in m else "-"
             lines.append(_memory_row(act, m, plain))
+        lines.append("")
+    if "fused_times" in result:
+        cfg = CONFIGS["deep"]
+        lines += [f"## Fused vs unfused step time (deep network, batch {cfg['batch']})", "",
+                  "Median step time over interleaved rounds; ratios are medians of the per-round ratios.", "",
+                  "| activation | fused | unfused | plain JAX | fused / unfused | fused / plain JAX |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for act, t in result["fused_times"].items():
+            plain = f"{t['plain_jax_s'] * 1e6:,.0f} µs" if "plain_jax_s" in t else "-"
+            vs_plain = f"{t['fused/plain_jax']:.3f}" if "fused/plain_jax" in t else "-"
+            lines.append(f"| {act} | {t['fused_s'] * 1e6:,.0f} µs | {t['unfused_s'] * 1e6:,.0f} µs | {plain} | "
+                         f"{t['fused/unfused']:.3f} | {vs_plain} |")
         lines.append("")
     if "loss_memory" in result:
         cfg = result["loss_memory_config"]
@@ -689,7 +740,12 @@ def plot(result: dict, path: str) -> None:
     plt = pyplot()
     names = list(result["configs"])
     fws = sorted({fw for e in result["configs"].values() for fw in e["timing"]}, key=FRAMEWORKS.index)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    memory = result.get("activation_memory")
+    if memory:  # step ratios on top, memory per activation (fused, unfused, autodiff) below
+        fig, (ax, ax_mem) = plt.subplots(2, 1, figsize=(10, 8))
+        _plot_activation_memory(ax_mem, memory, result["activation_memory_batch"])
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(len(fws), 1)
     for i, fw in enumerate(fws):
         rows = [result["configs"][n]["timing"].get(fw, {"ratio": np.nan, "ratio_iqr": [np.nan] * 2}) for n in names]
@@ -704,6 +760,21 @@ def plot(result: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_activation_memory(ax, memory: dict, batch: int) -> None:
+    acts = list(memory)
+    series = (("funcnet", "fused (default)"), ("funcnet.unfused", "unfused"), ("funcnet.reference", "autodiff twin"))
+    width = 0.8 / len(series)
+    for i, (key, label) in enumerate(series):
+        ax.bar(np.arange(len(acts)) + i * width, [memory[a].get(key, np.nan) / 2**20 for a in acts], width,
+               label=label)
+    if "identity" in memory:
+        ax.axhline(memory["identity"]["funcnet.unfused"] / 2**20, color="black", lw=0.8, ls="--",
+                   label="identity network")
+    ax.set_xticks(np.arange(len(acts)) + width * (len(series) - 1) / 2, acts, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel(f"temporary memory (MiB)\ndeep network, batch {batch}")
+    ax.legend(fontsize=8)
 
 
 def dumps(result: dict) -> str:

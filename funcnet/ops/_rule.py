@@ -249,6 +249,13 @@ if VJPHiPrimitive is not None:
             y_dot = self.params["rule"].jvp(res, *self._tangents(tangents), **self._static)
             return _tangent_or_zeros(y_dot, self.out_aval)
 
+        def batch(self, axis_data, args, dims):
+            # Inputs none of which is batched: a rule that calls other ops (activation_affine) can bind
+            # them inside a vmap with unbatched arguments only; their output is then unbatched too.
+            if all(d is None for d in jax.tree.leaves(dims, is_leaf=lambda d: d is None)):
+                return self(*args), None
+            return super().batch(axis_data, args, dims)
+
         def batch_dim_rule(self, axis_data, dims):
             # The rules are jnp code, so vmap maps them directly; the batch axis leads the output.
             return 0

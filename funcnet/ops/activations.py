@@ -172,15 +172,25 @@ def relu(x):
 
 
 # -------------------------------------------------------------------- leaky_relu
+def _nonnegative(v):
+    """``v >= 0`` with ``-0.0`` counted as negative: the sign bit, read without arithmetic.
+
+    ``negative_slope · x`` for a tiny negative x underflows to ``-0.0`` (XLA flushes
+    subnormals), so an output-based rule cannot tell it from x = -0.0; both take the
+    negative slope. NaN counts as negative, as in ``x >= 0``.
+    """
+    return (v > 0) | ((v == 0) & ~jnp.signbit(v))
+
+
 def _leaky_value(x, negative_slope):
-    return jnp.where(x >= 0, x, negative_slope * x)
+    return jnp.where(_nonnegative(x), x, negative_slope * x)
 
 
 _LEAKY_RELU = _elementwise(
     "leaky_relu",
     _leaky_value,
-    # For a positive slope the output has the sign of the input, so it is enough.
-    lambda y_or_x, negative_slope: jnp.where(y_or_x >= 0, 1.0, negative_slope),
+    # For a positive slope the output has the sign (bit) of the input, so it is enough.
+    lambda y_or_x, negative_slope: jnp.where(_nonnegative(y_or_x), 1.0, negative_slope),
     save=lambda x, negative_slope: (
         _leaky_value(x, negative_slope),
         _leaky_value(x, negative_slope) if negative_slope > 0 else x,
@@ -190,7 +200,7 @@ _LEAKY_RELU = _elementwise(
 
 def _prelu_vjp(res, g):
     x, alpha = res
-    positive = x >= 0
+    positive = _nonnegative(x)
     return jnp.where(positive, g, alpha * g), sum_to_shape(jnp.where(positive, jnp.zeros_like(g), g * x), alpha.shape)
 
 
@@ -198,13 +208,13 @@ def _prelu_jvp(res, tx, talpha):
     x, alpha = res
     out = jnp.zeros(x.shape, x.dtype)
     if tx is not None:
-        out = out + jnp.where(x >= 0, tx, alpha * tx)
+        out = out + jnp.where(_nonnegative(x), tx, alpha * tx)
     if talpha is not None:
-        out = out + jnp.where(x >= 0, 0.0, talpha * x).astype(x.dtype)
+        out = out + jnp.where(_nonnegative(x), 0.0, talpha * x).astype(x.dtype)
     return out
 
 
-_PRELU = Rule("prelu", value=lambda x, alpha: jnp.where(x >= 0, x, alpha * x), vjp=_prelu_vjp, jvp=_prelu_jvp)
+_PRELU = Rule("prelu", value=_leaky_value, vjp=_prelu_vjp, jvp=_prelu_jvp)
 
 
 def _slope_as_array(op: str, x, value):
@@ -222,8 +232,11 @@ def _is_number(v) -> bool:
          saves="the output when negative_slope is a positive number; x and the slope when it is an array",
          sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
          variants=({}, {"negative_slope": 0.2}),
-         kink="gradient 1 at x = 0, as jax.nn.leaky_relu",
-         kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([1.0])),))
+         kink="gradient 1 at x = +0, as jax.nn.leaky_relu; negative_slope at x = -0.0",
+         kinks=(Kink("x = +0", (S.np.array([0.0]),), S.np.array([1.0])),
+                Kink("x = -0.0", (S.np.array([-0.0]),), S.np.array([0.01]), {"negative_slope": 0.01})),
+         differs="x = -0.0 counts as negative (gradient negative_slope; jax.nn.leaky_relu's is 1), so that "
+                 "the gradient read from the output is right for tiny negative x whose output underflows to -0.0")
 def leaky_relu(x, negative_slope=1e-2):
     """Leaky ReLU: ``x`` for x ≥ 0 and ``negative_slope · x`` for x < 0.
 
@@ -231,6 +244,8 @@ def leaky_relu(x, negative_slope=1e-2):
     = x for x < 0 and 0 otherwise. ``negative_slope`` may be a Python number
     (the rule then saves only the output) or an array, traced or not, that
     broadcasts with ``x`` (it then gets its gradient, as in ``jax.nn``).
+    XLA flushes ``0.01 · -1e-308`` to -0.0, keeping the sign bit, which is why
+    -0.0 counts as negative.
     """
     op = "funcnet.nn.leaky_relu"
     if _is_number(negative_slope):
@@ -316,8 +331,9 @@ def elu(x, alpha=1.0):
 @declare(family="nn", twin=twin.prelu, rules=_PRELU, saves="x and alpha",
          sample=S.with_slope, cases=(((), ()), ((5,), ()), ((3, 4), (4,)), ((2, 3, 4), (3, 1))),
          diff_argnums=(0, 1), extreme=lambda: (S.extreme_activation()[0], S.np.array(0.25)),
-         kink="at x = 0 the gradient is 1 in x and 0 in alpha (prelu(x, c) == leaky_relu(x, c))",
-         kinks=(Kink("x = 0", (S.np.array([0.0]), S.np.array(0.3)), S.np.array([1.0])),))
+         kink="at x = +0 the gradient is 1 in x and 0 in alpha, at x = -0.0 alpha and 0 (as leaky_relu)",
+         kinks=(Kink("x = +0", (S.np.array([0.0]), S.np.array(0.3)), S.np.array([1.0])),
+                Kink("x = -0.0", (S.np.array([-0.0]), S.np.array(0.3)), S.np.array([0.3]))))
 def prelu(x, alpha):
     """Parametric ReLU: ``x`` for x ≥ 0 and ``α · x`` for x < 0, α trainable.
 

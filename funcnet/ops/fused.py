@@ -1,5 +1,12 @@
 """Fused ops: rules that save what autodiff cannot.
 
+``activation_affine`` is ``f(z) @ w + b``, an activation followed by a dense
+layer, as one op that keeps only its input ``z`` (the previous layer's
+pre-activation): the reverse rule recomputes ``f(z)`` for ``dw`` and applies
+the activation's own hand-written reverse rule to ``dz``. Chained, as in
+:func:`funcnet.layers.mlp`, a network keeps one tensor per layer for its
+backward pass whatever the activation (SiLU, GELU or ReLU alike).
+
 ``linear_softmax_cross_entropy`` is a classifier head, ``x @ w + b`` followed by
 the integer-label softmax cross-entropy, as one op that never holds the N × V
 logits: the forward pass streams over blocks of rows and classes with a running
@@ -11,19 +18,137 @@ the same way.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from funcnet.ops import _samples as S
+from funcnet.ops import activations
 from funcnet.ops._common import as_integer_array, check_class_labels, float_input, promote_floats
+from funcnet.ops._declare import activations as declared_activations
 from funcnet.ops._declare import declare
 from funcnet.ops._rule import Rule, varying_like
+from funcnet.reference import gates as gates_twin
 from funcnet.reference import losses as twin
 
-__all__ = ["linear_softmax_cross_entropy"]
+
+# ----------------------------------------------------------- activation_affine
+def _activation(activation, kwargs):
+    """The manual activation ``funcnet.nn.<activation>`` with its keyword arguments bound."""
+    return functools.partial(getattr(activations, activation), **dict(kwargs))
+
+
+def _activation_affine_value(z, w, b, activation, kwargs):
+    return jnp.matmul(_activation(activation, kwargs)(z), w) + b
+
+
+def _after(x, dep):
+    """``x``, exactly, as a value XLA must compute after ``dep`` (and cannot merge with an earlier ``x``).
+
+    ``x - 0·[dep₀ is NaN]``: the subtracted term is +0 whatever ``dep`` holds (NaN and inf
+    included), and ``x - (+0)`` is ``x`` bit for bit, signed zeros too. The reverse rule
+    needs this twice. (1) It recomputes f(z); unless tied to the backward pass, XLA merges
+    that with the forward pass's f(z) (common subexpression elimination) and keeps the
+    forward one alive until the backward pass: the very tensor this op exists not to keep.
+    ``optimization_barrier`` says the same, but XLA's CPU compiler drops barriers before it
+    merges. (2) Forming dw = f(z)ᵀ G before G wᵀ lets f(z) die before the next
+    layer-sized buffer is born (XLA's scheduler otherwise orders them the other way).
+    """
+    if dep.size == 0:
+        return x
+    return x - jnp.isnan(dep.reshape(-1)[0]).astype(x.dtype) * 0
+
+
+def _activation_affine_vjp(res, g, activation, kwargs):
+    z, w = res
+    f = _activation(activation, kwargs)
+    lead = tuple(range(g.ndim - 1))
+    gw = jnp.tensordot(f(_after(z, g)), g, axes=(lead, lead))
+    # f's own reverse rule, its residuals recomputed only now, so that they fuse into dz
+    _, pullback = jax.vjp(f, _after(z, gw))
+    (gz,) = pullback(jnp.matmul(g, _after(w, gw).T))
+    return gz, gw, g.sum(axis=lead)
+
+
+def _activation_affine_jvp(res, tz, tw, tb, activation, kwargs):
+    z, w = res
+    f = _activation(activation, kwargs)
+    if tz is None:
+        a, out = f(z), None
+    else:
+        a, ta = jax.jvp(f, (z,), (tz,))  # f's own forward rule
+        out = jnp.matmul(ta, w)
+    for term in (None if tw is None else jnp.matmul(a, tw), tb):
+        if term is not None:
+            out = term if out is None else out + term
+    return jnp.broadcast_to(out, z.shape[:-1] + (w.shape[1],)) if out is not None else None
+
+
+_ACTIVATION_AFFINE = Rule(
+    "activation_affine",
+    value=_activation_affine_value,
+    save=lambda z, w, b, **static: (_activation_affine_value(z, w, b, **static), (z, w)),
+    vjp=_activation_affine_vjp,
+    jvp=_activation_affine_jvp,
+)
+
+#: The activations ``activation_affine`` takes: every declared activation but prelu (whose slope is a parameter).
+FUSABLE = tuple(a for a in declared_activations() if a != "prelu")
+
+
+@declare(family="gates", twin=gates_twin.activation_affine, rules=_ACTIVATION_AFFINE,
+         saves="z and w (f(z) is recomputed in the reverse rule), so a chain keeps one tensor per layer",
+         sample=S.pair, cases=(((5, 3), (3, 4), (4,)), ((3,), (3, 2), (2,)), ((2, 3, 4), (4, 2), (2,))),
+         diff_argnums=(0, 1, 2),
+         # an elementwise and a row-wise activation (every activation: tests/test_fused_dense.py)
+         variants=({"activation": "silu"}, {"activation": "softmax"}),
+         kink="that of the activation (e.g. relu's gradient 0 at z = 0)",
+         extreme=lambda: (np.array([[1e4, -1e4]]), np.array([[-1e4, 3.0], [1e4, 1.0]]), np.array([1e4, 0.0])))
+def activation_affine(z, w, b, activation="relu", **activation_kwargs):
+    """An activation followed by an affine map, fused: ``f(z) @ w + b``.
+
+    ``z`` is ``(..., n_in)`` (the previous layer's pre-activation), ``w``
+    ``(n_in, n_out)``, ``b`` ``(n_out,)``; ``activation`` names any activation
+    of ``funcnet.nn`` but ``prelu``, with its keyword arguments (e.g.
+    ``activation="leaky_relu", negative_slope=0.1``). Equal to
+    ``affine(nn.<activation>(z, **activation_kwargs), w, b)`` in value and both
+    derivatives; the difference is what the reverse rule keeps: only ``z`` (and
+    ``w``), where the unfused pair keeps the activation's residual (its input or
+    output) and the Dense layer's input ``f(z)``. In a chain
+    ``z₁ = x w₀ + b₀, zₖ₊₁ = f(zₖ) wₖ + bₖ`` each layer's ``zₖ`` is the one
+    tensor kept, for every activation; ``f(z)`` is recomputed in the backward
+    pass (an elementwise pass per layer).
+
+    Derivative: with G the upstream gradient and a = f(z), the reverse rule is
+    dw = aᵀ G, db = ΣG and dz = f'(z)ᵀ(G wᵀ) by the activation's own reverse
+    rule; the forward rule is ẏ = (f'(z) ż) w + a ẇ + ḃ, with the activation's
+    forward rule.
+    """
+    op = "funcnet.gates.activation_affine"
+    if activation not in FUSABLE:
+        raise ValueError(f"{op}: `activation` must be one of {', '.join(FUSABLE)}, got {activation!r}")
+    z, w, b = promote_floats(op, z=z, w=w, b=b)
+    if w.ndim != 2:
+        raise ValueError(f"{op}: `w` must be 2-D (n_in, n_out), got shape {tuple(w.shape)}")
+    if z.ndim < 1 or z.shape[-1] != w.shape[0]:
+        raise ValueError(f"{op}: the last axis of z{tuple(z.shape)} must equal the first axis of w{tuple(w.shape)}")
+    if b.shape != (w.shape[1],):
+        raise ValueError(f"{op}: `b` must have shape ({w.shape[1]},) to match w{tuple(w.shape)}, got {tuple(b.shape)}")
+    kwargs = tuple(sorted(activation_kwargs.items()))
+    try:
+        hash(kwargs)
+        jax.eval_shape(_activation(activation, kwargs), z)
+    except TypeError as err:
+        raise TypeError(f"{op}: activation {activation!r} does not take {dict(kwargs)} "
+                        f"(Python numbers, bools or strings): {err}") from None
+    return _ACTIVATION_AFFINE(z, w, b, activation=activation, kwargs=kwargs)
+
+
+# ------------------------------------------------------------ the fused head
 
 
 def _acc(dtype):
@@ -242,3 +367,6 @@ def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=N
     where = jnp.ones(x.shape[0], bool) if where is None else jnp.broadcast_to(jnp.asarray(where, bool), (x.shape[0],))
     return _LINEAR_CE(x, w, b, labels, where, smoothing=float(label_smoothing), z_loss=float(z_loss),
                       block_rows=block_rows, block_classes=block_classes)
+
+
+__all__ = ["activation_affine", "linear_softmax_cross_entropy"]

@@ -2,7 +2,9 @@
 
 import jax.numpy as jnp
 
-__all__ = ["add", "multiply", "maximum", "matmul", "affine"]
+from funcnet.reference import nn
+
+__all__ = ["add", "multiply", "maximum", "matmul", "affine", "activation_affine"]
 
 
 def add(x, y):
@@ -23,3 +25,7 @@ def matmul(a, b):
 
 def affine(x, w, b):
     return jnp.matmul(x, w) + b
+
+
+def activation_affine(z, w, b, activation="relu", **activation_kwargs):
+    return affine(getattr(nn, activation)(z, **activation_kwargs), w, b)

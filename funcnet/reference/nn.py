@@ -39,8 +39,12 @@ def relu(x):
     return jnp.where(x > 0, x, jnp.zeros_like(x))
 
 
+def _nonnegative(x):  # x >= 0 with -0.0 negative, as funcnet.nn.leaky_relu's convention
+    return (x > 0) | ((x == 0) & ~jnp.signbit(x))
+
+
 def leaky_relu(x, negative_slope=1e-2):
-    return jnp.where(x >= 0, x, negative_slope * x)
+    return jnp.where(_nonnegative(x), x, negative_slope * x)
 
 
 def elu(x, alpha=1.0):
@@ -48,7 +52,7 @@ def elu(x, alpha=1.0):
 
 
 def prelu(x, alpha):
-    return jnp.where(x >= 0, x, alpha * x)
+    return jnp.where(_nonnegative(x), x, alpha * x)
 
 
 def softplus(x):
