@@ -741,6 +741,13 @@ def plot(result: dict, path: str) -> None:
     names = list(result["configs"])
     fws = sorted({fw for e in result["configs"].values() for fw in e["timing"]}, key=FRAMEWORKS.index)
     memory = result.get("activation_memory")
+    if memory and not names:  # only the memory sweep was run
+        fig, ax_mem = plt.subplots(figsize=(10, 4))
+        _plot_activation_memory(ax_mem, memory, result["activation_memory_batch"])
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
     if memory:  # step ratios on top, memory per activation (fused, unfused, autodiff) below
         fig, (ax, ax_mem) = plt.subplots(2, 1, figsize=(10, 8))
         _plot_activation_memory(ax_mem, memory, result["activation_memory_batch"])
