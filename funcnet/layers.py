@@ -29,6 +29,7 @@ import funcnet  # the package itself is the manual op namespace (ops=funcnet); r
 from funcnet import init as initializers
 from funcnet import nn as _nn  # noqa: F401  (importing it declares the activations)
 from funcnet.ops._declare import activations as declared_activations
+from funcnet.ops.fused import FUSABLE
 from funcnet import reference
 
 Shape = tuple[int, ...]
@@ -201,10 +202,9 @@ def ActivationDense(activation: str, units: int, w_init: Callable | None = None,
     :func:`mlp` builds) keeps one tensor per layer for the backward pass, whatever
     the activation.
     """
-    if activation not in ACTIVATIONS or activation == "prelu":
-        raise ValueError(f"ActivationDense: unknown activation {activation!r}; known: "
-                         f"{', '.join(a for a in ACTIVATIONS if a != 'prelu')} (prelu has parameters: "
-                         "use serial(PReLU(), Dense(units)))")
+    if activation not in FUSABLE:
+        raise ValueError(f"ActivationDense: unknown activation {activation!r}; known: {', '.join(FUSABLE)} "
+                         "(prelu has parameters: use serial(PReLU(), Dense(units)))")
     return _dense("ActivationDense", units, w_init, b_init, ops, activation, activation_kwargs)
 
 

@@ -741,18 +741,20 @@ def plot(result: dict, path: str) -> None:
     names = list(result["configs"])
     fws = sorted({fw for e in result["configs"].values() for fw in e["timing"]}, key=FRAMEWORKS.index)
     memory = result.get("activation_memory")
-    if memory and not names:  # only the memory sweep was run
-        fig, ax_mem = plt.subplots(figsize=(10, 4))
-        _plot_activation_memory(ax_mem, memory, result["activation_memory_batch"])
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return
-    if memory:  # step ratios on top, memory per activation (fused, unfused, autodiff) below
-        fig, (ax, ax_mem) = plt.subplots(2, 1, figsize=(10, 8))
-        _plot_activation_memory(ax_mem, memory, result["activation_memory_batch"])
-    else:
-        fig, ax = plt.subplots(figsize=(8, 4))
+    # step ratios (if any configuration was timed) on top, memory per activation (if swept) below
+    panels = (["ratios"] if names or not memory else []) + (["memory"] if memory else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10 if memory else 8, 4 * len(panels)), squeeze=False)
+    axes = dict(zip(panels, axes[:, 0]))
+    if memory:
+        _plot_activation_memory(axes["memory"], memory, result["activation_memory_batch"])
+    if "ratios" in axes:
+        _plot_ratios(axes["ratios"], result, names, fws)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_ratios(ax, result: dict, names: list, fws: list) -> None:
     width = 0.8 / max(len(fws), 1)
     for i, fw in enumerate(fws):
         rows = [result["configs"][n]["timing"].get(fw, {"ratio": np.nan, "ratio_iqr": [np.nan] * 2}) for n in names]
@@ -764,9 +766,6 @@ def plot(result: dict, path: str) -> None:
     ax.set_xticks(np.arange(len(names)) + width * (len(fws) - 1) / 2, names)
     ax.set_ylabel("step time / plain JAX (lower is faster; bars: IQR)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_activation_memory(ax, memory: dict, batch: int) -> None:

@@ -32,6 +32,7 @@ from funcnet.ops._common import as_integer_array, check_class_labels, float_inpu
 from funcnet.ops._declare import activations as declared_activations
 from funcnet.ops._declare import declare
 from funcnet.ops._rule import Rule, varying_like
+from funcnet.ops.gates import check_affine_shapes
 from funcnet.reference import gates as gates_twin
 from funcnet.reference import losses as twin
 
@@ -132,12 +133,7 @@ def activation_affine(z, w, b, activation="relu", **activation_kwargs):
     if activation not in FUSABLE:
         raise ValueError(f"{op}: `activation` must be one of {', '.join(FUSABLE)}, got {activation!r}")
     z, w, b = promote_floats(op, z=z, w=w, b=b)
-    if w.ndim != 2:
-        raise ValueError(f"{op}: `w` must be 2-D (n_in, n_out), got shape {tuple(w.shape)}")
-    if z.ndim < 1 or z.shape[-1] != w.shape[0]:
-        raise ValueError(f"{op}: the last axis of z{tuple(z.shape)} must equal the first axis of w{tuple(w.shape)}")
-    if b.shape != (w.shape[1],):
-        raise ValueError(f"{op}: `b` must have shape ({w.shape[1]},) to match w{tuple(w.shape)}, got {tuple(b.shape)}")
+    check_affine_shapes(op, "z", z, w, b)
     kwargs = tuple(sorted(activation_kwargs.items()))
     try:
         hash(kwargs)

@@ -269,15 +269,20 @@ def affine(x, w, b):
     """
     op = "funcnet.gates.affine"
     x, w, b = promote_floats(op, x=x, w=w, b=b)
+    check_affine_shapes(op, "x", x, w, b)
+    return _AFFINE(x, w, b)
+
+
+def check_affine_shapes(op: str, x_name: str, x, w, b) -> None:
+    """``x @ w + b`` fits: w is 2-D, x's last axis is w's first, b is ``(n_out,)``; else a ValueError naming ``op``."""
     if w.ndim != 2:
         raise ValueError(f"{op}: `w` must be 2-D (n_in, n_out), got shape {tuple(w.shape)}")
     if x.ndim < 1 or x.shape[-1] != w.shape[0]:
         raise ValueError(
-            f"{op}: the last axis of x{tuple(x.shape)} must equal the first axis of w{tuple(w.shape)}"
+            f"{op}: the last axis of {x_name}{tuple(x.shape)} must equal the first axis of w{tuple(w.shape)}"
         )
     if b.shape != (w.shape[1],):
         raise ValueError(f"{op}: `b` must have shape ({w.shape[1]},) to match w{tuple(w.shape)}, got {tuple(b.shape)}")
-    return _AFFINE(x, w, b)
 
 
 __all__ = names("gates")
