@@ -8,6 +8,10 @@ import numpy as np
 
 from funcnet.registry import OpSpec, cast_args
 
+#: XLA's own settings for what tests/conftest.py changes to compile faster, for
+#: ``.compile(compiler_options=XLA_DEFAULTS)`` where a memory figure is compared to the byte.
+XLA_DEFAULTS = {"xla_cpu_use_fusion_emitters": True}
+
 
 def sample(spec: OpSpec, case=None, dtype="float64", seed=0):
     """Arguments of ``spec`` for ``case`` (default: its largest), cast to ``dtype``."""

@@ -311,7 +311,6 @@ def _value_grad_tangent(f, args, argnums, ct, tangents):
 
 
 _RESULTS: dict = {}
-_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def _results():
@@ -330,12 +329,7 @@ def _results():
                         _RESULTS[case_id, side] = err
             return out
 
-        lowered = jax.jit(run).lower(inputs)
-        try:  # these tiny arrays need none of XLA's optimisations, which take most of the compile time
-            compiled = lowered.compile(compiler_options=_FAST_COMPILE)
-        except Exception:  # noqa: BLE001  (an XLA that lacks one of the options: compile as usual)
-            compiled = lowered.compile()
-        _RESULTS.update(compiled(inputs))
+        _RESULTS.update(jax.jit(run)(inputs))
         _RESULTS["done"] = True
     return _RESULTS
 

@@ -15,6 +15,7 @@ import funcnet
 from funcnet import gates, layers
 from funcnet import reference as ref
 from funcnet.ops import fused
+from helpers import XLA_DEFAULTS
 
 MiB = 2**20
 KINKS = (-3.0, -1.0, 0.0, 1.0, 3.0, 6.0)  # hard_tanh, relu, relu6, hard_sigmoid/hard_silu, sparse_*: away from these
@@ -80,7 +81,8 @@ def _deep_step_temp(activation, fused_layers=True, batch=4096):
         return funcnet.losses.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
 
     x, y = jax.ShapeDtypeStruct((batch, 784), jnp.float32), jax.ShapeDtypeStruct((batch,), jnp.int32)
-    return jax.jit(jax.grad(loss)).lower(params, x, y).compile().memory_analysis().temp_size_in_bytes
+    compiled = jax.jit(jax.grad(loss)).lower(params, x, y).compile(compiler_options=XLA_DEFAULTS)
+    return compiled.memory_analysis().temp_size_in_bytes
 
 
 @pytest.fixture(scope="module")

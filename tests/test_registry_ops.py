@@ -40,19 +40,21 @@ def test_every_public_op_is_registered():
 
 @ops
 def test_forward_matches_twin_and_upstream(spec: OpSpec):
-    for dtype in ("float32", "float64"):
-        tol = spec.tolerance(dtype)
-        for k, case in enumerate(spec.cases):
-            args = sample(spec, case, dtype, seed=k)
-            out = spec.manual(*args)
-            twin = spec.autodiff(*args)
-            assert out.dtype == twin.dtype == jnp.dtype(dtype), (out.dtype, twin.dtype)
-            assert out.shape == twin.shape
-            assert_trees_close(out, twin, tol.rtol, tol.atol, f"{spec.name} {dtype} {case}")
-            if spec.reference_upstream is not None:
-                up = spec.reference_upstream(*args)
-                assert up.shape == out.shape
-                assert_trees_close(out, up, tol.rtol, tol.atol, f"{spec.name} vs upstream {dtype} {case}")
+    """Every input shape, float32 and float64, traced into one program (eager calls: test_jit)."""
+    inputs = {(dtype, k): sample(spec, case, dtype, seed=k) for dtype in ("float32", "float64")
+              for k, case in enumerate(spec.cases)}
+    upstream = spec.reference_upstream
+    outs = jax.jit(lambda inputs: {key: (spec.manual(*args), spec.autodiff(*args),
+                                         None if upstream is None else upstream(*args))
+                                   for key, args in inputs.items()})(inputs)
+    for (dtype, k), (out, twin, up) in outs.items():
+        tol, case = spec.tolerance(dtype), spec.cases[k]
+        assert out.dtype == twin.dtype == jnp.dtype(dtype), (out.dtype, twin.dtype)
+        assert out.shape == twin.shape
+        assert_trees_close(out, twin, tol.rtol, tol.atol, f"{spec.name} {dtype} {case}")
+        if up is not None:
+            assert up.shape == out.shape
+            assert_trees_close(out, up, tol.rtol, tol.atol, f"{spec.name} vs upstream {dtype} {case}")
 
 
 @ops
@@ -67,14 +69,20 @@ def test_manual_vjp_matches_autodiff_and_finite_differences(spec: OpSpec):
 @ops
 def test_manual_vjp_elementwise_close_to_autodiff(spec: OpSpec):
     """A second, elementwise criterion with the registry's own tolerances (another seed)."""
+    argnums = tuple(range(len(spec.diff_argnums)))
+    inputs = {}
     for dtype in ("float32", "float64"):
-        tol = spec.tolerance(dtype)
         args = sample(spec, dtype=dtype, seed=7)
-        ct = cotangent_for(spec.manual, args)
-        g_manual = jax.grad(scalarized(spec.manual, spec, args, ct), argnums=tuple(range(len(spec.diff_argnums))))
-        g_auto = jax.grad(scalarized(spec.autodiff, spec, args, ct), argnums=tuple(range(len(spec.diff_argnums))))
+        inputs[dtype] = (args, cotangent_for(spec.manual, args))
+
+    def grads(args, ct):
         d = diff_args(spec, args)
-        assert_trees_close(g_manual(*d), g_auto(*d), tol.rtol, tol.atol, f"{spec.name} {dtype}")
+        return tuple(jax.grad(scalarized(f, spec, args, ct), argnums)(*d) for f in (spec.manual, spec.autodiff))
+
+    outs = jax.jit(lambda inputs: {dtype: grads(*pair) for dtype, pair in inputs.items()})(inputs)
+    for dtype, (g_manual, g_auto) in outs.items():
+        tol = spec.tolerance(dtype)
+        assert_trees_close(g_manual, g_auto, tol.rtol, tol.atol, f"{spec.name} {dtype}")
 
 
 @ops
@@ -96,7 +104,7 @@ def test_vmap_over_every_argument(spec: OpSpec):
     batch = [sample(spec, seed=s) for s in range(3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batch)
     tol = spec.tolerance("float64")
-    out = jax.vmap(spec.manual)(*stacked)
+    out = jax.jit(jax.vmap(spec.manual))(*stacked)
     for i, args in enumerate(batch):
         assert_trees_close(jax.tree.map(lambda o: o[i], out), spec.manual(*args), tol.rtol, tol.atol)
 
@@ -121,10 +129,15 @@ def test_reverse_over_reverse_hessian_matches_twin(spec: OpSpec):
     args = sample(spec, _small_case(spec), seed=3)
     ct = cotangent_for(spec.manual, args)
     argnums = tuple(range(len(spec.diff_argnums)))
-    d = diff_args(spec, args)
-    h_manual = funcnet.hessian(scalarized(spec.manual, spec, args, ct), argnums)(*d)
-    h_rr = jax.jacrev(jax.jacrev(scalarized(spec.manual, spec, args, ct), argnums), argnums)(*d)
-    h_twin = jax.hessian(scalarized(spec.autodiff, spec, args, ct), argnums)(*d)
+
+    @jax.jit
+    def hessians(args, ct):
+        d = diff_args(spec, args)
+        s_manual, s_twin = scalarized(spec.manual, spec, args, ct), scalarized(spec.autodiff, spec, args, ct)
+        return (funcnet.hessian(s_manual, argnums)(*d), jax.jacrev(jax.jacrev(s_manual, argnums), argnums)(*d),
+                jax.hessian(s_twin, argnums)(*d))
+
+    h_manual, h_rr, h_twin = hessians(args, ct)
     assert_trees_close(h_manual, h_twin, rtol=1e-9, atol=1e-10, err_msg=spec.name)
     assert_trees_close(h_rr, h_twin, rtol=1e-9, atol=1e-10, err_msg=spec.name)
 
@@ -133,21 +146,27 @@ def test_reverse_over_reverse_hessian_matches_twin(spec: OpSpec):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_output_and_gradient_keep_the_input_dtype(spec: OpSpec, dtype):
     args = sample(spec, spec.cases[-1], dtype, seed=5)
-    out = jax.jit(spec.manual)(*args)
+    argnums = tuple(range(len(spec.diff_argnums)))
+    # the values are compared with the float32 twin on the same (rounded) inputs
+    wide = cast_args(jax.tree.map(np.asarray, args), spec.diff_argnums, "float32" if dtype != "float64" else dtype)
+
+    @jax.jit
+    def run(args, wide):
+        out = spec.manual(*args)
+        ct = jax.tree.map(jnp.ones_like, out)
+        grads = jax.grad(scalarized(spec.manual, spec, args, ct), argnums)(*diff_args(spec, args))
+        ct_wide = jax.tree.map(lambda c: c.astype(jnp.float32), ct)
+        ref_grads = jax.grad(scalarized(spec.autodiff, spec, wide, ct_wide), argnums)(*diff_args(spec, wide))
+        return out, grads, spec.autodiff(*wide), ref_grads
+
+    out, grads, ref_out, ref_grads = run(args, wide)
     for leaf in jax.tree.leaves(out):
         assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: output {leaf.dtype}, input {dtype}"
-    ct = jax.tree.map(jnp.ones_like, out)
-    argnums = tuple(range(len(spec.diff_argnums)))
-    grads = jax.jit(jax.grad(scalarized(spec.manual, spec, args, ct), argnums))(*diff_args(spec, args))
     for leaf in jax.tree.leaves(grads):
         assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: gradient {leaf.dtype}, input {dtype}"
         assert bool(jnp.all(jnp.isfinite(leaf)))
-    # the values agree with the float32 twin on the same (rounded) inputs
-    wide = cast_args(jax.tree.map(np.asarray, args), spec.diff_argnums, "float32" if dtype != "float64" else dtype)
-    ref_grads = jax.grad(scalarized(spec.autodiff, spec, wide, jax.tree.map(lambda c: c.astype(jnp.float32), ct)),
-                         argnums)(*diff_args(spec, wide))
     tol = spec.tolerance(dtype)
-    assert_trees_close(out, spec.autodiff(*wide), tol.rtol, tol.atol, f"{spec.name} forward {dtype}")
+    assert_trees_close(out, ref_out, tol.rtol, tol.atol, f"{spec.name} forward {dtype}")
     scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
     assert_trees_close(grads, ref_grads, tol.rtol, tol.atol * max(scale, 1.0), f"{spec.name} gradient {dtype}")
 
@@ -160,15 +179,23 @@ def test_extreme_inputs_stay_finite_and_exact(spec: OpSpec):
     exact_args = cast_args(raw, spec.diff_argnums, "float64")
     ct = jax.tree.map(jnp.ones_like, jax.eval_shape(spec.manual, *exact_args))
     argnums = tuple(range(len(spec.diff_argnums)))
-    exact = jax.grad(scalarized(spec.autodiff, spec, exact_args, ct), argnums)(*diff_args(spec, exact_args))
+    inputs = {dtype: cast_args(raw, spec.diff_argnums, dtype) for dtype in ("float32", "float64")}
+
+    @jax.jit
+    def run(exact_args, inputs):
+        exact = jax.grad(scalarized(spec.autodiff, spec, exact_args, ct), argnums)(*diff_args(spec, exact_args))
+        ours = {}
+        for dtype, args in inputs.items():
+            cts = jax.tree.map(lambda c: c.astype(dtype), ct)
+            ours[dtype] = (spec.manual(*args),
+                           jax.grad(scalarized(spec.manual, spec, args, cts), argnums)(*diff_args(spec, args)))
+        return exact, ours
+
+    exact, ours = run(exact_args, inputs)
     for leaf in jax.tree.leaves(exact):
         assert np.all(np.isfinite(leaf)), f"{spec.name}: the twin's gradient is not finite at the extreme input"
-    for dtype in ("float32", "float64"):
-        args = cast_args(raw, spec.diff_argnums, dtype)
-        out = spec.manual(*args)
+    for dtype, (out, grads) in ours.items():
         assert all(bool(jnp.all(jnp.isfinite(o))) for o in jax.tree.leaves(out)), f"{spec.name} {dtype} forward"
-        cts = jax.tree.map(lambda c: c.astype(dtype), ct)
-        grads = jax.grad(scalarized(spec.manual, spec, args, cts), argnums)(*diff_args(spec, args))
         for leaf in jax.tree.leaves(grads):
             assert bool(jnp.all(jnp.isfinite(leaf))), f"{spec.name} {dtype}: non-finite gradient {leaf}"
         rtol = 1e-12 if dtype == "float64" else 1e-5
