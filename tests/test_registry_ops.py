@@ -104,18 +104,23 @@ def test_vmap_over_every_argument(spec: OpSpec):
     batch = [sample(spec, seed=s) for s in range(3)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batch)
     tol = spec.tolerance("float64")
-    out = jax.jit(jax.vmap(spec.manual))(*stacked)
-    for i, args in enumerate(batch):
-        assert_trees_close(jax.tree.map(lambda o: o[i], out), spec.manual(*args), tol.rtol, tol.atol)
 
     def grads(f):
         def per_example(*args):
             ct = jax.tree.map(jnp.ones_like, jax.eval_shape(f, *args))
             return jax.grad(scalarized(f, spec, args, ct), tuple(range(len(spec.diff_argnums))))(*diff_args(spec, args))
 
-        return jax.jit(jax.vmap(per_example))(*stacked)
+        return jax.vmap(per_example)
 
-    assert_trees_close(grads(spec.manual), grads(spec.autodiff), tol.rtol, tol.atol, spec.name)
+    @jax.jit
+    def run(stacked, batch):
+        return (jax.vmap(spec.manual)(*stacked), [spec.manual(*args) for args in batch],
+                grads(spec.manual)(*stacked), grads(spec.autodiff)(*stacked))
+
+    out, one_by_one, g_manual, g_auto = run(stacked, batch)
+    for i, single in enumerate(one_by_one):
+        assert_trees_close(jax.tree.map(lambda o: o[i], out), single, tol.rtol, tol.atol)
+    assert_trees_close(g_manual, g_auto, tol.rtol, tol.atol, spec.name)
 
 
 def _small_case(spec: OpSpec):
@@ -143,14 +148,16 @@ def test_reverse_over_reverse_hessian_matches_twin(spec: OpSpec):
 
 
 @ops
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-def test_output_and_gradient_keep_the_input_dtype(spec: OpSpec, dtype):
-    args = sample(spec, spec.cases[-1], dtype, seed=5)
+def test_output_and_gradient_keep_the_input_dtype(spec: OpSpec):
+    """float16, bfloat16, float32 and float64 inputs, traced into one program."""
     argnums = tuple(range(len(spec.diff_argnums)))
-    # the values are compared with the float32 twin on the same (rounded) inputs
-    wide = cast_args(jax.tree.map(np.asarray, args), spec.diff_argnums, "float32" if dtype != "float64" else dtype)
+    inputs = {}
+    for dtype in ("float16", "bfloat16", "float32", "float64"):
+        args = sample(spec, spec.cases[-1], dtype, seed=5)
+        # the values are compared with the float32 twin on the same (rounded) inputs
+        wide = cast_args(jax.tree.map(np.asarray, args), spec.diff_argnums, "float32" if dtype != "float64" else dtype)
+        inputs[dtype] = (args, wide)
 
-    @jax.jit
     def run(args, wide):
         out = spec.manual(*args)
         ct = jax.tree.map(jnp.ones_like, out)
@@ -159,16 +166,17 @@ def test_output_and_gradient_keep_the_input_dtype(spec: OpSpec, dtype):
         ref_grads = jax.grad(scalarized(spec.autodiff, spec, wide, ct_wide), argnums)(*diff_args(spec, wide))
         return out, grads, spec.autodiff(*wide), ref_grads
 
-    out, grads, ref_out, ref_grads = run(args, wide)
-    for leaf in jax.tree.leaves(out):
-        assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: output {leaf.dtype}, input {dtype}"
-    for leaf in jax.tree.leaves(grads):
-        assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: gradient {leaf.dtype}, input {dtype}"
-        assert bool(jnp.all(jnp.isfinite(leaf)))
-    tol = spec.tolerance(dtype)
-    assert_trees_close(out, ref_out, tol.rtol, tol.atol, f"{spec.name} forward {dtype}")
-    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
-    assert_trees_close(grads, ref_grads, tol.rtol, tol.atol * max(scale, 1.0), f"{spec.name} gradient {dtype}")
+    results = jax.jit(lambda inputs: {dtype: run(*pair) for dtype, pair in inputs.items()})(inputs)
+    for dtype, (out, grads, ref_out, ref_grads) in results.items():
+        for leaf in jax.tree.leaves(out):
+            assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: output {leaf.dtype}, input {dtype}"
+        for leaf in jax.tree.leaves(grads):
+            assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: gradient {leaf.dtype}, input {dtype}"
+            assert bool(jnp.all(jnp.isfinite(leaf))), f"{spec.name}: non-finite {dtype} gradient"
+        tol = spec.tolerance(dtype)
+        assert_trees_close(out, ref_out, tol.rtol, tol.atol, f"{spec.name} forward {dtype}")
+        scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
+        assert_trees_close(grads, ref_grads, tol.rtol, tol.atol * max(scale, 1.0), f"{spec.name} gradient {dtype}")
 
 
 @ops

@@ -317,39 +317,40 @@ def check_op(spec: OpSpec, seed: int = 0, dtypes: Iterable[str] = ("float32", "f
         notes.append("forward rules not checked: ops are built as jax.custom_vjp (FUNCNET_RULES=custom_vjp)")
     diff_argnums = tuple(spec.diff_argnums)
     with jax.enable_x64(True):
+        cases = []  # (args, cotangent, tangents) for each dtype and input shape
         for dtype in dtypes:
-            worst = {"autodiff": 0.0, "finite_diff": 0.0}
-            worst_fwd = 0.0 if fwd else None
-            worst_adj = 0.0 if fwd and dtype == "float64" else None
-            cases = []  # (args, cotangent, tangents) for each input shape
             for k, case in enumerate(spec.cases):
                 rng = np.random.default_rng([seed, k])
                 args = cast_args(spec.sample(rng, case), diff_argnums, dtype)
                 ct = random_cotangent(rng, jax.eval_shape(spec.manual, *args))
                 u = random_cotangent(np.random.default_rng([seed, k, 1]), tuple(args[i] for i in diff_argnums))
-                cases.append((args, ct, u))
-            grads = _over_cases(_three(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
-                                [(args, ct) for args, ct, _ in cases])
-            for manual, auto, fd in grads:
-                worst["autodiff"] = max(worst["autodiff"], relative_error(manual, auto))
-                worst["finite_diff"] = max(worst["finite_diff"], relative_error(manual, fd))
-            if worst_fwd is not None:
-                try:
-                    tangents = _over_cases(_two_jvps(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
-                                           [(args, u) for args, _, u in cases])
-                except Exception as err:  # noqa: BLE001 - an op without a working forward rule fails the column
-                    notes.append(f"{dtype}: jax.jvp failed: {_short(err)}")
-                    tangents = []
-                    worst_fwd = float("inf")
-                    worst_adj = None if worst_adj is None else float("inf")
-                for (ju, ju_twin), (args, ct, u), (manual, _, _) in zip(tangents, cases, grads):
-                    worst_fwd = max(worst_fwd, relative_error(ju, ju_twin))
-                    if worst_adj is not None:
-                        worst_adj = max(worst_adj, adjoint_error(ct, ju, manual, u, dtype))
-            errors[dtype] = worst
-            forward[dtype] = worst_fwd
-            if dtype == "float64":
-                adjoint[dtype] = worst_adj
+                cases.append((dtype, args, ct, u))
+        grads = _over_cases(_three(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
+                            [(args, ct) for _, args, ct, _ in cases])
+        tangents: list = [None] * len(cases)
+        if fwd:
+            try:
+                tangents = _over_cases(_two_jvps(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
+                                       [(args, u) for _, args, _, u in cases])
+            except Exception as err:  # noqa: BLE001 - an op without a working forward rule fails the column
+                notes.append(f"jax.jvp failed: {_short(err)}")
+                tangents = [(float("inf"), None)] * len(cases)
+    for dtype in dtypes:
+        errors[dtype] = {"autodiff": 0.0, "finite_diff": 0.0}
+        forward[dtype] = 0.0 if fwd else None
+        if dtype == "float64":
+            adjoint[dtype] = 0.0 if fwd else None
+    for (dtype, _, ct, u), (manual, auto, fd), jvps in zip(cases, grads, tangents):
+        worst = errors[dtype]
+        worst["autodiff"] = max(worst["autodiff"], relative_error(manual, auto))
+        worst["finite_diff"] = max(worst["finite_diff"], relative_error(manual, fd))
+        if jvps is None:
+            continue
+        ju, ju_twin = jvps
+        forward[dtype] = max(forward[dtype], float("inf") if ju_twin is None else relative_error(ju, ju_twin))
+        if dtype == "float64":
+            adjoint[dtype] = max(adjoint[dtype], float("inf") if ju_twin is None
+                                 else adjoint_error(ct, ju, manual, u, dtype))
     return OpCheck(spec.name, errors, forward, adjoint, check_kinks(spec), notes)
 
 
