@@ -327,30 +327,28 @@ def check_op(spec: OpSpec, seed: int = 0, dtypes: Iterable[str] = ("float32", "f
                 cases.append((dtype, args, ct, u))
         grads = _over_cases(_three(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
                             [(args, ct) for _, args, ct, _ in cases])
-        tangents: list = [None] * len(cases)
+        tangents = None  # (J u, J_twin u) per case; stays None where the forward rules cannot be traced
         if fwd:
             try:
                 tangents = _over_cases(_two_jvps(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
                                        [(args, u) for _, args, _, u in cases])
             except Exception as err:  # noqa: BLE001 - an op without a working forward rule fails the column
                 notes.append(f"jax.jvp failed: {_short(err)}")
-                tangents = [(float("inf"), None)] * len(cases)
+    failed = float("inf") if fwd and tangents is None else 0.0
     for dtype in dtypes:
         errors[dtype] = {"autodiff": 0.0, "finite_diff": 0.0}
-        forward[dtype] = 0.0 if fwd else None
+        forward[dtype] = failed if fwd else None
         if dtype == "float64":
-            adjoint[dtype] = 0.0 if fwd else None
-    for (dtype, _, ct, u), (manual, auto, fd), jvps in zip(cases, grads, tangents):
+            adjoint[dtype] = failed if fwd else None
+    for i, ((dtype, _, ct, u), (manual, auto, fd)) in enumerate(zip(cases, grads)):
         worst = errors[dtype]
         worst["autodiff"] = max(worst["autodiff"], relative_error(manual, auto))
         worst["finite_diff"] = max(worst["finite_diff"], relative_error(manual, fd))
-        if jvps is None:
-            continue
-        ju, ju_twin = jvps
-        forward[dtype] = max(forward[dtype], float("inf") if ju_twin is None else relative_error(ju, ju_twin))
-        if dtype == "float64":
-            adjoint[dtype] = max(adjoint[dtype], float("inf") if ju_twin is None
-                                 else adjoint_error(ct, ju, manual, u, dtype))
+        if tangents is not None:
+            ju, ju_twin = tangents[i]
+            forward[dtype] = max(forward[dtype], relative_error(ju, ju_twin))
+            if dtype == "float64":
+                adjoint[dtype] = max(adjoint[dtype], adjoint_error(ct, ju, manual, u, dtype))
     return OpCheck(spec.name, errors, forward, adjoint, check_kinks(spec), notes)
 
 
