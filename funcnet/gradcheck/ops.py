@@ -317,7 +317,7 @@ def check_op(spec: OpSpec, seed: int = 0, dtypes: Iterable[str] = ("float32", "f
         notes.append("forward rules not checked: ops are built as jax.custom_vjp (FUNCNET_RULES=custom_vjp)")
     diff_argnums = tuple(spec.diff_argnums)
     with jax.enable_x64(True):
-        cases = []  # (args, cotangent, tangents) for each dtype and input shape
+        cases = []  # (dtype, args, cotangent, tangents) for each dtype and input shape
         for dtype in dtypes:
             for k, case in enumerate(spec.cases):
                 rng = np.random.default_rng([seed, k])
