@@ -6,6 +6,8 @@ memory of the deep network of ``funcnet bench`` (deterministic: compiled, not
 run), ``mlp`` fused against unfused, and planted faults that each check catches.
 """
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,6 +105,46 @@ def test_without_the_ordering_ties_xla_keeps_the_forward_activations(monkeypatch
     # the planted fault: recompute f(z) as plain f(z); XLA merges it with the forward pass's f(z)
     monkeypatch.setattr(fused, "_after", lambda x, dep: x)
     assert _deep_step_temp("silu") > 1.5 * identity_temp
+
+
+def _medium_step_temp(fused_layers=True):
+    """XLA's temporary memory of one SGD-with-momentum step of the medium network of ``funcnet bench``."""
+    from funcnet.apps import bench
+
+    x, y = jax.ShapeDtypeStruct((256, 784), jnp.float32), jax.ShapeDtypeStruct((256,), jnp.int32)
+    return bench.funcnet_step([784, 1024, 1024, 10], "relu", fused=fused_layers).temp_bytes(x, y)
+
+
+def test_small_batches_need_no_more_memory_than_unfused_layers(monkeypatch):
+    """Ordering dw before G wᵀ costs a copy of w: where the batch is smaller than the layer (the medium
+    network, 784-1024-1024-10, at batch 256) the rule skips it and needs what the unfused layers need."""
+    unfused = _medium_step_temp(fused_layers=False)
+    assert _medium_step_temp() <= unfused
+    # the planted fault: order the two products whatever the batch (a 4 MiB copy of each 1024 × 1024 w)
+    monkeypatch.setattr(fused, "_order_pays", lambda rows, n_out: True)
+    assert _medium_step_temp() >= unfused + 4 * MiB
+
+
+def _training_step_is_high(activation):
+    net = layers.mlp([8, 16, 16, 4], activation)
+    _, params = net.init(jax.random.key(0))
+    x, y = jnp.ones((5, 8)), jnp.zeros((5,), jnp.int32)
+
+    def loss(p):
+        return funcnet.losses.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
+
+    return jax.make_jaxpr(jax.grad(loss))(params).jaxpr.is_high
+
+
+@pytest.mark.skipif(funcnet.ops._rule.backend() != "hijax", reason="only primitives of the hijax backend are high")
+def test_a_training_step_holds_no_undifferentiated_primitive(monkeypatch):
+    """A jitted program holding a hijax primitive that is not differentiated is lowered again on every call
+    (no compiled fast path: 1.6x the unfused step time of the small network, 64-256-256-10 at batch 128, when
+    the fused rules recomputed f(z) through the activation's primitive). The rules use plain values."""
+    assert not _training_step_is_high("gelu") and not _training_step_is_high("relu")
+    # the planted fault: the recompute binds the activation's primitive again
+    monkeypatch.setattr(fused, "values_only", contextlib.nullcontext)
+    assert _training_step_is_high("gelu")
 
 
 @pytest.mark.parametrize("activation, kw, norm", [("relu", {}, None), ("silu", {}, "layer_norm"),
