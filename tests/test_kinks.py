@@ -82,13 +82,16 @@ def test_binary_cross_entropy_at_saturated_probabilities():
 
 
 def test_twins_share_the_kink_conventions_of_the_manual_rules():
-    # the hypothesis test found selu's twin splitting the gradient at 0 (jnp.minimum) while the rule gives λα.
-    # Activations only: l1_penalty's twin takes another subgradient at 0 than its rule (noted, left for now).
+    # the hypothesis test found selu's twin splitting the gradient at 0 (jnp.minimum) while the rule gives λα;
+    # l1_penalty's twin once took autodiff's +1 at w = 0 where the rule takes 0
     from funcnet.registry import OPS
 
-    for spec in [s for s in OPS if s.family == "nn"]:
+    checked = set()
+    for spec in [s for s in OPS if s.family == "nn" or s.name == "l1_penalty"]:
         for kink in spec.kinks:
             kw = {**spec.kwargs, **kink.kwargs}
             args = tuple(jax.tree.map(jnp.asarray, kink.args))
             twin = jax.grad(lambda x: jnp.sum(spec.twin(x, *args[1:], **kw)))(args[0])
             np.testing.assert_allclose(twin, kink.grad, rtol=1e-12, atol=1e-12, err_msg=f"{spec.name} {kink.where}")
+            checked.add(spec.name)
+    assert "l1_penalty" in checked and "relu" in checked

@@ -101,7 +101,9 @@ def _total(terms):
 
 
 def l1_penalty(params, is_weight=None):
-    return _total(jnp.sum(jnp.abs(w)) for w in weight_leaves(params, is_weight))
+    # |w| with the manual rule's subgradient 0 at w = 0 (autodiff of jnp.abs takes +1 there), so that a
+    # zero-initialised model's manual and autodiff gradients agree
+    return _total(jnp.sum(jnp.where(w == 0, 0, jnp.abs(w))) for w in weight_leaves(params, is_weight))
 
 
 def l2_penalty(params, is_weight=None):
