@@ -486,7 +486,9 @@ def fit(model: Layer, params, data: Dataset, *, loss: str | Loss = "softmax_cros
     try:
         for epoch in range(start, epochs):
             state, stopper, record = train_epoch(state, stopper, epoch, key, train_xy, val_xy)
-            train_loss, train_acc, val_loss, val_acc = (float(v) for v in jax.device_get(record))
+            # one transfer per epoch: the record and the stopper's counters together
+            record, (best_epoch, bad_epochs) = jax.device_get((record, (stopper.best_epoch, stopper.bad_epochs)))
+            train_loss, train_acc, val_loss, val_acc = (float(v) for v in record)
             history.record(epoch + 1, train_loss, train_acc, val_loss, val_acc)
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
@@ -494,9 +496,8 @@ def fit(model: Layer, params, data: Dataset, *, loss: str | Loss = "softmax_cros
                     "were checked before training, so likely causes are: a learning rate (or schedule) too high "
                     "for this problem, inputs of very large magnitude (standardize them), or a model or loss that "
                     "overflows in its dtype; try a lower learning rate first")
-            best_epoch, bad_epochs = (int(v) for v in jax.device_get((stopper.best_epoch, stopper.bad_epochs)))
-            history.best_epoch = best_epoch or None
-            stop = patience is not None and bad_epochs >= patience
+            history.best_epoch = int(best_epoch) or None
+            stop = patience is not None and int(bad_epochs) >= patience
             if callback is not None and callback(epoch + 1, state.params, history):
                 stop = True
             if stop:
