@@ -179,12 +179,23 @@ def test_fused_memory_column_time_table_and_plot(tmp_path):
     memory = {"identity": {"funcnet": 72 * mib, "funcnet.unfused": 72 * mib, "funcnet.reference": 72 * mib,
                            "plain_jax": 72 * mib},
               "silu": {"funcnet": 72 * mib, "funcnet.unfused": 192 * mib, "funcnet.reference": 192 * mib}}
-    times = {"silu": {"fused_s": 0.02, "unfused_s": 0.021, "fused/unfused": 0.95}}
+    times = {256: {"silu": {"fused_s": 0.02, "unfused_s": 0.021, "fused/unfused": 0.95}},
+             4096: {"silu": {"fused_s": 0.9, "unfused_s": 0.8, "plain_jax_s": 1.0, "fused/unfused": 1.125,
+                             "fused/plain_jax": 0.9}}}
     result = {"machine": "CPU test", "configs": {}, "notes": [], "activation_memory": memory,
               "activation_memory_batch": 4096, "fused_times": times}
     text = bench.markdown(result, "funcnet bench")
     assert "| activation | fused, default (MiB) | unfused (MiB) | autodiff twin (MiB) |" in text
     assert "| silu | 72.0 | 192.0 | 192.0 | - | 0.38 |" in text
-    assert "| silu | 20,000 µs | 21,000 µs | - | 0.950 | - |" in text
+    assert "| silu | 256 | 20,000 µs | 21,000 µs | - | 0.950 | - |" in text
+    assert "| silu | 4,096 | 900,000 µs | 800,000 µs | 1,000,000 µs | 1.125 | 0.900 |" in text
     bench.plot(result, str(tmp_path / "m.png"))
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fused_step_times_rows_per_activation():
+    rows = bench.fused_step_times({"sizes": [8, 16, 16, 4], "batch": 16}, ("relu", "silu"), rounds=2, steps=1)
+    assert set(rows) == {"relu", "silu"}
+    for row in rows.values():
+        assert row["fused_s"] > 0 and row["unfused_s"] > 0 and row["plain_jax_s"] > 0
+        assert row["fused/unfused"] > 0 and row["fused/plain_jax"] > 0
