@@ -112,7 +112,11 @@ def test_wide_configuration_only_by_default_on_an_accelerator():
 def test_loss_memory_covers_every_head_for_manual_rules_and_autodiff():
     out = bench.loss_memory(TINY)
     assert set(out) == set(bench.LOSS_HEADS)
-    assert all(set(m) == {"funcnet", "funcnet.reference"} and min(m.values()) >= 0 for m in out.values())
+    assert all(set(m) == {"funcnet", "funcnet.unfused", "funcnet.reference"} and min(m.values()) >= 0
+               for m in out.values())
+    text = bench.markdown({"machine": "CPU test", "configs": {}, "notes": [], "loss_memory": out,
+                           "loss_memory_config": TINY}, "funcnet bench")
+    assert "| loss | manual rules, fused layers (MiB) | unfused layers (MiB) | autodiff twin (MiB) |" in text
 
 
 # Memory is deterministic (XLA's buffer assignment of the compiled step), so unlike time it can be tested.

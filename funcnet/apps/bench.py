@@ -413,11 +413,13 @@ def norm_memory(config: dict) -> dict[str, dict[str, int]]:
 
 
 def loss_memory(config: dict) -> dict[str, dict[str, int]]:
-    """Temporary memory (bytes) of the compiled step with each loss of :data:`LOSS_HEADS` as the output head."""
+    """Temporary memory (bytes) of the compiled step with each loss of :data:`LOSS_HEADS` as the output head:
+    the manual rules with fused layers (``layers.mlp``'s default) and without, and the autodiff twin."""
     sizes, activation = config["sizes"], config["activation"]
     x, y = _data(sizes, config["batch"])
-    return {loss: {label: funcnet_step(sizes, activation, ops, loss=loss).temp_bytes(x, y)
-                   for label, ops in (("funcnet", funcnet), ("funcnet.reference", funcnet.reference))}
+    return {loss: {label: funcnet_step(sizes, activation, ops, loss=loss, fused=fused).temp_bytes(x, y)
+                   for label, ops, fused in (("funcnet", funcnet, True), ("funcnet.unfused", funcnet, False),
+                                             ("funcnet.reference", funcnet.reference, True))}
             for loss in LOSS_HEADS}
 
 
@@ -707,7 +709,11 @@ def markdown(result: dict, command: str) -> str:
     if "loss_memory" in result:
         cfg = result["loss_memory_config"]
         lines += [f"## Memory per loss ({'-'.join(map(str, cfg['sizes']))}, {cfg['activation']}, batch {cfg['batch']})",
-                  "", "| loss | manual rules (MiB) | autodiff twin (MiB) | manual / autodiff |", "| --- | ---: | ---: | ---: |"]
+                  ""]
+        unfused = all("funcnet.unfused" in m for m in result["loss_memory"].values())
+        lines += (["| loss | manual rules, fused layers (MiB) | unfused layers (MiB) | autodiff twin (MiB) "
+                   "| manual / autodiff |", "| --- | ---: | ---: | ---: | ---: |"] if unfused else
+                  ["| loss | manual rules (MiB) | autodiff twin (MiB) | manual / autodiff |", "| --- | ---: | ---: | ---: |"])
         for loss, m in result["loss_memory"].items():
             lines.append(_memory_row(loss, m))
         lines.append("")
