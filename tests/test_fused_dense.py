@@ -235,3 +235,30 @@ def test_bad_input_is_a_clear_error(call, fragment):
         call()
     assert "activation_affine" in str(err.value) or "ActivationDense" in str(err.value)
     assert fragment in str(err.value)
+
+
+def _wide_head_temp(fused_layers=True):
+    """XLA's temporary memory of one SGD step of 64-512-512-1000 (tanh) with squared error, batch 4096."""
+    from funcnet.apps import bench
+
+    x, y = jax.ShapeDtypeStruct((4096, 64), jnp.float32), jax.ShapeDtypeStruct((4096,), jnp.int32)
+    return bench.funcnet_step([64, 512, 512, 1000], "tanh", loss="squared_error", fused=fused_layers).temp_bytes(x, y)
+
+
+def test_a_wide_head_keeps_no_output_sized_buffer(monkeypatch):
+    """The recompute of f(z) is tied to db, not to an element of G: XLA fuses G's producer into a one-element
+    slice, which keeps the network's output (4096 × 1000, 15.6 MiB) alive until the recompute. What is left
+    over the unfused network is the copy of w of the ordering (512 × 1000, 1.95 MiB)."""
+    unfused = _wide_head_temp(fused_layers=False)
+    assert _wide_head_temp() <= unfused + 2 * MiB
+
+    def tied_to_an_element_of_g(res, g, activation, kwargs):  # the planted fault: the rule as it was
+        z, w = res
+        lead = tuple(range(g.ndim - 1))
+        gw = jnp.tensordot(fused._activation_value(activation, kwargs)(fused._after(z, g)), g, axes=(lead, lead))
+        _, pullback = jax.vjp(fused._activation(activation, kwargs), fused._after(z, gw))
+        (gz,) = pullback(jnp.matmul(g, fused._after(w, gw).T))
+        return gz, gw, g.sum(axis=lead)
+
+    monkeypatch.setattr(fused._ACTIVATION_AFFINE, "vjp", tied_to_an_element_of_g)
+    assert _wide_head_temp() >= unfused + 15 * MiB

@@ -90,12 +90,16 @@ def _activation_affine_vjp(res, g, activation, kwargs):
     z, w = res
     f = _activation(activation, kwargs)
     lead = tuple(range(g.ndim - 1))
-    gw = jnp.tensordot(_activation_value(activation, kwargs)(_after(z, g)), g, axes=(lead, lead))
+    gb = g.sum(axis=lead)
+    # the recompute tied to db = Σ G rather than to an element of G: XLA fuses G's producer (the loss's
+    # gradient) into a one-element slice, which kept the network's output alive until the recompute
+    # (+15.6 MiB with squared error on 1000 classes at batch 4096)
+    gw = jnp.tensordot(_activation_value(activation, kwargs)(_after(z, gb)), g, axes=(lead, lead))
     # f's own reverse rule, its residuals recomputed only now, so that they fuse into dz
     _, pullback = jax.vjp(f, _after(z, gw))
     ordered = _after(w, gw) if _order_pays(math.prod(g.shape[:-1]), w.shape[1]) else w
     (gz,) = pullback(jnp.matmul(g, ordered.T))
-    return gz, gw, g.sum(axis=lead)
+    return gz, gw, gb
 
 
 def _activation_affine_jvp(res, tz, tw, tb, activation, kwargs):
