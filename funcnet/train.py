@@ -184,7 +184,7 @@ def make_epoch(step: Callable, batch_size: int, *, batch_sharding: Any = None) -
 def make_metrics(model: Layer, loss: str | Loss = "softmax_cross_entropy") -> Callable:
     """``metrics(params, x, y) -> (mean loss, accuracy)``; accuracy is NaN unless ``y`` holds integer labels.
 
-    For evaluation: the ops run as their plain values (:class:`funcnet.ops._rule.values_only`), so that a
+    For evaluation: the ops run as their plain values (:func:`funcnet.ops._rule.values_only`), so that a
     jitted program holding the metrics (``fit``'s epoch) keeps JAX's compiled fast path; differentiating
     them would use autodiff, not the hand-written rules (differentiate :func:`make_objective` instead).
     """

@@ -262,3 +262,22 @@ def test_a_wide_head_keeps_no_output_sized_buffer(monkeypatch):
 
     monkeypatch.setattr(fused._ACTIVATION_AFFINE, "vjp", tied_to_an_element_of_g)
     assert _wide_head_temp() >= unfused + 15 * MiB
+
+
+@pytest.mark.skipif(funcnet.ops._rule.backend() != "hijax", reason="only primitives of the hijax backend are high")
+def test_values_only_holds_in_its_own_thread():
+    """Ops return plain values inside ``values_only`` and bind their primitives elsewhere, in another thread too."""
+    import threading
+
+    from funcnet.ops._rule import values_only
+
+    def is_high():  # a new function each time: JAX caches the trace of a function it has seen
+        return jax.make_jaxpr(lambda x: funcnet.nn.relu(x))(jnp.ones(3)).jaxpr.is_high
+
+    seen = {}
+    with values_only():
+        assert not is_high()
+        thread = threading.Thread(target=lambda: seen.update(other=is_high()))
+        thread.start()
+        thread.join()
+    assert seen["other"] and is_high()

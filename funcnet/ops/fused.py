@@ -44,7 +44,7 @@ def _activation(activation, kwargs):
 
 
 def _activation_value(activation, kwargs):
-    """``f(z)`` for a value alone, plain ``jnp`` (:class:`values_only`): in this op's rules JAX never takes
+    """``f(z)`` for a value alone, plain ``jnp`` (:func:`values_only`): in this op's rules JAX never takes
     its first derivative, and an activation primitive left there undifferentiated would keep every jitted
     training step off JAX's fast dispatch path."""
     f = _activation(activation, kwargs)
