@@ -6,12 +6,14 @@ autodiff twin lives under the same name in :mod:`funcnet.reference`.
 """
 
 from funcnet import callbacks, checkpoint, data, gates, gradcheck, init, layers, losses, nn, reference, schedules, train
-from funcnet.gradcheck import check_gradients
+from funcnet.custom import CustomOp, Kink, custom_op
+from funcnet.gradcheck import check_gradients, check_op
 from funcnet.second_order import hessian, hessian_matrix, hvp
 
 __version__ = "0.1.0"
 
 __all__ = [
     "gates", "nn", "losses", "reference", "hessian", "hessian_matrix", "hvp", "gradcheck", "check_gradients",
+    "custom_op", "CustomOp", "Kink", "check_op",
     "init", "layers", "schedules", "data", "train", "callbacks", "checkpoint", "__version__",
 ]

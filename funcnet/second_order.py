@@ -4,8 +4,8 @@
 every op has a hand-written forward rule; the functions here take the other
 route, a second reverse pass, which differentiates the reverse rules themselves
 (plain ``jnp`` code). That route also works where the ops are built in their
-plain ``jax.custom_vjp`` form (``FUNCNET_RULES=custom_vjp``), which has no
-forward mode, for parameters of any pytree shape.
+plain ``jax.custom_vjp`` form (:func:`funcnet.ops._rule.custom_vjp_form`), which
+has no forward mode, for parameters of any pytree shape.
 """
 
 from __future__ import annotations

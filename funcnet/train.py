@@ -39,7 +39,6 @@ from jax.flatten_util import ravel_pytree
 from funcnet._trees import cast_floats
 from funcnet.data import Dataset, Split
 from funcnet.layers import MANUAL, Layer
-from funcnet.ops._rule import values_only
 from funcnet.second_order import hessian_matrix
 
 __all__ = [
@@ -184,16 +183,13 @@ def make_epoch(step: Callable, batch_size: int, *, batch_sharding: Any = None) -
 def make_metrics(model: Layer, loss: str | Loss = "softmax_cross_entropy") -> Callable:
     """``metrics(params, x, y) -> (mean loss, accuracy)``; accuracy is NaN unless ``y`` holds integer labels.
 
-    For evaluation: the ops run as their plain values (:func:`funcnet.ops._rule.values_only`), so that a
-    jitted program holding the metrics (``fit``'s epoch) keeps JAX's compiled fast path; differentiating
-    them would use autodiff, not the hand-written rules (differentiate :func:`make_objective` instead).
+    For evaluation (differentiate :func:`make_objective` to train).
     """
     loss_fn = loss_function(loss, model)
 
     def metrics(params, x, y):
-        with values_only():
-            out = model.apply(params, x)
-            loss_value = jnp.mean(loss_fn(out, y).astype(jnp.float32))
+        out = model.apply(params, x)
+        loss_value = jnp.mean(loss_fn(out, y).astype(jnp.float32))
         accuracy = jnp.mean(jnp.argmax(out, axis=-1) == y) if jnp.issubdtype(y.dtype, jnp.integer) else jnp.nan
         return loss_value, accuracy
 

@@ -46,7 +46,7 @@ def test_missing_peer_is_skipped_with_a_note(monkeypatch):
 def test_memory_report_and_markdown(tmp_path, monkeypatch):
     monkeypatch.setitem(bench.CONFIGS, "tiny", TINY)
     result = bench.run(["tiny"], ("funcnet", "plain_jax"), rounds=1, steps=1, activations_sweep=False, scan=False,
-                       scaling_devices=0, roofline=False, log=lambda m: None)
+                       scaling_devices=0, roofline=False, dispatch=False, log=lambda m: None)
     mem = result["configs"]["tiny"]["memory"]
     assert set(mem) == {"funcnet", "funcnet.unfused", "funcnet.reference", "plain_jax"}
     assert all(v >= 0 for v in mem.values())
@@ -203,3 +203,28 @@ def test_fused_step_times_rows_per_activation():
     for row in rows.values():
         assert row["fused_s"] > 0 and row["unfused_s"] > 0 and row["plain_jax_s"] > 0
         assert row["fused/unfused"] > 0 and row["fused/plain_jax"] > 0
+
+
+def test_dispatch_table_times_each_program_on_both_sides(monkeypatch):
+    from funcnet.apps import dispatch
+
+    monkeypatch.setattr(dispatch, "APPLY_NET", [8, 16, 4])  # the layout, not the numbers, is under test
+    rows = dispatch.measure(rounds=1, calls=4, log=lambda m: None)
+    assert [r["name"].split(":")[0] for r in rows] == ["per call"] * 4 + ["trace", "compile"]
+    assert all(r["funcnet_s"] > 0 and r["jax_s"] > 0 and r["ratio"] > 0 for r in rows)
+    text = "\n".join(dispatch.markdown_lines(rows))
+    assert "| per call: jit(nn.relu), 128 x 256 |" in text and "| program | funcnet | jax.nn + optax | ratio |" in text
+
+
+def test_memory_under_checkpoint_fused_rules_keep_less_than_autodiff():
+    """Deterministic (compiled, not run): under per-layer ``jax.checkpoint`` the fused layers' hand-written rules
+    (which run there) keep one tensor per layer, autodiff two; unfused layers keep what autodiff keeps."""
+    from funcnet.apps import remat
+
+    sizes, batch = [32] + [128] * 6 + [10], 512
+    temp = {kind: remat.step_temp_bytes(sizes, batch, "silu", kind) for kind in remat.KINDS}
+    assert temp["funcnet"] < 0.5 * temp["funcnet.reference"], temp
+    assert temp["funcnet.unfused"] >= temp["funcnet.reference"], temp  # the check tells the two apart
+    lines = remat.markdown_lines({"silu": {"remat": temp, "plain": temp}}, sizes, batch)
+    mib = temp["funcnet"] / 2**20
+    assert lines[-2].startswith(f"| silu | {mib:.1f} ({mib:.1f}) |")

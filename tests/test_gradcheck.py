@@ -117,12 +117,19 @@ def _present(spec):
     return spec
 
 
+#: Planted reverse faults whose error has no derivative of its own: second-order checks cannot see them.
+LINEAR_FAULTS = {"max routed to the wrong input", "bias gradient not summed over the batch"}
+
+
 @pytest.mark.parametrize("what", PLANTED)
 def test_checker_fails_a_planted_wrong_reverse_rule(what):
     result = check_op(_present(PLANTED[what]))
     assert not result.passed
-    # wrong against both references, in both precisions; the forward rule is right, and disagrees with it
-    assert set(result.failures) == REVERSE | {"float64 adjoint"}
+    # wrong against both references, in both precisions; the forward rule is right, and disagrees with it;
+    # second order differentiates the reverse rule, so it fails too where the wrong part has a derivative
+    # (a wrong routing of a max or a missing sum over the batch is piecewise constant or linear)
+    assert set(result.failures) - {"float64 second order"} == REVERSE | {"float64 adjoint"}
+    assert ("float64 second order" in result.failures) == (what not in LINEAR_FAULTS)
     assert all(e > 1e-2 for errs in result.errors.values() for e in errs.values())
     assert all(e <= THRESHOLDS[d]["autodiff"] for d, e in result.forward.items())
 
@@ -131,6 +138,7 @@ def test_checker_fails_a_planted_wrong_reverse_rule(what):
 def test_checker_fails_a_planted_wrong_forward_rule(what):
     result = check_op(_present(PLANTED_FORWARD[what]))
     # only the forward columns fail: against the twin's jvp in both precisions, and against the reverse rule
+    # (second order is forward over the reverse rule: it passes)
     assert set(result.failures) == FORWARD | {"float64 adjoint"}
     assert all(e > 1e-2 for e in result.forward.values()) and result.adjoint["float64"] > 1e-2
     assert all(e <= THRESHOLDS[d][k] for d, errs in result.errors.items() for k, e in errs.items())
@@ -140,7 +148,7 @@ def test_an_op_without_a_forward_rule_fails_the_forward_columns():
     f = jax.custom_vjp(jnp.tanh)  # the old pattern: reverse rule only, so jax.jvp cannot run
     f.defvjp(lambda x: (jnp.tanh(x), jnp.tanh(x)), lambda y, g: (g * (1 - y * y),))
     result = check_op(dataclasses.replace(by_name("tanh"), name="tanh (custom_vjp)", fn=f))
-    assert set(result.failures) == FORWARD | {"float64 adjoint"}
+    assert set(result.failures) == FORWARD | {"float64 adjoint", "float64 second order"}
     assert result.forward == {"float32": float("inf"), "float64": float("inf")}
     assert any("jax.jvp failed" in note for note in result.notes)
 

@@ -60,7 +60,7 @@ def test_forward_matches_twin_and_upstream(spec: OpSpec):
 @ops
 def test_manual_vjp_matches_autodiff_and_finite_differences(spec: OpSpec):
     """On every input shape, float32 and float64, with random cotangents."""
-    result = check_op(spec, seed=0)
+    result = check_op(spec, seed=0, second_order=False)  # second order: tests/test_forward_mode.py
     for dtype, errs in result.errors.items():
         for kind, err in errs.items():
             assert err <= THRESHOLDS[dtype][kind], f"{spec.name} {dtype} vs {kind}: {err:.3e}"

@@ -1,6 +1,5 @@
 """Training: schedules, Newton's method, the fit loop, early stopping, resume, search."""
 
-import contextlib
 import math
 
 import jax
@@ -208,19 +207,3 @@ def test_callback_sees_every_epoch_and_can_stop(spiral):
 
     res = train.fit(net, params, spiral, epochs=10, progress=False, callback=callback)
     assert seen == [(1, 1), (2, 2), (3, 3)] and len(res.history.epoch) == 3
-
-
-@pytest.mark.skipif(funcnet.ops._rule.backend() != "hijax", reason="only primitives of the hijax backend are high")
-def test_metrics_are_plain_values_so_the_jitted_epoch_keeps_the_fast_path(monkeypatch):
-    """``fit``'s jitted epoch holds the metrics; an undifferentiated hijax primitive there would make JAX
-    lower the epoch again on every call. The metrics equal the ops' own values."""
-    net = layers.mlp([4, 8, 3], "gelu")
-    _, params = net.init(jax.random.key(0))
-    x, y = jax.random.normal(jax.random.key(1), (6, 4)), jnp.array([0, 1, 2, 0, 1, 2])
-    metrics = train.make_metrics(net)
-    assert not jax.make_jaxpr(metrics)(params, x, y).jaxpr.is_high
-    expected = losses.softmax_cross_entropy_with_integer_labels(net.apply(params, x), y).mean()  # the primitives
-    np.testing.assert_allclose(metrics(params, x, y)[0], expected, rtol=1e-6)
-    # the planted fault: the metrics bind the ops' primitives
-    monkeypatch.setattr(train, "values_only", contextlib.nullcontext)
-    assert jax.make_jaxpr(train.make_metrics(net))(params, x, y).jaxpr.is_high

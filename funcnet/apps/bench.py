@@ -558,7 +558,7 @@ def machine() -> str:
 def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         memory: bool = True, activations_sweep: bool = True, scan: bool = True, sweep_batch: int = 4096,
         scaling_devices: int = 8, roofline: bool = True, head_vocabs: tuple[int, ...] = (),
-        head_rounds: int = 3, log=print) -> dict:
+        head_rounds: int = 3, dispatch: bool = True, log=print) -> dict:
     """Run the benchmark and return every number (also the input of :func:`markdown`).
 
     ``configs`` defaults to :func:`default_configs`.
@@ -567,6 +567,10 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
     _check_args(configs, frameworks, rounds, steps, scaling_devices, sweep_batch)
     notes: list[str] = []
     result = {"machine": machine(), "configs": {}, "notes": notes}
+    if dispatch:
+        from funcnet.apps import dispatch as dispatch_table
+
+        result["dispatch"] = dispatch_table.measure(log=log)
     if roofline:
         log("matmul rate (float32, bfloat16) ...")
         result["matmul"] = {"float32": matmul_rate(jnp.float32), "bfloat16": matmul_rate(jnp.bfloat16)}
@@ -597,6 +601,9 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
                 log(f"[deep, batch {batch}] fused vs unfused step time ({', '.join(FUSED_TIMING)}) ...")
                 result["fused_times"][batch] = fused_step_times({**CONFIGS["deep"], "batch": batch}, FUSED_TIMING,
                                                                 rounds=rounds, steps=n)
+        from funcnet.apps import remat
+
+        result["remat_memory"] = remat.measure(deep["sizes"], sweep_batch, log=log)
         wide_head = {**deep, "sizes": deep["sizes"][:-1] + [1000]}
         log(f"[deep with 1000 classes, batch {sweep_batch}] memory per loss ...")
         result["loss_memory"] = loss_memory(wide_head)
@@ -652,6 +659,10 @@ def markdown(result: dict, command: str) -> str:
                   + (" On a CPU this is a reference point rather than a ceiling: the steps' smaller matmuls can "
                      "run faster than one large matmul, and bfloat16 has no faster matmul units here."
                      if result["machine"].startswith("CPU") else ""), ""]
+    if "dispatch" in result:
+        from funcnet.apps import dispatch
+
+        lines += dispatch.markdown_lines(result["dispatch"])
     for name, entry in result["configs"].items():
         cfg = entry["config"]
         roof_head, roof_rule = (" of f32 matmul rate |", " ---: |") if rates else ("", "")
@@ -694,6 +705,10 @@ def markdown(result: dict, command: str) -> str:
             plain = _mib(m["plain_jax"]) if "plain_jax" in m else "-"
             lines.append(_memory_row(act, m, plain))
         lines.append("")
+    if "remat_memory" in result:
+        from funcnet.apps import remat
+
+        lines += remat.markdown_lines(result["remat_memory"], CONFIGS["deep"]["sizes"], result["activation_memory_batch"])
     if "fused_times" in result:
         lines += ["## Fused vs unfused step time (deep network)", "",
                   "Median step time over interleaved rounds; ratios are medians of the per-round ratios.", "",

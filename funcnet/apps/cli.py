@@ -59,6 +59,38 @@ def _require_matplotlib(why: str) -> None:
         raise _UsageError(f"{why} needs matplotlib, which is not installed: pip install '.[train]'")
 
 
+def _custom_ops(name: str) -> list:
+    """The :func:`funcnet.custom_op` ops of a module given by dotted name or ``.py`` path (``--module``)."""
+    import importlib
+    import importlib.util
+    import pathlib
+
+    from funcnet.custom import ops_in
+
+    path = pathlib.Path(name)
+    try:
+        if name.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise _UsageError(f"--module {name}: no such file")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
+            try:
+                module = importlib.import_module(name)
+            finally:
+                sys.path.pop(0)
+    except _UsageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's module: say what failed, in one line
+        raise _UsageError(f"--module {name}: importing it failed: {type(err).__name__}: {err}") from err
+    found = ops_in(module)
+    if not found:
+        raise _UsageError(f"--module {name} defines no op made by funcnet.custom_op at its top level")
+    return found
+
+
 def _gradcheck(args: argparse.Namespace) -> int:
     import json
 
@@ -66,23 +98,25 @@ def _gradcheck(args: argparse.Namespace) -> int:
     from funcnet.apps.tables import model_table, op_table, summary_row
     from funcnet.gradcheck import check_registry
     from funcnet.layers import ACTIVATIONS
-    from funcnet.ops._rule import backend
     from funcnet.registry import OPS
 
     _check_seed(args.seed)
-    # whole models in both modes where the ops carry their forward rules, and Hessian-vector products
-    model_modes = ("rev", "fwd") if backend() == "hijax" else ("rev",)
+    # whole models in both modes, and Hessian-vector products
+    model_modes = ("rev", "fwd")
     only_models = args.model is not None or args.activation is not None
-    ops = () if only_models and not args.op else OPS
+    if args.module is not None and only_models:
+        raise _UsageError("--module checks a module's own ops; it does not combine with --model or --activation")
+    candidates = OPS if args.module is None else tuple(op.spec for op in _custom_ops(args.module))
+    ops = () if only_models and not args.op else candidates
     if args.op:
-        known = {spec.name for spec in OPS}
+        known = {spec.name for spec in candidates}
         unknown = [name for name in args.op if name not in known]
         if unknown:
             raise _UsageError(f"unknown op {', '.join(map(repr, unknown))}; known ops: {', '.join(sorted(known))}")
-        ops = tuple(spec for spec in OPS if spec.name in args.op)
+        ops = tuple(spec for spec in candidates if spec.name in args.op)
     rows = check_registry(ops, seed=args.seed) if ops else []
     model_rows = []
-    if not args.op or only_models:
+    if args.module is None and (not args.op or only_models):
         model = args.model or "mlp"
         for activation in args.activation or ACTIVATIONS:
             report = check_mlp(activation, model=model, seed=args.seed, modes=model_modes, order=2)
@@ -238,7 +272,7 @@ def _bench(args: argparse.Namespace) -> int:
             what = "is a folder" if pathlib.Path(path).is_dir() else "is in a folder that does not exist"
             raise _UsageError(f"{option} {path} {what}; give a file path in an existing folder")
     result = bench.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
-                       activations_sweep=not args.no_sweep, scan=not args.no_scan,
+                       activations_sweep=not args.no_sweep, scan=not args.no_scan, dispatch=not args.no_dispatch,
                        scaling_devices=args.scaling_devices, roofline=not args.no_roofline,
                        head_vocabs=heads, head_rounds=args.head_rounds, log=lambda m: print(m, file=sys.stderr))
     text = bench.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
@@ -306,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         "twin's. Limits come from funcnet.tolerances. Exits 1 if anything fails.",
     )
     gc.add_argument("--op", action="append", metavar="NAME", help="check only this op (repeatable)")
+    gc.add_argument("--module", metavar="MODULE", help="check the ops a module of yours defines with "
+                    "funcnet.custom_op instead (a dotted name importable from here, or a .py file)")
     gc.add_argument("--model", choices=("mlp", "digits"), help="check only whole models: a small MLP on random "
                     "data, or the digits network of `funcnet train` (default with no options: every op, then "
                     "an MLP per activation)")
@@ -331,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--no-memory", action="store_true", help="skip the memory analysis")
     be.add_argument("--no-sweep", action="store_true", help="skip the per-activation memory sweep")
     be.add_argument("--no-scan", action="store_true", help="skip scan vs step-at-a-time")
+    be.add_argument("--no-dispatch", action="store_true",
+                    help="skip the dispatch, trace and compile table (small jitted programs against jax.nn)")
     be.add_argument("--heads", default="", metavar="V,...",
                     help="also compare the fused classifier head with the unfused one for these class counts "
                     "(N = 8192 rows, D = 1024 features), e.g. 8192,32768,131072")

@@ -41,13 +41,18 @@ registry, `layers`' activations, these pages and `funcnet gradcheck` are
 derived from that declaration ([Adding an op](adding-an-op.md) shows how).
 
 `jax.grad`, `jax.vjp` and `jax.jacrev` run the hand-written reverse rule;
-`jax.jvp`, `jax.jacfwd` and `jax.linearize` run the hand-written forward rule;
-`jax.hessian`, grad-of-grad, `vmap`, `scan`, `jax.checkpoint` and
-`jax.shard_map` all work. The rules are carried by a primitive built on
-`jax.experimental.hijax.VJPHiPrimitive`; the classic `jax.custom_vjp` form of
-every rule (reverse mode only) is built from the same declaration and used
-where that experimental API is missing, or when `FUNCNET_RULES=custom_vjp` is
-set.
+`jax.jvp`, `jax.jacfwd` and `jax.linearize` run the hand-written forward rule,
+in every context: `jit`, `vmap`, `lax.scan` and loop bodies, `jax.checkpoint`
+under every policy, `jax.shard_map`. Second order (`jax.hessian`,
+grad-of-grad) differentiates the rules themselves. The rules are bound the way
+`jax.lax` binds its own: each op is a `jax.custom_jvp` function of its value
+(undifferentiated, a jitted program holds ordinary operations and takes JAX's
+compiled fast path), whose JVP binds a primitive linear in the tangents: its
+evaluation is the forward rule and its transpose is the reverse rule. The
+classic `jax.custom_vjp` form of every rule (reverse mode only) is built from
+the same declaration (`funcnet.ops._rule.custom_vjp_form()`). Your own op gets
+the same binding and checks with `funcnet.custom_op` ([Adding an
+op](adding-an-op.md)).
 
 ## Manual rules and autodiff twins
 

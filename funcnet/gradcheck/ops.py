@@ -36,7 +36,6 @@ from jax.flatten_util import ravel_pytree
 
 from funcnet import tolerances
 from funcnet.gradcheck.differences import centred, contract, probe
-from funcnet.ops._rule import backend
 from funcnet.registry import OPS, OpSpec, cast_args
 
 #: The pass limits on the scale-free errors, ``THRESHOLDS[dtype][kind]``: a view of the ``rtol``
@@ -125,10 +124,21 @@ def _three(manual: Callable, autodiff: Callable, diff_argnums: tuple) -> Callabl
     return three
 
 
-def _two_jvps(manual: Callable, autodiff: Callable, diff_argnums: tuple) -> Callable:
-    def two(args, tangents):
+def _two_jvps(manual: Callable, autodiff: Callable, diff_argnums: tuple, second_order: bool = False) -> Callable:
+    """``(J u, J_twin u)``, and with ``second_order`` also ``(H u, H_twin u)``: forward over reverse of
+    ``⟨c, f⟩``, so the manual side differentiates the reverse rule itself."""
+    def two(args, tangents, cotangent=None):
         diff = tuple(args[i] for i in diff_argnums)
-        return tuple(jax.jvp(_diff_fn(f, args, diff_argnums), diff, tuple(tangents))[1] for f in (manual, autodiff))
+        out = tuple(jax.jvp(_diff_fn(f, args, diff_argnums), diff, tuple(tangents))[1] for f in (manual, autodiff))
+        if not second_order:
+            return out
+
+        def hvp(f):
+            grad = jax.grad(lambda *d: contract(cotangent, _diff_fn(f, args, diff_argnums)(*d)),
+                            tuple(range(len(diff))))
+            return jax.jvp(grad, diff, tuple(tangents))[1]
+
+        return out + (hvp(manual), hvp(autodiff))
 
     return two
 
@@ -221,6 +231,8 @@ class OpCheck:
       forward: the forward rule against the twin's, ``dtype -> err`` (``None``:
         not checked, the ops are built without forward rules).
       adjoint: the forward rule against the reverse rule, ``dtype -> err``.
+      second: Hessian-vector products (forward over the reverse rule) against the twin's, float64
+        (``None``: not checked).
       kinks: one :class:`KinkCheck` per documented kink.
       notes: why a column could not be computed.
     """
@@ -231,6 +243,7 @@ class OpCheck:
     adjoint: dict[str, float | None] = dataclasses.field(default_factory=dict)
     kinks: list[KinkCheck] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    second: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
     @property
     def failures(self) -> list[str]:
@@ -244,6 +257,8 @@ class OpCheck:
                 if err is not None and not err <= THRESHOLDS[dtype]["autodiff"]]
         out += [f"{dtype} adjoint" for dtype, err in self.adjoint.items()
                 if err is not None and not err <= THRESHOLDS[dtype]["adjoint"]]
+        out += [f"{dtype} second order" for dtype, err in self.second.items()
+                if err is not None and not err <= THRESHOLDS[dtype]["autodiff"]]
         for k in self.kinks:
             if not k.reverse:
                 out.append(f"kink {k.where} (rev)")
@@ -258,13 +273,8 @@ class OpCheck:
     def to_dict(self) -> dict:
         """Plain types only (the ``--json`` output of ``funcnet gradcheck``)."""
         return {"op": self.name, "errors": self.errors, "forward": self.forward, "adjoint": self.adjoint,
-                "kinks": [dataclasses.asdict(k) for k in self.kinks], "notes": self.notes,
+                "second_order": self.second, "kinks": [dataclasses.asdict(k) for k in self.kinks], "notes": self.notes,
                 "passed": self.passed, "failures": self.failures}
-
-
-def _forward_in_use() -> bool:
-    """Whether ops carry their hand-written forward rules (the ``hijax`` backend of :mod:`funcnet.ops._rule`)."""
-    return backend() == "hijax"
 
 
 def _short(err: Exception) -> str:
@@ -290,31 +300,34 @@ def check_kinks(spec: OpSpec) -> list[KinkCheck]:
                 detail = "" if reverse else f"rev gives {grad.tolist()}, documented {want.tolist()}"
             except Exception as err:  # noqa: BLE001 - a rule that cannot run at its kink fails it
                 reverse, detail = False, f"rev: {_short(err)}"
-            forward = None
-            if _forward_in_use():
-                try:
-                    _, dot = jax.jvp(total, (args[0],), (jnp.ones_like(args[0]),))
-                    tol = tolerances.tolerance("autodiff", "float64")
-                    forward = bool(np.isclose(float(dot), float(np.sum(want)), rtol=tol.rtol, atol=tol.atol))
-                    if not forward:
-                        detail = "; ".join(filter(None, [detail, f"fwd gives {float(dot)!r}, documented "
-                                                                  f"{float(np.sum(want))!r}"]))
-                except Exception as err:  # noqa: BLE001
-                    forward = False
-                    detail = "; ".join(filter(None, [detail, f"fwd: {_short(err)}"]))
+            try:
+                _, dot = jax.jvp(total, (args[0],), (jnp.ones_like(args[0]),))
+                tol = tolerances.tolerance("autodiff", "float64")
+                forward = bool(np.isclose(float(dot), float(np.sum(want)), rtol=tol.rtol, atol=tol.atol))
+                if not forward:
+                    detail = "; ".join(filter(None, [detail, f"fwd gives {float(dot)!r}, documented "
+                                                              f"{float(np.sum(want))!r}"]))
+            except Exception as err:  # noqa: BLE001
+                forward = False
+                detail = "; ".join(filter(None, [detail, f"fwd: {_short(err)}"]))
             results.append(KinkCheck(kink.where, reverse, forward, detail))
     return results
 
 
-def check_op(spec: OpSpec, seed: int = 0, dtypes: Iterable[str] = ("float32", "float64")) -> OpCheck:
-    """Check one registry entry: reverse rule, forward rule, their adjointness, and its kinks (module docstring)."""
+def check_op(spec: OpSpec | Any, seed: int = 0, dtypes: Iterable[str] = ("float32", "float64"),
+             second_order: bool = True) -> OpCheck:
+    """Check one op: reverse rule, forward rule, their adjointness, second order and its kinks (module docstring).
+
+    ``spec`` is a registry entry (:data:`funcnet.registry.OPS`) or an op made by
+    :func:`funcnet.custom_op`. ``second_order=False`` leaves out the Hessian-vector products
+    (the test suite checks the registry's second order elsewhere).
+    """
+    spec = getattr(spec, "spec", spec)
     errors: dict[str, dict[str, float]] = {}
     forward: dict[str, float | None] = {}
     adjoint: dict[str, float | None] = {}
+    second: dict[str, float | None] = {}
     notes: list[str] = []
-    fwd = _forward_in_use()
-    if not fwd:
-        notes.append("forward rules not checked: ops are built as jax.custom_vjp (FUNCNET_RULES=custom_vjp)")
     diff_argnums = tuple(spec.diff_argnums)
     with jax.enable_x64(True):
         cases = []  # (dtype, args, cotangent, tangents) for each dtype and input shape
@@ -327,29 +340,31 @@ def check_op(spec: OpSpec, seed: int = 0, dtypes: Iterable[str] = ("float32", "f
                 cases.append((dtype, args, ct, u))
         grads = _over_cases(_three(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
                             [(args, ct) for _, args, ct, _ in cases])
-        tangents = None  # (J u, J_twin u) per case; stays None where the forward rules cannot be traced
-        if fwd:
-            try:
-                tangents = _over_cases(_two_jvps(spec.manual, spec.autodiff, diff_argnums), diff_argnums,
-                                       [(args, u) for _, args, _, u in cases])
-            except Exception as err:  # noqa: BLE001 - an op without a working forward rule fails the column
-                notes.append(f"jax.jvp failed: {_short(err)}")
-    failed = float("inf") if fwd and tangents is None else 0.0
+        tangents = None  # (J u, J_twin u[, H u, H_twin u]) per case; None where the forward rules cannot be traced
+        try:
+            tangents = _over_cases(_two_jvps(spec.manual, spec.autodiff, diff_argnums, second_order), diff_argnums,
+                                   [(args, u, ct) for _, args, ct, u in cases])
+        except Exception as err:  # noqa: BLE001 - an op without a working forward rule fails the column
+            notes.append(f"jax.jvp failed: {_short(err)}")
+    failed = float("inf") if tangents is None else 0.0
     for dtype in dtypes:
         errors[dtype] = {"autodiff": 0.0, "finite_diff": 0.0}
-        forward[dtype] = failed if fwd else None
+        forward[dtype] = failed
         if dtype == "float64":
-            adjoint[dtype] = failed if fwd else None
+            adjoint[dtype] = failed
+            second[dtype] = failed if second_order else None
     for i, ((dtype, _, ct, u), (manual, auto, fd)) in enumerate(zip(cases, grads)):
         worst = errors[dtype]
         worst["autodiff"] = max(worst["autodiff"], relative_error(manual, auto))
         worst["finite_diff"] = max(worst["finite_diff"], relative_error(manual, fd))
         if tangents is not None:
-            ju, ju_twin = tangents[i]
+            ju, ju_twin = tangents[i][:2]
             forward[dtype] = max(forward[dtype], relative_error(ju, ju_twin))
             if dtype == "float64":
                 adjoint[dtype] = max(adjoint[dtype], adjoint_error(ct, ju, manual, u, dtype))
-    return OpCheck(spec.name, errors, forward, adjoint, check_kinks(spec), notes)
+                if second_order:
+                    second[dtype] = max(second[dtype], relative_error(*tangents[i][2:]))
+    return OpCheck(spec.name, errors, forward, adjoint, check_kinks(spec), notes, second)
 
 
 def check_registry(ops: Sequence[OpSpec] = OPS, seed: int = 0) -> list[OpCheck]:

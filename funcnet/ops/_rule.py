@@ -3,7 +3,7 @@
 A rule is four plain ``jax.numpy`` functions over the op's array arguments
 (``static`` keyword parameters such as ``axis`` are passed to each):
 
-* ``value(*args)``: the op's value (also what ``expand`` lowers to);
+* ``value(*args) -> y``: the op's value;
 * ``save(*args) -> (y, res)``: the value and the residuals the derivative
   rules need, the smallest that suffices (the output for sigmoid, tanh, ReLU);
 * ``vjp(res, g) -> cotangents``: the hand-written **reverse** rule, one
@@ -12,17 +12,28 @@ A rule is four plain ``jax.numpy`` functions over the op's array arguments
   same residuals; a tangent is ``None`` where it is zero (integer arguments,
   or arguments the caller does not differentiate).
 
-From these, a rule builds two JAX functions:
+How they are bound: the way ``jax.lax`` carries its own rules, on stable API.
 
-* by default a primitive on ``jax.experimental.hijax.VJPHiPrimitive``, which
-  carries both rules: ``jax.grad``/``vjp`` run ``vjp``, ``jax.jvp``/``jacfwd``/
-  ``linearize`` run ``jvp`` (``linearize`` saves the same residuals), ``vmap``
-  maps the rules themselves, and second order differentiates the rules with
-  autodiff (they are ``jnp`` code);
-* :meth:`Rule.custom_vjp`, the classic ``jax.custom_vjp`` form with the same
-  ``save``/``vjp`` (reverse mode only). It is the fallback where the
-  experimental API is missing or fails its self-check at import, and it can be
-  chosen with ``FUNCNET_RULES=custom_vjp`` in the environment.
+* The op is a ``jax.custom_jvp`` function of ``value`` (the form of
+  ``jax.nn.relu``): undifferentiated, a jitted program holds ordinary
+  operations and takes JAX's compiled fast path.
+* Its JVP rule runs ``save`` and binds ``<name>_lin``, a primitive
+  (``jax.extend.core.Primitive``) that is **linear in the tangents** and takes
+  the residuals as constants. Its evaluation and lowering are the hand-written
+  forward rule ``jvp``; its **transpose rule is the hand-written reverse rule**
+  ``vjp``; its batching rule ``vmap``\\ s the rule function; its own JVP (for
+  second order) is the linear primitive again in the tangents plus autodiff of
+  ``jvp`` in the residuals.
+
+So ``jax.jvp``/``jacfwd``/``linearize`` run ``jvp``, and ``jax.grad``/``vjp``/
+``jacrev`` run ``vjp`` (JAX reverse mode is linearize-then-transpose), in
+every context: ``jit``, ``vmap``, ``scan`` and loop bodies, ``jax.checkpoint``
+under every policy (the residuals are saved or recomputed by the policy; the
+transpose is always ``vjp``), ``shard_map``. Higher orders differentiate the
+rules themselves, which are ``jax.numpy`` code.
+
+:meth:`Rule.custom_vjp` builds the classic ``jax.custom_vjp`` form from the
+same ``save``/``vjp`` (reverse mode only).
 
 Inside ``jax.shard_map`` the arguments are first cast to a common set of
 varying manual axes (``jax.lax.pcast``), as ``jnp`` does implicitly for its own
@@ -35,77 +46,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from jax.custom_derivatives import SymbolicZero
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
-try:  # the experimental API that carries both directions in one primitive
-    from jax.experimental.hijax import VJPHiPrimitive, Zero
-except ImportError:  # pragma: no cover - exercised only on a JAX without hijax
-    VJPHiPrimitive, Zero = None, None
-
-__all__ = ["Rule", "backend", "use_backend", "values_only", "varying_like", "with_optional"]
-
-_BACKEND = os.environ.get("FUNCNET_RULES", "hijax" if VJPHiPrimitive is not None else "custom_vjp")
-if _BACKEND not in ("hijax", "custom_vjp"):
-    raise ValueError(f"FUNCNET_RULES must be 'hijax' or 'custom_vjp', got {_BACKEND!r}")
-if VJPHiPrimitive is None:
-    _BACKEND = "custom_vjp"
-
-
-def backend() -> str:
-    """``"hijax"`` (both hand-written rules) or ``"custom_vjp"`` (reverse rule only)."""
-    return "hijax" if _BACKEND == "hijax" and _hijax_works() else "custom_vjp"
-
-
-class use_backend:
-    """Context manager choosing how ops are built while tracing, e.g. for tests.
-
-    ``with use_backend("custom_vjp"): jax.grad(f)(x)`` runs every op through its
-    plain ``jax.custom_vjp`` form.
-    """
-
-    def __init__(self, name: str):
-        if name not in ("hijax", "custom_vjp"):
-            raise ValueError(f"use_backend: expected 'hijax' or 'custom_vjp', got {name!r}")
-        if name == "hijax" and VJPHiPrimitive is None:
-            raise RuntimeError("use_backend('hijax'): this JAX has no jax.experimental.hijax.VJPHiPrimitive")
-        self.name = name
-
-    def __enter__(self):
-        global _BACKEND
-        self._saved, _BACKEND = _BACKEND, self.name
-        return self
-
-    def __exit__(self, *exc):
-        global _BACKEND
-        _BACKEND = self._saved
-
-
-#: Set by :func:`values_only` in the running thread (a context variable, so tracing in another thread keeps the rules).
-_VALUES_ONLY = contextvars.ContextVar("funcnet_values_only", default=False)
-
-
-@contextlib.contextmanager
-def values_only():
-    """Context manager under which ops return their ``value`` as plain ``jax.numpy``, with no rule attached.
-
-    For one op's rules that call another op where JAX never takes that call's first derivative (a fused
-    op recomputing an activation inside its own reverse rule). Bound there as a primitive, the call would
-    stay undifferentiated in the traced program, and a ``jax.jit`` program holding an undifferentiated
-    hijax primitive is lowered again on every call instead of taking JAX's compiled fast path (measured:
-    ``jax.jit(funcnet.nn.relu)`` on a 128 x 256 array, 460 µs per call against 14 µs for ``jax.nn.relu``).
-    Derivatives of higher order than the rules still differentiate ``value`` with autodiff. It acts while
-    tracing: a function JAX traced (and cached) inside it keeps that trace when called again outside.
-    """
-    token = _VALUES_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _VALUES_ONLY.reset(token)
+__all__ = ["Rule", "custom_vjp_form", "varying_like", "with_optional"]
 
 
 def _is_float(x) -> bool:
@@ -144,10 +93,6 @@ def varying_like(x, *like):
     return jax.lax.pcast(x, tuple(sorted(axes)), to="varying") if axes else x
 
 
-def _float0_zeros(x):
-    return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
-
-
 class Rule:
     """The value and both hand-written derivative rules of one op (see the module docstring).
 
@@ -166,19 +111,16 @@ class Rule:
         self.vjp = vjp
         self.jvp = jvp
         self.save = save if save is not None else (lambda *args, **static: (value(*args, **static), args))
+        self.linear = _linear_primitive(self)
 
     def __repr__(self) -> str:
         return f"Rule({self.name})"
 
-    # ------------------------------------------------------------------ binding
     def __call__(self, *args, **static):
         """Apply the op to arrays ``args`` with hashable keyword parameters ``static``."""
         args = _common_vma(tuple(jnp.asarray(a) for a in args))
-        if _VALUES_ONLY.get():
-            return self.value(*args, **static)
-        if _BACKEND == "hijax" and _hijax_works():
-            return _HiOp(self, args, static)(*args)
-        return self.custom_vjp(*args, **static)
+        form = _custom_vjp if _CUSTOM_VJP_FORM.get() else _custom_jvp
+        return form(self, tuple(sorted(static.items())))(*args)
 
     def custom_vjp(self, *args, **static):
         """The op as a classic ``jax.custom_vjp`` (reverse rule only), same residuals and rule."""
@@ -186,6 +128,171 @@ class Rule:
         return _custom_vjp(self, tuple(sorted(static.items())))(*args)
 
 
+_CUSTOM_VJP_FORM = contextvars.ContextVar("funcnet_custom_vjp_form", default=False)
+
+
+@contextlib.contextmanager
+def custom_vjp_form():
+    """Context manager: ops traced inside it are built as their classic ``jax.custom_vjp`` form.
+
+    The same ``save`` and reverse rule, reverse mode only (``jax.jvp`` raises); for comparing the two
+    forms and for code that needs ``custom_vjp`` specifically. Per thread; it acts while tracing.
+    """
+    token = _CUSTOM_VJP_FORM.set(True)
+    try:
+        yield
+    finally:
+        _CUSTOM_VJP_FORM.reset(token)
+
+
+# ------------------------------------------------------------------ the value: a custom_jvp function
+@functools.lru_cache(maxsize=None)
+def _custom_jvp(rule: Rule, static_items: tuple):
+    static = dict(static_items)
+
+    def f(*args):
+        return rule.value(*args, **static)
+
+    def save(*args):
+        return rule.save(*args, **static)
+
+    # The residuals come out of one opaque call: JAX linearizes a JVP rule by partial evaluation, which
+    # splits any loop in `save` and hoists its loop-invariant parts out as stacked arrays (the fused head's
+    # blocks of w: 276 MiB instead of 72). A custom_jvp call with known inputs is bound whole instead;
+    # differentiated (second order), it is autodiff of `save`.
+    save = jax.custom_jvp(save)
+    save.defjvp(lambda primals, tangents: jax.jvp(save.fun, primals, tangents))
+
+    def f_jvp(primals, tangents):
+        y, res = save(*primals)
+        present = tuple(_is_tangent(t, p) for t, p in zip(tangents, primals))
+        if not any(present):
+            return y, jnp.zeros_like(y)
+        res_leaves, res_tree = jax.tree.flatten(res)
+        tangents = [t.astype(p.dtype) for t, p, keep in zip(tangents, primals, present) if keep]
+        y_dot = rule.linear.bind(*res_leaves, *tangents, static=static_items, res_tree=res_tree, present=present,
+                                 out=(tuple(y.shape), jnp.dtype(y.dtype)), levels=())
+        return y, y_dot
+
+    f.__name__ = rule.name
+    op = jax.custom_jvp(f)
+    op.defjvp(f_jvp, symbolic_zeros=True)
+    return op
+
+
+def _is_tangent(t, primal) -> bool:
+    """Whether ``t`` is a tangent to use: not a symbolic zero, and of a floating argument."""
+    return not isinstance(t, SymbolicZero) and _is_float(primal) and t.dtype != jax.dtypes.float0
+
+
+# ------------------------------------------------------------------ the linear primitive: both rules
+def _unpack(args, res_tree, present):
+    """``(res, tangents)`` from the primitive's flat operands: ``None`` where a tangent is absent."""
+    n_res = res_tree.num_leaves
+    res = jax.tree.unflatten(res_tree, args[:n_res])
+    it = iter(args[n_res:])
+    return res, [next(it) if p else None for p in present]
+
+
+def _linear_primitive(rule: Rule) -> Primitive:
+    """``<name>_lin(*residuals, *tangents)``: linear in the tangents; forward rule, transpose = reverse rule.
+
+    Parameters: ``static`` (the op's keyword parameters), ``res_tree`` (the residuals' structure),
+    ``present`` (which arguments have a tangent operand), ``out`` (the output's shape and dtype) and
+    ``levels``: one mask per ``vmap`` the primitive was batched by, innermost first, marking the
+    operands mapped (along axis 0) at that level. Batching rebinds the primitive with one more level,
+    so that a ``vmap`` traced before the transpose (``grad(vmap(f))``) keeps the primitive, and with it
+    the reverse rule; evaluation and transposition ``vmap`` the rule functions level by level.
+    """
+    p = Primitive(f"{rule.name}_lin")
+
+    def base_forward(*args, static, res_tree, present, shape, dtype):
+        res, tangents = _unpack(args, res_tree, present)
+        y_dot = rule.jvp(res, *tangents, **dict(static))
+        return jnp.zeros(shape, dtype) if y_dot is None else jnp.broadcast_to(y_dot, shape).astype(dtype)
+
+    def forward(*args, static, res_tree, present, out, levels):
+        shape, dtype = out
+        f = functools.partial(base_forward, static=static, res_tree=res_tree, present=present,
+                              shape=shape[len(levels):], dtype=dtype)
+        for mask in levels:
+            f = jax.vmap(f, in_axes=tuple(0 if m else None for m in mask))
+        return f(*args)
+
+    def abstract_eval(*avals, static, res_tree, present, out, levels):
+        # the output varies over the manual mesh axes its inputs vary over (they share one set: _common_vma)
+        like = max(avals, key=lambda a: len(_varying_axes_of_aval(a)))
+        return like.update(shape=out[0], dtype=out[1], weak_type=False)
+
+    def transpose(ct, *args, static, res_tree, present, out, levels):
+        n_res = res_tree.num_leaves
+        if type(ct) is ad.Zero:
+            return [None] * len(args)
+        # a tangent's aval leads with one axis per level it is mapped at; the rule sees it without them
+        tangent_shapes = [a.aval.shape[sum(m[n_res + t] for m in levels):] for t, a in enumerate(args[n_res:])]
+        tangent_dtypes = [a.aval.dtype for a in args[n_res:]]
+
+        def base(*res_and_ct):
+            res = jax.tree.unflatten(res_tree, res_and_ct[:n_res])
+            cts = [c for c, keep in zip(rule.vjp(res, res_and_ct[n_res], **dict(static)), present) if keep]
+            return tuple(jnp.zeros(shape, dtype) if c is None else jnp.broadcast_to(c, shape).astype(dtype)
+                         for c, shape, dtype in zip(cts, tangent_shapes, tangent_dtypes))
+
+        f = base
+        for mask in levels:
+            f = _vmap_transpose(f, mask[:n_res], mask[n_res:])
+        cts = f(*args[:n_res], ct)
+        return [None] * n_res + list(cts)
+
+    def jvp(primals, tangents, **params):
+        n_res = params["res_tree"].num_leaves
+        y = p.bind(*primals, **params)
+        res, lin = primals[:n_res], primals[n_res:]
+        d_res, d_lin = tangents[:n_res], tangents[n_res:]
+        terms = []
+        if any(type(t) is not ad.Zero for t in d_lin):
+            d_lin = [ad.instantiate_zeros(t) for t in d_lin]
+            terms.append(p.bind(*res, *d_lin, **params))
+        if any(type(t) is not ad.Zero for t in d_res):
+            # the forward rule is linear in the tangents only: in the residuals, autodiff of the rule
+            d_res = [ad.instantiate_zeros(t) for t in d_res]
+            terms.append(jax.jvp(lambda *r: forward(*r, *lin, **params), tuple(res), tuple(d_res))[1])
+        if not terms:
+            return y, ad.Zero.from_primal_value(y)
+        return y, functools.reduce(jnp.add, terms)
+
+    def batch(args, dims, *, out, levels, **params):
+        size = next(a.shape[d] for a, d in zip(args, dims) if isinstance(d, int))
+        mask = tuple(isinstance(d, int) for d in dims)
+        args = [jnp.moveaxis(a, d, 0) if isinstance(d, int) else a for a, d in zip(args, dims)]
+        out = ((size,) + tuple(out[0]), out[1])
+        return p.bind(*args, out=out, levels=levels + (mask,), **params), 0
+
+    p.def_impl(forward)
+    p.def_abstract_eval(abstract_eval)
+    ad.primitive_jvps[p] = jvp
+    ad.primitive_transposes[p] = transpose
+    batching.primitive_batchers[p] = batch
+    mlir.register_lowering(p, mlir.lower_fun(forward, multiple_results=False))
+    return p
+
+
+def _vmap_transpose(f, res_mask, tangent_mask):
+    """One batch level of a transpose ``f(*res, ct) -> tangent cotangents``: mapped residuals and the
+    cotangent along axis 0; the cotangent of a tangent not mapped at this level is summed over it."""
+    def g(*res_and_ct):
+        outs = jax.vmap(f, in_axes=tuple(0 if m else None for m in res_mask) + (0,))(*res_and_ct)
+        return tuple(o if m else o.sum(axis=0) for o, m in zip(outs, tangent_mask))
+
+    return g
+
+
+def _varying_axes_of_aval(aval) -> frozenset:
+    mat = getattr(aval, "mat", None)
+    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
+
+
+# ------------------------------------------------------------------ the classic reverse-only form
 @functools.lru_cache(maxsize=None)
 def _custom_vjp(rule: Rule, static_items: tuple):
     static = dict(static_items)
@@ -225,106 +332,3 @@ def with_optional(name: str, save: Callable, vjp: Callable, jvp: Callable, prese
         vjp=lambda res, g, **static: tuple(c for c, p in zip(vjp(res, g, **static), present) if p),
         jvp=lambda res, *tangents, **static: jvp(res, *full(tangents), **static),
     )
-
-
-if VJPHiPrimitive is not None:
-
-    class _HiOp(VJPHiPrimitive):
-        """A funcnet rule as a JAX primitive with both hand-written directions."""
-
-        def __init__(self, rule: Rule, args, static: dict):
-            self.in_avals = tuple(jax.typeof(a) for a in args)
-            out = _out_shape(rule, tuple(sorted(static.items())),
-                             tuple((a.shape, a.dtype) for a in self.in_avals))
-            floats = [a for a in self.in_avals if _is_float(a.dtype)] or list(self.in_avals)
-            self.out_aval = floats[0].update(shape=out.shape, dtype=out.dtype, weak_type=False)
-            self.params = dict(rule=rule, static=tuple(sorted(static.items())))
-            super().__init__()
-
-        @property
-        def _static(self):
-            return dict(self.params["static"])
-
-        def expand(self, *args):
-            return self.params["rule"].value(*args, **self._static)
-
-        def vjp_fwd(self, nzs, *args):
-            return self.params["rule"].save(*args, **self._static)
-
-        def vjp_bwd_retval(self, res, g):
-            cts = self.params["rule"].vjp(res, g, **self._static)
-            return tuple(
-                _float0_zeros(aval) if ct is None or not _is_float(aval.dtype) else ct
-                for ct, aval in zip(cts, self.in_avals)
-            )
-
-        def _tangents(self, tangents):
-            return tuple(
-                None if isinstance(t, Zero) or not _is_float(aval.dtype) or t.dtype == jax.dtypes.float0 else t
-                for t, aval in zip(tangents, self.in_avals)
-            )
-
-        def jvp(self, primals, tangents):
-            y, res = self.params["rule"].save(*primals, **self._static)
-            y_dot = self.params["rule"].jvp(res, *self._tangents(tangents), **self._static)
-            return y, _tangent_or_zeros(y_dot, y)
-
-        def lin(self, nzs, *args):
-            return self.params["rule"].save(*args, **self._static)
-
-        def linearized(self, res, *tangents):
-            y_dot = self.params["rule"].jvp(res, *self._tangents(tangents), **self._static)
-            return _tangent_or_zeros(y_dot, self.out_aval)
-
-        def batch(self, axis_data, args, dims):
-            # Inputs none of which is batched: a rule that calls other ops (activation_affine) can bind
-            # them inside a vmap with unbatched arguments only; their output is then unbatched too.
-            if all(d is None for d in jax.tree.leaves(dims, is_leaf=lambda d: d is None)):
-                return self(*args), None
-            return super().batch(axis_data, args, dims)
-
-        def batch_dim_rule(self, axis_data, dims):
-            # The rules are jnp code, so vmap maps them directly; the batch axis leads the output.
-            return 0
-
-else:  # pragma: no cover
-    _HiOp = None
-
-
-@functools.lru_cache(maxsize=4096)
-def _out_shape(rule: Rule, static_items: tuple, in_shapes: tuple):
-    """The output shape and dtype of ``rule.value``, traced once per rule, parameters and input types."""
-    structs = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in in_shapes]
-    return jax.eval_shape(functools.partial(rule.value, **dict(static_items)), *structs)
-
-
-def _tangent_or_zeros(y_dot, like):
-    if y_dot is None:
-        return jnp.zeros(like.shape, like.dtype)
-    return y_dot.astype(like.dtype)
-
-
-@functools.lru_cache(maxsize=1)
-def _hijax_works() -> bool:
-    """:func:`self_check`, once, at the first op call (not at import: that would start JAX's backends)."""
-    return self_check()
-
-
-def self_check() -> bool:
-    """Whether the hijax route traces a small rule in both directions (it runs nothing on a device)."""
-    if VJPHiPrimitive is None:
-        return False
-    rule = Rule(
-        "self_check",
-        value=lambda x: x * x,
-        save=lambda x: (x * x, x),
-        vjp=lambda x, g: (2 * x * g,),
-        jvp=lambda x, t: None if t is None else 2 * x * t,
-    )
-    x = jax.ShapeDtypeStruct((), jnp.float32)
-    try:
-        jax.make_jaxpr(jax.grad(lambda x: _HiOp(rule, (x,), {})(x)))(x)
-        jax.make_jaxpr(lambda x: jax.jvp(lambda x: _HiOp(rule, (x,), {})(x), (x,), (x,)))(x)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: use the classic form
-        return False

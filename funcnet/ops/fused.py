@@ -31,7 +31,7 @@ from funcnet.ops import activations
 from funcnet.ops._common import as_integer_array, check_class_labels, float_input, promote_floats
 from funcnet.ops._declare import activations as declared_activations
 from funcnet.ops._declare import declare
-from funcnet.ops._rule import Rule, values_only, varying_like
+from funcnet.ops._rule import Rule, varying_like
 from funcnet.ops.gates import check_affine_shapes
 from funcnet.reference import gates as gates_twin
 from funcnet.reference import losses as twin
@@ -43,21 +43,8 @@ def _activation(activation, kwargs):
     return functools.partial(getattr(activations, activation), **dict(kwargs))
 
 
-def _activation_value(activation, kwargs):
-    """``f(z)`` for a value alone, plain ``jnp`` (:func:`values_only`): in this op's rules JAX never takes
-    its first derivative, and an activation primitive left there undifferentiated would keep every jitted
-    training step off JAX's fast dispatch path."""
-    f = _activation(activation, kwargs)
-
-    def value(z):
-        with values_only():
-            return f(z)
-
-    return value
-
-
 def _activation_affine_value(z, w, b, activation, kwargs):
-    return jnp.matmul(_activation_value(activation, kwargs)(z), w) + b
+    return jnp.matmul(_activation(activation, kwargs)(z), w) + b
 
 
 def _after(x, dep):
@@ -94,7 +81,7 @@ def _activation_affine_vjp(res, g, activation, kwargs):
     # the recompute tied to db = Σ G rather than to an element of G: XLA fuses G's producer (the loss's
     # gradient) into a one-element slice, which kept the network's output alive until the recompute
     # (+15.6 MiB with squared error on 1000 classes at batch 4096)
-    gw = jnp.tensordot(_activation_value(activation, kwargs)(_after(z, gb)), g, axes=(lead, lead))
+    gw = jnp.tensordot(_activation(activation, kwargs)(_after(z, gb)), g, axes=(lead, lead))
     # f's own reverse rule, its residuals recomputed only now, so that they fuse into dz
     _, pullback = jax.vjp(f, _after(z, gw))
     ordered = _after(w, gw) if _order_pays(math.prod(g.shape[:-1]), w.shape[1]) else w
@@ -106,7 +93,7 @@ def _activation_affine_jvp(res, tz, tw, tb, activation, kwargs):
     z, w = res
     f = _activation(activation, kwargs)
     if tz is None:
-        a, out = _activation_value(activation, kwargs)(z), None
+        a, out = _activation(activation, kwargs)(z), None
     else:
         a, ta = jax.jvp(f, (z,), (tz,))  # f's own forward rule
         out = jnp.matmul(ta, w)
