@@ -150,12 +150,17 @@ def activation_affine(z, w, b, activation="relu", **activation_kwargs):
     check_affine_shapes(op, "z", z, w, b)
     kwargs = tuple(sorted(activation_kwargs.items()))
     try:
-        hash(kwargs)
-        jax.eval_shape(_activation(activation, kwargs), z)
+        _check_activation(activation, kwargs, z.shape, z.dtype)
     except TypeError as err:
         raise TypeError(f"{op}: activation {activation!r} does not take {dict(kwargs)} "
                         f"(Python numbers, bools or strings): {err}") from None
     return _ACTIVATION_AFFINE(z, w, b, activation=activation, kwargs=kwargs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_activation(activation, kwargs, shape, dtype) -> None:
+    """Trace the activation once per signature (raises TypeError for keywords it does not take)."""
+    jax.eval_shape(_activation(activation, kwargs), jax.ShapeDtypeStruct(shape, dtype))
 
 
 # ------------------------------------------------------------ the fused head
