@@ -5,7 +5,7 @@ noisy samples y = sin(x) + ε by minimising the squared error. With a handful of
 units the curve is matched to within the noise: the test mean squared error
 approaches the noise variance (0.05² = 0.0025). The fit is saved as a plot.
 
-    python examples/sine.py                 # 16 hidden units, writes ./sine.png
+    python examples/sine.py                 # 16 hidden units, writes runs/examples/sine.png
     python examples/sine.py --hidden 2      # too few units: a visibly worse fit
 """
 

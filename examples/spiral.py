@@ -6,7 +6,7 @@ the accuracy on each split and saves a decision-boundary plot: the predicted
 class over a grid of the input plane, with the training points (dots) and the
 test points (crosses) on top.
 
-    python examples/spiral.py                  # 2 arms, writes ./spiral.png
+    python examples/spiral.py                  # 2 arms, writes runs/examples/spiral.png
     python examples/spiral.py --arms 3 --out plots
 """
 

@@ -5,7 +5,8 @@ forward rule (``jax.jvp``, ``jax.jacfwd``), declared once in ``funcnet/ops``; it
 autodiff twin lives under the same name in :mod:`funcnet.reference`.
 """
 
-from funcnet import callbacks, checkpoint, data, gates, gradcheck, init, layers, losses, nn, reference, schedules, train
+from funcnet import (callbacks, checkpoint, data, gates, gradcheck, init, layers, losses, nn, parallel, reference,
+                     schedules, train)
 from funcnet.custom import CustomOp, Kink, custom_op
 from funcnet.gradcheck import check_gradients, check_op
 from funcnet.second_order import hessian, hessian_matrix, hvp
@@ -15,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "gates", "nn", "losses", "reference", "hessian", "hessian_matrix", "hvp", "gradcheck", "check_gradients",
     "custom_op", "CustomOp", "Kink", "check_op",
-    "init", "layers", "schedules", "data", "train", "callbacks", "checkpoint", "__version__",
+    "init", "layers", "parallel", "schedules", "data", "train", "callbacks", "checkpoint", "__version__",
 ]

@@ -228,3 +228,18 @@ def test_memory_under_checkpoint_fused_rules_keep_less_than_autodiff():
     lines = remat.markdown_lines({"silu": {"remat": temp, "plain": temp}}, sizes, batch)
     mib = temp["funcnet"] / 2**20
     assert lines[-2].startswith(f"| silu | {mib:.1f} ({mib:.1f}) |")
+
+
+def test_cli_quick_runs_the_small_network_dispatch_and_memory_only(monkeypatch, capsys):
+    seen = {}
+
+    def run(configs, frameworks, **kw):
+        seen.update(configs=list(configs), **kw)
+        return {"machine": "CPU test", "configs": {}, "notes": []}
+
+    monkeypatch.setattr(bench, "run", run)
+    assert cli.main(["bench", "--quick"]) == 0
+    assert seen["configs"] == ["small"] and seen["rounds"] == 5 and seen["steps"] == 5
+    assert not seen["activations_sweep"] and not seen["scan"] and not seen["roofline"]
+    assert seen["scaling_devices"] == 0 and seen["dispatch"] and seen["memory"]
+    assert cli.main(["bench", "--quick", "--rounds", "7"]) == 0 and seen["rounds"] == 7

@@ -1,10 +1,12 @@
 """`funcnet train`: the default run, the run folder, resume, and one-line errors."""
 
 import json
-import pathlib
 import os
+import pathlib
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -28,10 +30,14 @@ def test_default_run_reaches_the_accuracy_target_and_writes_the_run_folder(tmp_p
     assert summary["scores"]["test"]["accuracy"] >= 0.975
     assert summary["config"]["data"] == "digits" and summary["loss"] == "softmax_cross_entropy"
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # a second run never reuses the folder
+    # a second run never reuses the folder; the time it prints is the command's wall time, start-up included
+    started = time.perf_counter()
     proc = run_cli("train", "--no-progress", "--data", "xor", "--epochs", "2", cwd=tmp_path)
+    wall = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "runs" / "run-002" / "history.json").exists()
+    printed = float(re.search(r"in ([0-9.]+) s$", proc.stdout.strip()).group(1))
+    assert 0.75 * wall <= printed <= wall + 0.05, (printed, wall)
 
 
 def test_existing_out_folder_is_refused_and_left_untouched(tmp_path):
@@ -84,7 +90,11 @@ def test_resume_continues_into_a_new_folder(tmp_path, capsys):
     assert cli.main([*common, "--epochs", "4", "--out", "full"]) == 0
     assert cli.main([*common, "--epochs", "2", "--out", "first"]) == 0
     before = (tmp_path / "first" / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
     assert cli.main(["train", "--no-progress", "--resume", "first", "--epochs", "4", "--out", "second"]) == 0
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line == f"resuming {os.path.join('first', 'checkpoint.safetensors')} after epoch 2: training up to " \
+                         "epoch 4 into second/", first_line
     assert (tmp_path / "first" / "checkpoint.safetensors").read_bytes() == before  # the old run is untouched
     full = json.loads((tmp_path / "full" / "history.json").read_text())
     resumed = json.loads((tmp_path / "second" / "history.json").read_text())

@@ -18,6 +18,7 @@ import pytest
 
 from funcnet import losses, nn, reference
 from funcnet.registry import OPS
+from helpers import assert_trees_close
 
 NAMESAKES = list({spec.fn: spec for spec in OPS if spec.upstream is not None}.values())
 
@@ -638,3 +639,55 @@ def test_standardize_with_given_statistics_as_jax_nn(given):
     g_jax = jax.grad(lambda x, *s: total(jax.nn.standardize, x, dict(zip(names_, s))), tuple(range(1 + len(kw))))(X3, *kw.values())
     for a, b in zip(g_ours, g_jax):
         close(a, b)
+
+
+# -------------------------------------------- hyper-parameters as arrays, through jit and vmap
+HYPER_X = np.array([[0.3, -2.0, 4.0], [1.0, 2.0, -0.5]])
+HYPER_T = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])  # soft labels: optax's focal label gradient is exact there
+HYPERS = [
+    ("huber_loss", {"delta": 1.5}, (HYPER_X, HYPER_T)),
+    ("poly_loss_cross_entropy", {"epsilon": 1.5}, (HYPER_X, HYPER_T)),
+    ("sigmoid_focal_loss", {"gamma": 1.5}, (HYPER_X, HYPER_T)),
+    ("sigmoid_focal_loss", {"alpha": 0.3, "gamma": 1.5}, (HYPER_X, HYPER_T)),
+]
+
+
+@pytest.mark.parametrize("name, hypers, inputs", HYPERS, ids=[f"{n}-{'-'.join(h)}" for n, h, _ in HYPERS])
+def test_hyper_parameters_traced_through_jit_and_vmap_as_optax(name, hypers, inputs):
+    """Values and gradients (the hyper-parameters' own included) of a jitted call with traced
+    hyper-parameters, and a vmap over them, equal optax's; a Python number gives the same values."""
+    ours, theirs = getattr(losses, name), getattr(optax.losses, name)
+    keys = tuple(hypers)
+
+    def program(fn):
+        def total(x, t, *h):
+            return fn(x, t, **dict(zip(keys, h))).sum()
+
+        def run(x, t, h):
+            grads = jax.grad(total, tuple(range(2 + len(keys))))(x, t, *h)
+            swept = jax.vmap(lambda h0: fn(x, t, **dict(zip(keys, (h0, *h[1:])))))(jnp.stack([h[0], 2 * h[0]]))
+            return total(x, t, *h), grads, swept
+        return jax.jit(run)
+
+    args = (jnp.asarray(inputs[0]), jnp.asarray(inputs[1]), tuple(jnp.asarray(v) for v in hypers.values()))
+    got, want = program(ours)(*args), program(theirs)(*args)
+    assert_trees_close(got, want, 1e-12, 1e-12, f"{name} {keys}")
+    assert len(jax.tree.leaves(got[1])) == 2 + len(keys)
+    np.testing.assert_allclose(ours(*args[:2], **hypers).sum(), got[0], rtol=1e-12)
+
+
+def test_convex_kl_divergence_warns_as_optaxs_deprecated_alias():
+    args = (jnp.log(jnp.array([0.2, 0.8])), jnp.array([0.5, 0.5]))
+    with pytest.warns(DeprecationWarning) as ours:
+        value = losses.convex_kl_divergence(*args)
+    with pytest.warns(DeprecationWarning) as theirs:
+        want = optax.losses.convex_kl_divergence(*args)
+    assert str(ours[0].message) == str(theirs[0].message)
+    np.testing.assert_allclose(value, want, rtol=1e-6)
+
+
+def test_one_hot_with_a_traced_num_classes_raises_jax_nns_error_type():
+    with pytest.raises(jax.errors.ConcretizationTypeError):
+        jax.jit(lambda n: jax.nn.one_hot(jnp.arange(3), n))(3)
+    with pytest.raises(jax.errors.ConcretizationTypeError, match="funcnet.nn.one_hot argument `num_classes`"):
+        jax.jit(lambda n: nn.one_hot(jnp.arange(3), n))(3)

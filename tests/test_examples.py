@@ -143,3 +143,9 @@ def test_plots_go_into_runs_by_default_never_into_the_working_folder(example, tm
         line = next(line for line in (EXAMPLES / f"{name}.py").read_text().splitlines() if '"--out"' in line)
         assert 'default="runs/examples"' in line, (name, line)
     assert "runs/" in (EXAMPLES.parent / ".gitignore").read_text().split()  # ignored by the repository
+
+
+def test_the_readme_lists_every_example_with_its_command():
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    for script in sorted(EXAMPLES.glob("[!_]*.py")):
+        assert f"python examples/{script.name}" in readme, f"README.md does not list examples/{script.name}"

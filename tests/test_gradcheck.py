@@ -20,7 +20,7 @@ import funcnet.registry
 from funcnet import tolerances
 from funcnet.apps import cli
 from funcnet.apps.tables import op_table
-from funcnet.gradcheck import THRESHOLDS, check_op, relative_error
+from funcnet.gradcheck import THRESHOLDS, check_gradients, check_op, relative_error
 from funcnet.ops._rule import Rule
 from funcnet.registry import by_name
 
@@ -288,3 +288,23 @@ def test_cli_fails_a_model_with_a_planted_rule(monkeypatch, capsys):
     assert cli.main(["gradcheck", "--model", "mlp", "--activation", "relu"]) == 1
     out = capsys.readouterr().out
     assert "FAIL: dense_0/b" in out
+
+
+def test_cli_default_is_the_quick_sweep_and_all_the_full_one(monkeypatch, capsys):
+    """The default checks each op's first input shape and two models (about a minute, with progress on
+    stderr); --all every shape and a model per activation."""
+    import funcnet.apps.models as models
+    import funcnet.gradcheck as gradcheck
+
+    seen = {}
+    monkeypatch.setattr(gradcheck, "check_registry", lambda ops, seed, quick, progress: seen.update(
+        ops=len(list(progress(ops))), quick=quick) or [])
+    monkeypatch.setattr(models, "check_mlp", lambda activation, **kw: seen.setdefault("models", []).append(
+        activation) or check_gradients(lambda w: jnp.sum(w ** 2), jnp.ones(2)))
+    assert cli.main(["gradcheck"]) == 0
+    assert seen["quick"] is True and seen["ops"] == len(funcnet.registry.OPS) and seen["models"] == ["relu", "gelu"]
+    assert "gradcheck ops" in capsys.readouterr().err  # the progress bar
+    seen.clear()
+    assert cli.main(["gradcheck", "--all", "--no-progress"]) == 0
+    assert seen["quick"] is False and len(seen["models"]) == len(funcnet.layers.ACTIVATIONS)
+    assert "gradcheck ops" not in capsys.readouterr().err

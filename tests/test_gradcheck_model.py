@@ -16,7 +16,14 @@ import pytest
 
 import funcnet
 from funcnet import gates, layers, losses, nn
-from funcnet.gradcheck import GradientCheckError, check_gradients
+from funcnet.gradcheck import GradientCheckError
+from funcnet.gradcheck import check_gradients as check_both_modes
+
+
+def check_gradients(*args, modes=("rev",), **kwargs):
+    """Reverse mode unless a test asks for more: most tests here plant reverse-only (custom_vjp) rules.
+    The library's default (both modes) is tested as ``check_both_modes``."""
+    return check_both_modes(*args, modes=modes, **kwargs)
 from funcnet.layers import ACTIVATIONS
 from funcnet.ops._rule import Rule
 from funcnet.registry import by_name
@@ -373,3 +380,15 @@ def test_bad_modes_and_orders_are_one_line_errors():
     custom = wrong(lambda x: (jnp.tanh(x), jnp.tanh(x)), lambda y, g: (g * (1 - y * y),))
     with pytest.raises(ValueError, match="'fwd'"):
         check_gradients(lambda w: jnp.sum(custom(w)), jnp.ones(3), modes=("fwd",))
+
+
+def test_both_modes_by_default_and_the_report_names_the_op_at_fault(monkeypatch):
+    """A planted wrong forward rule in the registry's own tanh: the default check (both modes) fails, and the
+    report names tanh, the op that fails its own check, not only the parameter leaves."""
+    params, loss, twin = model_and_twin()
+    assert check_both_modes(loss, params, X, Y, twin=twin).suspects == {}
+    monkeypatch.setattr(TANH, "jvp", lambda y, t: t * (1 - y))
+    report = check_both_modes(loss, params, X, Y, twin=twin)
+    assert report.modes == ("rev", "fwd") and not report.passed
+    assert set(report.suspects) == {"tanh"} and "float64 fwd vs twin" in report.suspects["tanh"]
+    assert "ops at fault (each fails its own check): tanh (" in str(report)

@@ -77,3 +77,15 @@ def test_each_library_module_imports_alone_without_the_apps():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           cwd=PACKAGE.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_every_module_the_readme_names_is_reachable_after_import_funcnet():
+    """``import funcnet`` then ``funcnet.<module>.<name>`` works for each library module the README names
+    (``funcnet.parallel.data_mesh(4)`` raised AttributeError). Checked in a fresh process: other tests'
+    imports would hide a missing one."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    named = sorted({m for m in __import__("re").findall(r"funcnet\.([a-z_]+)\.[a-z_]", readme)} - {"apps", "ops"})
+    assert "parallel" in named
+    code = "import funcnet\n" + "".join(f"assert hasattr(funcnet, {m!r}), {m!r}\n" for m in named)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]

@@ -59,7 +59,9 @@ def _grads(name):
 def test_activation_vjp_equals_autodiff_at_random_values(name, x, g):
     # values land on kinks only by chance (e.g. x == 0.0 exactly); both sides share the convention there
     manual, auto = _grads(name)(jnp.asarray(x), jnp.asarray(g))
-    np.testing.assert_allclose(manual, auto, rtol=1e-10, atol=1e-12, err_msg=name)
+    # the absolute floor scales with the cotangent: at a constant row standardize's true gradient is 0, which the
+    # rule gives exactly and autodiff within rounding (1.8e-12 at g = 24)
+    np.testing.assert_allclose(manual, auto, rtol=1e-10, atol=1e-12 * (1 + np.max(np.abs(g))), err_msg=name)
 
 
 @SETTINGS

@@ -570,7 +570,7 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
     if dispatch:
         from funcnet.apps import dispatch as dispatch_table
 
-        result["dispatch"] = dispatch_table.measure(log=log)
+        result["dispatch"] = dispatch_table.measure(rounds=max(5, rounds), log=log)
     if roofline:
         log("matmul rate (float32, bfloat16) ...")
         result["matmul"] = {"float32": matmul_rate(jnp.float32), "bfloat16": matmul_rate(jnp.bfloat16)}

@@ -91,8 +91,25 @@ def _custom_ops(name: str) -> list:
     return found
 
 
+#: The whole models ``funcnet gradcheck`` checks by default (``--all``: one per activation).
+QUICK_MODELS = ("relu", "gelu")
+
+
+def _progress(args: argparse.Namespace, what: str):
+    """A progress bar on stderr over an iterable, or nothing with --no-progress."""
+    if args.no_progress:
+        return iter
+    from tqdm import tqdm
+
+    return lambda items: tqdm(items, desc=f"gradcheck {what}", unit=what.rstrip("s"), leave=False, file=sys.stderr)
+
+
 def _gradcheck(args: argparse.Namespace) -> int:
     import json
+
+    from funcnet.gradcheck import fast_compile
+
+    fast_compile.request()  # the checks compile many programs that run once (before JAX starts its backend)
 
     from funcnet.apps.models import check_mlp
     from funcnet.apps.tables import model_table, op_table, summary_row
@@ -114,11 +131,14 @@ def _gradcheck(args: argparse.Namespace) -> int:
         if unknown:
             raise _UsageError(f"unknown op {', '.join(map(repr, unknown))}; known ops: {', '.join(sorted(known))}")
         ops = tuple(spec for spec in candidates if spec.name in args.op)
-    rows = check_registry(ops, seed=args.seed) if ops else []
+    progress = _progress(args, "ops")
+    # the default checks each op's first input shape and one model; --all every shape and every activation
+    rows = check_registry(ops, seed=args.seed, quick=not args.all, progress=progress) if ops else []
     model_rows = []
     if args.module is None and (not args.op or only_models):
         model = args.model or "mlp"
-        for activation in args.activation or ACTIVATIONS:
+        activations = args.activation or (ACTIVATIONS if args.all else QUICK_MODELS)
+        for activation in _progress(args, "models")(activations):
             report = check_mlp(activation, model=model, seed=args.seed, modes=model_modes, order=2)
             model_rows.append((summary_row(f"{model} {activation}", report), report))
     ok = all(r.passed for r in rows) and all(row["passed"] for row, _ in model_rows)
@@ -189,6 +209,8 @@ def _train(args: argparse.Namespace) -> int:
             parallel.use_cpu_devices(args.devices)  # only affects the CPU backend, simulating host devices
         mesh = parallel.data_mesh(args.devices)
     folder = run.claim_folder(pathlib.Path(args.out)) if args.out else run.new_run_folder(pathlib.Path("runs"))
+    if resume is not None:  # the first line says what this run continues
+        print(f"resuming {resume} after epoch {done}: training up to epoch {cfg.epochs} into {folder}/")
     run.use_compile_cache()
     try:
         summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress, mesh=mesh,
@@ -203,8 +225,21 @@ def _train(args: argparse.Namespace) -> int:
     if any(v["accuracy"] is not None for v in scores.values()):  # classification
         print("accuracy: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in scores.items()))
     print("loss: " + ", ".join(f"{k} {v['loss']:.4f}" for k, v in scores.items()))
-    print(f"run saved in {folder}/ (checkpoint.safetensors, history.json, curves.png) in {summary['seconds']} s")
+    wall = _process_seconds()
+    print(f"run saved in {folder}/ (checkpoint.safetensors, history.json, curves.png) in "
+          f"{summary['seconds'] if wall is None else round(wall, 2)} s")
     return 0
+
+
+def _process_seconds() -> float | None:
+    """Wall time since this process started, start-up and imports included (Linux ``/proc``), or None."""
+    try:
+        with open("/proc/self/stat") as f:  # field 22, after the command name in parentheses: start, in ticks
+            start = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            return max(0.0, float(f.read().split()[0]) - start)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def _drop_unstarted(folder, resume) -> None:
@@ -227,6 +262,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     from funcnet.apps import bench
 
+    if args.quick:  # about a minute on a 2-core CPU: the small network, the dispatch table, the memory figures
+        args.configs = args.configs or "small"
+        args.no_sweep = args.no_scan = args.no_roofline = True
+        args.scaling_devices = 0 if args.scaling_devices is None else args.scaling_devices
+    args.rounds = args.rounds if args.rounds is not None else (5 if args.quick else 10)
+    args.steps = args.steps if args.steps is not None else (5 if args.quick else 10)
+    args.scaling_devices = 8 if args.scaling_devices is None else args.scaling_devices
     configs = bench.default_configs() if args.configs is None else [c.strip() for c in args.configs.split(",")
                                                                      if c.strip()]
     if not configs:
@@ -335,9 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="One row per registry op: max relative error of the reverse rule against autodiff of its "
         "twin and against centred finite differences (float64), with inputs in float32 and float64; of the "
         "forward rule against the twin's jax.jvp (float32, float64); the adjoint gap <v, Ju> vs <J^T v, u> "
-        "(float64); and the documented kink conventions (the gradient at each kink, exactly). Then, for whole "
-        "models, every parameter leaf in reverse and forward mode, and Hessian-vector products against the "
-        "twin's. Limits come from funcnet.tolerances. Exits 1 if anything fails.",
+        "(float64); Hessian-vector products through the reverse rule against the twin's (float64); and the "
+        "documented kink conventions (the gradient at each kink, exactly). Then, for whole models, every "
+        "parameter leaf in reverse and forward mode, and Hessian-vector products against the twin's. By default "
+        "each op's first input shape and two models (about a minute on a 2-core CPU); --all for every shape and "
+        "a model per activation. Limits come from funcnet.tolerances. Exits 1 if anything fails.",
     )
     gc.add_argument("--op", action="append", metavar="NAME", help="check only this op (repeatable)")
     gc.add_argument("--module", metavar="MODULE", help="check the ops a module of yours defines with "
@@ -347,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "an MLP per activation)")
     gc.add_argument("--activation", action="append", choices=ACTIVATIONS,
                     help="activation(s) of the checked models (repeatable; default: all)")
+    gc.add_argument("--all", action="store_true", help="the full sweep: every input shape of every op and a model "
+                    "per activation (minutes; the default checks each op's first input shape and two models)")
+    gc.add_argument("--no-progress", action="store_true", help="no progress bar")
     gc.add_argument("--json", action="store_true", help="print the results as JSON")
     gc.add_argument("--seed", type=int, default=0, help="seed for inputs and cotangents (default 0)")
     gc.set_defaults(run=_gradcheck)
@@ -362,8 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated (default: " + ",".join(("funcnet", "funcnet.reference", "plain_jax",
                                                                   "flax_nnx", "equinox", "pytorch"))
                     + "; peers that are not installed are then skipped)")
-    be.add_argument("--rounds", type=int, default=10, help="interleaved rounds (the median is over these)")
-    be.add_argument("--steps", type=int, default=10, help="steps per framework per round")
+    be.add_argument("--quick", action="store_true",
+                    help="about a minute: the small network, the dispatch table and the memory figures only (no "
+                    "activation sweep, scan, roofline or scaling; 5 rounds of 5 steps)")
+    be.add_argument("--rounds", type=int, default=None, help="interleaved rounds, the median is over these "
+                    "[default: 10, --quick 5]")
+    be.add_argument("--steps", type=int, default=None, help="steps per framework per round [default: 10, --quick 5]")
     be.add_argument("--no-memory", action="store_true", help="skip the memory analysis")
     be.add_argument("--no-sweep", action="store_true", help="skip the per-activation memory sweep")
     be.add_argument("--no-scan", action="store_true", help="skip scan vs step-at-a-time")
@@ -374,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(N = 8192 rows, D = 1024 features), e.g. 8192,32768,131072")
     be.add_argument("--head-rounds", type=int, default=3, metavar="N",
                     help="timed rounds per head (0: memory only) [default: 3]")
-    be.add_argument("--scaling-devices", type=int, default=8, metavar="N",
+    be.add_argument("--scaling-devices", type=int, default=None, metavar="N",
                     help="throughput on data-parallel meshes of 1, 2, 4, ... N devices and on N devices with a "
                     "model axis (0 to skip)")
     be.add_argument("--no-roofline", action="store_true",

@@ -182,10 +182,13 @@ CLI_EXAMPLES = {
               ("funcnet train --data my.csv --out runs/mine", "your own data (last column: labels or targets)"),
               ("funcnet train --resume runs/run-001 --epochs 60", "continue a run into a new folder"),
               ("FUNCNET_COMPILE_CACHE=off funcnet train", "without the persistent compilation cache")],
-    "gradcheck": [("funcnet gradcheck", "every op, then an MLP per activation"),
+    "gradcheck": [("funcnet gradcheck", "every op (its first input shape), then two MLPs: about a minute"),
+                  ("funcnet gradcheck --all", "every input shape of every op, an MLP per activation"),
                   ("funcnet gradcheck --op relu --op softmax", "two ops"),
-                  ("funcnet gradcheck --model digits --activation gelu --json", "one whole model, as JSON")],
-    "bench": [("funcnet bench --configs small --rounds 5", "a quick comparison with plain JAX and the peers"),
+                  ("funcnet gradcheck --model digits --activation gelu --json", "one whole model, as JSON"),
+                  ("funcnet gradcheck --module my_ops.py", "the funcnet.custom_op ops of your own module")],
+    "bench": [("funcnet bench --quick", "about a minute: the small network, dispatch and memory"),
+              ("funcnet bench --configs small --rounds 5", "the small network with the scan and scaling tables"),
               ("funcnet bench --heads 8192,32768 --no-sweep --configs small", "the fused classifier head too"),
               ("funcnet bench --markdown docs/benchmarks.md --plot docs/benchmarks.png --overwrite",
                "the benchmark page")],
@@ -213,7 +216,8 @@ def cli_page(command: str) -> str:
              "Also `python -m funcnet " + command + " ...`. Errors are one line "
              "on stderr with a non-zero exit status (2 for bad arguments).", "", "## Options", "", "```text",
              help_text.rstrip(), "```", "", "## Examples", "", "```bash"]
-    lines += [f"{line:<78}# {what}" for line, what in CLI_EXAMPLES[command]]
+    # at least two spaces before the comment: a line as long as the column still pastes as a command
+    lines += [f"{line:<76}  # {what}" for line, what in CLI_EXAMPLES[command]]
     lines += ["```", ""]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """Gradient checks of whole models: any scalar function of pytrees, compared leaf by leaf.
 
-First order, reverse mode (``modes=("rev",)``, the default): three gradients
+First order, reverse mode (``"rev"`` in ``modes``; the default is both modes): three gradients
 of ``f(*args)`` with respect to the arguments in ``argnums``:
 
 * **manual**: ``jax.grad(f)``, through funcnet's hand-written reverse rules;
@@ -149,8 +149,11 @@ class GradientReport:
 
     leaves: list[LeafReport]
     precision: str
-    modes: tuple[str, ...] = ("rev",)
+    modes: tuple[str, ...] = ("rev", "fwd")
     order: int = 1
+    #: Where the check failed: each funcnet op ``f`` calls that fails its own check (``funcnet.check_op`` of
+    #: its registry entry, first input shape), with what failed; empty when none does on its own.
+    suspects: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -190,6 +193,11 @@ class GradientReport:
         lines.append(f"{n_ok}/{len(self.leaves)} leaves passed (max relative error; computed in {self.precision}; "
                      f"modes {', '.join(self.modes)}; order {self.order}; finite differences in float64 with "
                      "h = step * max(1, rms(leaf)))")
+        if not self.passed:
+            lines.append("ops at fault (each fails its own check): " + "; ".join(
+                f"{op} ({', '.join(f)})" for op, f in self.suspects.items()) if self.suspects else
+                "no funcnet op fails its own check: look at how they are combined, at an op's keyword arguments, "
+                "or at the twin")
         return "\n".join(lines)
 
 
@@ -236,7 +244,7 @@ def _short(err: Exception) -> str:
 def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnums: int | Sequence[int] = 0,
                     precision: str = "float64", probes: int = 16, full_max: int = FULL_MAX,
                     step: float = 1e-6, seed: int = 0, strict: bool = False,
-                    tolerances: dict[str, dict[str, float]] | None = None, modes: Sequence[str] = ("rev",),
+                    tolerances: dict[str, dict[str, float]] | None = None, modes: Sequence[str] = ("rev", "fwd"),
                     order: int = 1, relative_step: bool = True) -> GradientReport:
     """Compare manual, autodiff and finite-difference derivatives of ``f`` leaf by leaf.
 
@@ -262,7 +270,7 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
       tolerances: ``{dtype: {"autodiff": x, "finite_diff": y}}`` overriding
         :func:`limits` (the values of :mod:`funcnet.tolerances`).
       modes: ``"rev"`` checks ``jax.grad`` (the reverse rules), ``"fwd"``
-        checks ``jax.jvp`` (the forward rules); one or both.
+        checks ``jax.jvp`` (the forward rules); both by default.
       order: 1, or 2 to also compare Hessian-vector products with the twin's
         (reverse-over-reverse for ``"rev"``, forward-over-reverse for ``"fwd"``).
       relative_step: ``False`` uses the absolute step ``h = step`` on every leaf.
@@ -421,9 +429,39 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
                                       "every coordinate" if x.size <= full_max else f"{n} random directions",
                                       pairs, h))
     report = GradientReport(reports, precision, modes, order)
+    if not report.passed:
+        report = dataclasses.replace(report, suspects=suspect_ops(f, *args))
     if strict and not report.passed:
         raise GradientCheckError(report)
     return report
+
+
+def _op_names(jaxpr, names: list[str]) -> list[str]:
+    """The names of the ``custom_jvp`` calls (funcnet's ops among them) in a jaxpr and its sub-jaxprs, in order."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "custom_jvp_call":
+            info = eqn.params["call_jaxpr"].jaxpr.debug_info  # a funcnet op's function is named after its rule
+            if info is not None and info.func_name not in names:
+                names.append(info.func_name)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            _op_names(sub, names)
+    return names
+
+
+def suspect_ops(f: Callable, *args: Any) -> dict[str, list[str]]:
+    """``{op: failures}`` for each registry op ``f`` calls that fails :func:`funcnet.check_op` on its own."""
+    from funcnet.gradcheck.ops import check_op
+    from funcnet.registry import OPS
+
+    names = _op_names(jax.make_jaxpr(f)(*args).jaxpr, [])
+    out = {}
+    for name in names:
+        spec = next((s for s in OPS if any(r.name == name for r in s.rules)), None)
+        if spec is not None:
+            failures = check_op(spec, quick=True).failures
+            if failures:
+                out[spec.name] = failures
+    return out
 
 
 def _check_leaf(x, m, a, directions, full, plus, minus, base, floor, step, tol, modes, fwd_m, fwd_t) -> dict:

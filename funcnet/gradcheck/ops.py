@@ -315,14 +315,16 @@ def check_kinks(spec: OpSpec) -> list[KinkCheck]:
 
 
 def check_op(spec: OpSpec | Any, seed: int = 0, dtypes: Iterable[str] = ("float32", "float64"),
-             second_order: bool = True) -> OpCheck:
+             second_order: bool = True, quick: bool = False) -> OpCheck:
     """Check one op: reverse rule, forward rule, their adjointness, second order and its kinks (module docstring).
 
     ``spec`` is a registry entry (:data:`funcnet.registry.OPS`) or an op made by
     :func:`funcnet.custom_op`. ``second_order=False`` leaves out the Hessian-vector products
-    (the test suite checks the registry's second order elsewhere).
+    (the test suite checks the registry's second order elsewhere); ``quick=True`` checks the
+    first input shape only (``funcnet gradcheck``'s default; ``--all`` checks every one).
     """
     spec = getattr(spec, "spec", spec)
+    shapes = spec.cases[:1] if quick else spec.cases
     errors: dict[str, dict[str, float]] = {}
     forward: dict[str, float | None] = {}
     adjoint: dict[str, float | None] = {}
@@ -332,7 +334,7 @@ def check_op(spec: OpSpec | Any, seed: int = 0, dtypes: Iterable[str] = ("float3
     with jax.enable_x64(True):
         cases = []  # (dtype, args, cotangent, tangents) for each dtype and input shape
         for dtype in dtypes:
-            for k, case in enumerate(spec.cases):
+            for k, case in enumerate(shapes):
                 rng = np.random.default_rng([seed, k])
                 args = cast_args(spec.sample(rng, case), diff_argnums, dtype)
                 ct = random_cotangent(rng, jax.eval_shape(spec.manual, *args))
@@ -367,6 +369,7 @@ def check_op(spec: OpSpec | Any, seed: int = 0, dtypes: Iterable[str] = ("float3
     return OpCheck(spec.name, errors, forward, adjoint, check_kinks(spec), notes, second)
 
 
-def check_registry(ops: Sequence[OpSpec] = OPS, seed: int = 0) -> list[OpCheck]:
-    """:func:`check_op` for every entry of the registry."""
-    return [check_op(spec, seed) for spec in ops]
+def check_registry(ops: Sequence[OpSpec] = OPS, seed: int = 0, quick: bool = False,
+                   progress: Callable[[Iterable], Iterable] = iter) -> list[OpCheck]:
+    """:func:`check_op` for every entry of the registry (``progress`` wraps the ops, e.g. ``tqdm``)."""
+    return [check_op(spec, seed, quick=quick, second_order=not quick) for spec in progress(ops)]

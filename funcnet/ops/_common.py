@@ -60,12 +60,17 @@ def promote_floats(op: str, **arrays: Any) -> list[jax.Array]:
     return [x.astype(dtype) for x in checked]
 
 
+def is_number(v) -> bool:
+    """A Python int or float (not a bool): a hyper-parameter the rules can take as a static number."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def static_float(op: str, name: str, value: Any) -> float:
     """A hyper-parameter that must be a Python number (not a traced array)."""
     if isinstance(value, jax.core.Tracer):
         raise TypeError(
-            f"{op}: `{name}` must be a concrete number, not a traced array; "
-            "use funcnet.nn.prelu for a trainable slope"
+            f"{op}: `{name}` must be a concrete number, not a traced array: it is a static parameter of this op "
+            f"(pass it as a Python float, e.g. through functools.partial or jax.jit's static_argnames)"
         )
     try:
         return float(value)

@@ -54,7 +54,9 @@ from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-__all__ = ["Rule", "custom_vjp_form", "varying_like", "with_optional"]
+from funcnet.ops._common import sum_to_shape
+
+__all__ = ["Rule", "custom_vjp_form", "varying_like", "with_array_hypers", "with_optional"]
 
 
 def _is_float(x) -> bool:
@@ -332,3 +334,45 @@ def with_optional(name: str, save: Callable, vjp: Callable, jvp: Callable, prese
         vjp=lambda res, g, **static: tuple(c for c, p in zip(vjp(res, g, **static), present) if p),
         jvp=lambda res, *tangents, **static: jvp(res, *full(tangents), **static),
     )
+
+
+def with_array_hypers(rule: Rule, names: tuple[str, ...], derivatives: Callable) -> Rule:
+    """``rule`` with the hyper-parameters ``names`` as trailing array arguments (traced, or arrays).
+
+    ``rule`` takes them as static keyword parameters; its functions must use them only in
+    arithmetic, so that they work on arrays as on numbers. ``derivatives(res, **static) ->
+    tuple`` gives d(value)/d(each hyper-parameter), elementwise in the output's shape (from
+    ``rule.save``'s residuals); the reverse rule sums each over the axes its hyper-parameter
+    was broadcast along, and the forward rule adds ``derivative · ḣ``. So a hyper-parameter
+    passed through ``jit`` or ``vmap`` (as optax's tests and hyper-parameter sweeps do) gets
+    its gradient, from a hand-written rule.
+    """
+    n = len(names)
+
+    def split(args, static):
+        return args[:-n], {**static, **dict(zip(names, args[-n:]))}
+
+    def save(*args, **static):
+        args, full = split(args, static)
+        y, res = rule.save(*args, **full)
+        return y, (res, tuple(full[k] for k in names))
+
+    def vjp(res2, g, **static):
+        res, hypers = res2
+        full = {**static, **dict(zip(names, hypers))}
+        cts = tuple(rule.vjp(res, g, **full))
+        dh = derivatives(res, **full)
+        return cts + tuple(sum_to_shape(jnp.broadcast_to(g * d, g.shape), jnp.shape(h)).astype(h.dtype)
+                           for d, h in zip(dh, hypers))
+
+    def jvp(res2, *tangents, **static):
+        res, hypers = res2
+        full = {**static, **dict(zip(names, hypers))}
+        out = rule.jvp(res, *tangents[:-n], **full)
+        for d, t in zip(derivatives(res, **full), tangents[-n:]):
+            if t is not None:
+                term = d * t
+                out = term if out is None else out + term.astype(out.dtype)
+        return out
+
+    return Rule(f"{rule.name}_h", value=lambda *a, **s: save(*a, **s)[0], save=save, vjp=vjp, jvp=jvp)

@@ -28,6 +28,7 @@ from funcnet.ops._common import (
     canonical_axis,
     check_broadcast_to,
     float_input,
+    is_number,
     promote_floats,
     sum_to_shape,
     widen,
@@ -224,10 +225,6 @@ def _slope_as_array(op: str, x, value):
     return jnp.broadcast_to(x, shape), value
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 @declare(family="nn", twin=twin.leaky_relu, rules=(_LEAKY_RELU, _PRELU), upstream=jax.nn.leaky_relu,
          saves="the output when negative_slope is a positive number; x and the slope when it is an array",
          sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
@@ -248,7 +245,7 @@ def leaky_relu(x, negative_slope=1e-2):
     -0.0 counts as negative.
     """
     op = "funcnet.nn.leaky_relu"
-    if _is_number(negative_slope):
+    if is_number(negative_slope):
         return _LEAKY_RELU(_unary("leaky_relu", x), negative_slope=float(negative_slope))
     return _PRELU(*_slope_as_array(op, _unary("leaky_relu", x), negative_slope))
 
@@ -320,7 +317,7 @@ def elu(x, alpha=1.0):
     """
     op = "funcnet.nn.elu"
     x = _unary("elu", x)
-    if _is_number(alpha):
+    if is_number(alpha):
         return _ELU(x, alpha=float(alpha))
     x, alpha = promote_floats(op, x=x, alpha=alpha)
     x = jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape, alpha.shape))
@@ -768,7 +765,7 @@ def celu(x, alpha=1.0):
 
     Derivative: 1 for x > 0, e^{x/α} = celu(x)/α + 1 for x ≤ 0 (continuous at 0).
     """
-    if not _is_number(alpha) or not float(alpha) > 0:
+    if not is_number(alpha) or not float(alpha) > 0:
         raise TypeError(f"funcnet.nn.celu: alpha must be a positive number, got {alpha!r:.60}")
     return _CELU(_unary("celu", x), alpha=float(alpha))
 
@@ -1088,6 +1085,9 @@ def one_hot(x, num_classes, *, dtype=None, axis=-1):
     an error that names it.
     """
     op = "funcnet.nn.one_hot"
+    if isinstance(num_classes, jax.core.Tracer):  # jax.nn's error type, naming this function and argument
+        num_classes = jax.extend.core.concrete_or_error(
+            None, num_classes, f"The error arose in {op} argument `num_classes`: it must be a Python int.")
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, S.np.integer)):
         raise TypeError(f"{op}: `num_classes` must be a Python int, got {num_classes!r}")
     if num_classes < 0:

@@ -22,6 +22,7 @@ float32 and the result rounded back.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import jax
@@ -42,13 +43,14 @@ from funcnet.ops._common import (
     default_is_weight,  # noqa: F401  (re-exported)
     float_input,
     is_concrete,
+    is_number,
     promote_floats,
     static_float,
     weight_leaves,
     widen,
 )
 from funcnet.ops._declare import Kink, declare, names
-from funcnet.ops._rule import Rule, with_optional
+from funcnet.ops._rule import Rule, with_array_hypers, with_optional
 from funcnet.reference import losses as twin
 
 
@@ -158,17 +160,19 @@ def _error_rules(name: str, f: Callable, df: Callable) -> tuple[Rule, Rule]:
     return Rule(name, value=value, vjp=vjp, jvp=jvp), Rule(name, value=value0, vjp=vjp0, jvp=jvp0)
 
 
-def _error_loss(op: str, rules: tuple[Rule, Rule], predictions, targets, *, broadcast: bool, **static):
-    """Check and promote (predictions, targets), then apply the rule (``targets=None`` means zeros)."""
+def _error_loss(op: str, rules: tuple[Rule, Rule], predictions, targets, *, broadcast: bool, hypers=(), **static):
+    """Check and promote (predictions, targets), then apply the rule (``targets=None`` means zeros).
+
+    ``hypers``: array hyper-parameters, passed after the arrays (rules of :func:`with_array_hypers`)."""
     predictions = float_input(op, "predictions", predictions)
     if targets is None:
-        return rules[1](predictions, **static)
+        return rules[1](predictions, *hypers, **static)
     predictions, targets = promote_floats(op, predictions=predictions, targets=targets)
     if broadcast:
         predictions, targets = _broadcast(op, predictions=predictions, targets=targets)
     else:
         _same_shape(op, ("predictions", "targets"), predictions, targets)
-    return rules[0](predictions, targets, **static)
+    return rules[0](predictions, targets, *hypers, **static)
 
 
 _SQUARED = _error_rules("squared_error", lambda d, scale: scale * d * d, lambda d, scale: 2 * scale * d)
@@ -213,6 +217,15 @@ def _huber_value(d, delta):
 _HUBER = _error_rules("huber_loss", _huber_value, lambda d, delta: jnp.clip(d, -delta, delta))
 
 
+def _huber_ddelta(res, delta):
+    """d/dδ of the Huber loss: |d| - δ beyond δ, 0 within."""
+    a = jnp.abs(widen(res[0]) - (widen(res[1]) if len(res) > 1 else 0))
+    return (jnp.where(a > delta, a - delta, 0.0),)
+
+
+_HUBER_ARRAY = tuple(with_array_hypers(rule, ("delta",), _huber_ddelta) for rule in _HUBER)
+
+
 def _errors_away_from(*points):
     """(predictions, targets) whose errors p - t stay 0.05 away from ``points`` (where f'' jumps).
 
@@ -228,15 +241,14 @@ def _errors_away_from(*points):
 _error_cases = ((), (4, 3), ((4, 3), (3,)))
 
 
-@declare(family="losses", twin=twin.huber_loss, rules=_HUBER, upstream=optax.losses.huber_loss,
+@declare(family="losses", twin=twin.huber_loss, rules=_HUBER + _HUBER_ARRAY, upstream=optax.losses.huber_loss,
          saves="both inputs (only the predictions when targets is None)",
          sample=_errors_away_from(-1.0, 1.0), cases=_error_cases, diff_argnums=(0, 1), extreme=S.extreme_pair,
          kink="none in the gradient (Huber is once differentiable); the second derivative jumps from 1 to 0 "
               "at |p - t| = delta",
          kinks=(Kink("|p - t| = delta = 1", (np.array([1.0, -1.0, 0.0]), np.array([0.0, 0.0, 0.0])),
                      np.array([1.0, -1.0, 0.0])),),
-         differs="integer predictions are promoted to float (optax raises); `delta` must be a number "
-                 "(optax also takes an array)")
+         differs="integer predictions are promoted to float (optax raises)")
 def huber_loss(predictions, targets=None, *, delta=1.0):
     """Huber loss, as ``optax.losses.huber_loss``: quadratic near 0, linear beyond ``delta``.
 
@@ -244,13 +256,18 @@ def huber_loss(predictions, targets=None, *, delta=1.0):
     ``predictions`` and ``targets`` broadcast against each other (as in Optax);
     ``targets=None`` means zeros.
 
-    Derivative: d/dp = clip(d, -δ, δ), d/dt = -clip(d, -δ, δ); the forward
-    rule is ``clip(d, -δ, δ)(ṗ - ṫ)``.
-    Saves: both inputs. The gradient is continuous (the second derivative
-    jumps at |d| = δ).
+    ``delta`` is a number, or an array (traced too, e.g. under ``jit`` or ``vmap``)
+    that broadcasts against the loss and gets its gradient.
+
+    Derivative: d/dp = clip(d, -δ, δ), d/dt = -clip(d, -δ, δ), d/dδ = |d| - δ
+    beyond δ and 0 within; the forward rule is ``clip(d, -δ, δ)(ṗ - ṫ)`` (+ the
+    δ term). The gradient is continuous (the second derivative jumps at |d| = δ).
     """
     op = "funcnet.losses.huber_loss"
-    return _error_loss(op, _HUBER, predictions, targets, broadcast=True, delta=static_float(op, "delta", delta))
+    if is_number(delta):
+        return _error_loss(op, _HUBER, predictions, targets, broadcast=True, delta=float(delta))
+    return _error_loss(op, _HUBER_ARRAY, predictions, targets, broadcast=True,
+                       hypers=(float_input(op, "delta", delta),))
 
 
 _LOG2 = math.log(2.0)
@@ -563,14 +580,19 @@ def sparsemax_loss(logits, labels):
 
 
 # -------------------------------------------------------------- sigmoid focal loss
-def _focal_parts(logits, labels, alpha, gamma):
-    """(loss, d/dx, d/dt) of the focal loss, all in at least float32 and finite for any finite logit."""
-    x, t = widen(logits), widen(labels)
+def _focal_base(x, t, gamma):
+    """(CE, log q, w = q^γ, softplus(x), softplus(-x)) with q = 1 - p_t, finite for any finite logit."""
     sp_pos, sp_neg = jnp.logaddexp(0.0, x), jnp.logaddexp(0.0, -x)  # -log σ(-x), -log σ(x)
     ce = t * sp_neg + (1 - t) * sp_pos
     # log(1 - p_t) = log((1 - t)σ(x) + tσ(-x)), in logs so that it stays finite when σ underflows
     log_q = jnp.logaddexp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
-    w = jnp.exp(gamma * log_q)
+    return ce, log_q, jnp.exp(gamma * log_q), sp_pos, sp_neg
+
+
+def _focal_parts(logits, labels, alpha, gamma):
+    """(loss, d/dx, d/dt) of the focal loss, all in at least float32 and finite for any finite logit."""
+    x, t = widen(logits), widen(labels)
+    ce, log_q, w, sp_pos, sp_neg = _focal_base(x, t, gamma)
     sig = lax.logistic(x)
     # γ q^(γ-1) · dq/dx and · dq/dt, with dq/dx = (1 - 2t)σ(x)σ(-x) and dq/dt = σ(-x) - σ(x)
     dw_dx = gamma * (1 - 2 * t) * jnp.exp((gamma - 1) * log_q - sp_neg - sp_pos)
@@ -602,12 +624,28 @@ _FOCAL = Rule("sigmoid_focal_loss", value=lambda x, t, **s: _focal_parts(x, t, *
               vjp=_focal_vjp, jvp=_focal_jvp)
 
 
-@declare(family="losses", twin=twin.sigmoid_focal_loss, rules=_FOCAL, upstream=optax.losses.sigmoid_focal_loss,
+def _focal_dhypers(res, alpha, gamma):
+    """(d/dα, d/dγ) of the focal loss: (2t - 1)·CE·w and a_t·CE·w·log q (0 where q = 0)."""
+    t = widen(res[1])
+    ce, log_q, w, _, _ = _focal_base(widen(res[0]), t, gamma)
+    d_gamma = jnp.where(w > 0, ce * w * log_q, 0.0)
+    if alpha is None:
+        return (d_gamma,)
+    return (2 * t - 1) * ce * w, (alpha * t + (1 - alpha) * (1 - t)) * d_gamma
+
+
+#: Array hyper-parameters: gamma alone (alpha a number or None), and alpha with gamma.
+_FOCAL_GAMMA = with_array_hypers(_FOCAL, ("gamma",), lambda res, alpha, gamma: _focal_dhypers(res, alpha, gamma)[-1:])
+_FOCAL_BOTH = with_array_hypers(_FOCAL, ("alpha", "gamma"), _focal_dhypers)
+
+
+@declare(family="losses", twin=twin.sigmoid_focal_loss, rules=(_FOCAL, _FOCAL_GAMMA, _FOCAL_BOTH),
+         upstream=optax.losses.sigmoid_focal_loss,
          saves="both inputs", sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
          diff_argnums=(0, 1),
          extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 50.0, -50.0]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 0.5])),
-         differs="integer logits are promoted to float (optax raises); `alpha` and `gamma` must be numbers "
-                 "(optax also takes arrays); the labels' gradient is exact at hard labels 0 and 1, where optax's "
+         differs="integer logits are promoted to float (optax raises); the labels' gradient is exact at hard "
+                 "labels 0 and 1, where optax's "
                  "(through a logsumexp with a zero weight) drops the focal weight's term")
 def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
     """Sigmoid focal loss (Lin et al., 2017), as ``optax.losses.sigmoid_focal_loss``.
@@ -621,15 +659,20 @@ def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
 
     Derivative, with q = 1 - p_t and w = q^γ: d/dx = a_t[(σ(x) - t)w +
     CE·γq^(γ-1)(1 - 2t)σ(x)σ(-x)], d/dt = a_t[-x·w + CE·γq^(γ-1)(σ(-x) - σ(x))]
-    + (2α - 1)·CE·w.
-    Saves: both inputs. Kinks: none.
+    + (2α - 1)·CE·w, d/dα = (2t - 1)·CE·w, d/dγ = a_t·CE·w·log q.
+    ``alpha`` and ``gamma`` are numbers, or arrays (traced too) that broadcast
+    against the loss and get their gradients.
     """
     op = "funcnet.losses.sigmoid_focal_loss"
     logits = float_input(op, "logits", logits)
     labels = _float_labels(op, labels, logits)
-    alpha = None if alpha is None else static_float(op, "alpha", alpha)
-    return _FOCAL(*_broadcast(op, logits=logits, labels=labels), alpha=alpha,
-                  gamma=static_float(op, "gamma", gamma))
+    args = _broadcast(op, logits=logits, labels=labels)
+    if is_number(gamma) and (alpha is None or is_number(alpha)):
+        return _FOCAL(*args, alpha=None if alpha is None else float(alpha), gamma=float(gamma))
+    gamma = float_input(op, "gamma", gamma)
+    if alpha is None or is_number(alpha):
+        return _FOCAL_GAMMA(*args, gamma, alpha=None if alpha is None else float(alpha))
+    return _FOCAL_BOTH(*args, float_input(op, "alpha", alpha), gamma)
 
 
 # --------------------------------------------------------- softmax cross-entropy
@@ -1102,26 +1145,41 @@ def _poly_jvp(res, tx, tt, _, sm_axes, sum_axes, epsilon):
 _POLY_UNMASKED, _POLY = _mask_optional("poly_loss_cross_entropy", _poly_save, _poly_vjp, _poly_jvp)
 
 
-@declare(family="losses", twin=twin.poly_loss_cross_entropy, rules=(_POLY_UNMASKED, _POLY),
+def _poly_depsilon(res, sm_axes, sum_axes, epsilon):
+    """d/dε of the poly-1 loss: Σ_i t_i (1 - p_i) (masked entries left out)."""
+    logp, labels, where = res
+    extra = widen(labels) * (1 - jnp.exp(logp))
+    return (jnp.sum(extra if where is None else jnp.where(where, extra, 0.0), axis=sum_axes),)
+
+
+_POLY_ARRAY = tuple(with_array_hypers(r, ("epsilon",), _poly_depsilon) for r in (_POLY_UNMASKED, _POLY))
+
+
+@declare(family="losses", twin=twin.poly_loss_cross_entropy, rules=(_POLY_UNMASKED, _POLY) + _POLY_ARRAY,
          saves="the log-probabilities, the labels and the mask if given", sample=_logits_and_targets,
          cases=((5,), (4, 3), ((4, 3), (3,))), diff_argnums=(0, 1),
          upstream=optax.losses.poly_loss_cross_entropy, extreme=lambda: (S.extreme_logits(), np.eye(3)),
-         differs="integer logits or labels are promoted to float (optax raises); `epsilon` must be a number "
-                 "(optax also takes an array); with `where`, the labels' gradient at masked-out entries is 0")
+         differs="integer logits or labels are promoted to float (optax raises); with `where`, the labels' "
+                 "gradient at masked-out entries is 0")
 def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None):
     """Poly-1 cross-entropy (Leng et al., 2022), as ``optax.losses.poly_loss_cross_entropy``.
 
     ``L = CE(x, t) + ε Σ_i t_i (1 - p_i)`` with p = softmax(x) and CE the
     :func:`softmax_cross_entropy`; ``axis`` and ``where`` as there.
 
-    Derivative: d/dx = p·Σt - t + ε p ⊙ (⟨t, p⟩ - t), d/dt = -log p + ε(1 - p).
-    Saves: the log-probabilities and the labels (and the mask). Kinks: none.
+    ``epsilon`` is a number, or an array (traced too) that broadcasts against the
+    loss and gets its gradient.
+
+    Derivative: d/dx = p·Σt - t + ε p ⊙ (⟨t, p⟩ - t), d/dt = -log p + ε(1 - p),
+    d/dε = Σ_i t_i (1 - p_i).
     """
     op = "funcnet.losses.poly_loss_cross_entropy"
     logits, labels = promote_floats(op, logits=logits, labels=labels)
     args, sm_axes, sum_axes = _class_axes(op, logits, labels, axis, where)
-    rule = _POLY if where is not None else _POLY_UNMASKED
-    return rule(*args, sm_axes=sm_axes, sum_axes=sum_axes, epsilon=static_float(op, "epsilon", epsilon))
+    masked = where is not None
+    if is_number(epsilon):
+        return (_POLY if masked else _POLY_UNMASKED)(*args, sm_axes=sm_axes, sum_axes=sum_axes, epsilon=float(epsilon))
+    return _POLY_ARRAY[masked](*args, float_input(op, "epsilon", epsilon), sm_axes=sm_axes, sum_axes=sum_axes)
 
 
 # ----------------------------------------- multiclass hinge (Crammer–Singer) and perceptron
@@ -1413,7 +1471,7 @@ def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=
 @declare(family="losses", twin=twin.generalized_kl_divergence, rules=_GENERALIZED_KL,
          upstream=optax.losses.generalized_kl_divergence, saves="both inputs (and the mask if given)",
          sample=_log_distributions, cases=_kl_cases, diff_argnums=(0, 1), extreme=_kl_extreme,
-         differs=_kl_differs + "; convex_kl_divergence is the same function, without optax's deprecation warning",
+         differs=_kl_differs + "; convex_kl_divergence is the same function, with optax's deprecation warning",
          kink="t = 0: as kl_divergence (the KL term's gradient in t is taken as 0, so the total is -1)",
          kinks=(Kink("t = 0 at one class (q = 1)", (np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.5, 0.5])),
                      np.array([1.0, 0.5, 0.5])),))
@@ -1421,8 +1479,9 @@ def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
     """Generalized KL divergence ``Σ_i [t_i (log t_i - log q_i) + q_i - t_i]``, as Optax's.
 
     For unnormalised non-negative measures; it equals :func:`kl_divergence`
-    when both sum to 1. ``convex_kl_divergence`` is the same function (Optax's
-    deprecated name). ``axis`` and ``where`` as in :func:`kl_divergence`.
+    when both sum to 1. ``convex_kl_divergence`` is the same function under
+    Optax's deprecated name (it warns, as Optax's does). ``axis`` and ``where``
+    as in :func:`kl_divergence`.
 
     Derivative: d/d(log q) = q - t, d/dt = log t - log q (-1 where t = 0).
     Saves: both inputs.
@@ -1431,7 +1490,11 @@ def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
                        axis, where)
 
 
-convex_kl_divergence = generalized_kl_divergence
+def convex_kl_divergence(log_predictions, targets, axis=-1, where=None):
+    """Deprecated name of :func:`generalized_kl_divergence` (warns, as Optax's does)."""
+    warnings.warn("The function convex_kl_divergence is deprecated. Please use generalized_kl_divergence instead.",
+                  DeprecationWarning, stacklevel=2)
+    return generalized_kl_divergence(log_predictions, targets, axis=axis, where=where)
 
 
 # -------------------------------------------------------------- cosine similarity
