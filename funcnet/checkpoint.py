@@ -341,6 +341,9 @@ def _check_target(path: pathlib.Path, overwrite: bool) -> None:
         raise CheckpointError(f"{path}: is a directory; a checkpoint is a file, e.g. {path / 'checkpoint.safetensors'}")
     if not overwrite and os.path.lexists(path):
         raise CheckpointError(f"{path}: already exists; pass overwrite=True to replace it")
+    if os.path.exists(path) and not path.is_file():  # a FIFO, a socket, a device node (/dev/null as root)
+        raise CheckpointError(f"{path}: is not a regular file (a pipe, socket or device); overwrite=True replaces "
+                              "only a checkpoint file; choose another path")
 
 
 def _leaf_name(path: pathlib.Path, key_path: tuple, section: str) -> str:

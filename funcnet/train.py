@@ -163,6 +163,9 @@ def make_epoch(step: Callable, batch_size: int, *, batch_sharding: Any = None) -
 
     def epoch(state: TrainState, x, y, key):
         n = x.shape[0]
+        if jnp.shape(y)[:1] != (n,):  # a gather past y's end would clamp: the missing rows train on y's last row
+            raise ValueError(f"train.make_epoch: x has {n} rows but y has shape {tuple(jnp.shape(y))}; give one "
+                             "target (or label) per example")
         steps = n // batch_size
         order = jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import struct
 
 import jax
@@ -231,6 +232,7 @@ BAD_TARGETS = [
     ("directory_overwrite",       "directory",           True,       ["is a directory"]),
     ("directory",                 "directory",           False,      ["is a directory"]),
     ("file_as_parent_folder",     "file_parent",         True,       ["cannot create its folder"]),
+    ("fifo_overwrite",            "fifo",                True,       ["is not a regular file"]),
 ]
 
 
@@ -239,12 +241,17 @@ def test_a_path_that_cannot_be_a_checkpoint_file_is_named(tmp_path, what, overwr
     path = tmp_path / "c.safetensors"
     if what == "directory":
         (path / "keep").mkdir(parents=True)
+    elif what == "fifo":  # overwrite=True replaced it with a regular file (as root, /dev/null too)
+        os.mkfifo(path)
     else:
         (tmp_path / "notes").write_text("mine")
         path = tmp_path / "notes" / "c.safetensors"
     with raises(str(path), *fragments):
         checkpoint.save(path, small_params(), overwrite=overwrite)
-    assert (tmp_path / "c.safetensors" / "keep").is_dir() or (tmp_path / "notes").read_text() == "mine"
+    if what == "fifo":
+        assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    else:
+        assert (tmp_path / "c.safetensors" / "keep").is_dir() or (tmp_path / "notes").read_text() == "mine"
 
 
 # --- reading safely ---------------------------------------------------------

@@ -691,3 +691,13 @@ def test_one_hot_with_a_traced_num_classes_raises_jax_nns_error_type():
         jax.jit(lambda n: jax.nn.one_hot(jnp.arange(3), n))(3)
     with pytest.raises(jax.errors.ConcretizationTypeError, match="funcnet.nn.one_hot argument `num_classes`"):
         jax.jit(lambda n: nn.one_hot(jnp.arange(3), n))(3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_focal_label_gradient_at_gamma_0_and_confident_hard_labels_is_finite_as_optaxs(dtype):
+    """At γ = 0 the focal weight is constant: the labels' gradient is -x, as optax gives ([100, -10000]); the
+    rule gave NaN there (0 · q^(-1) with q underflowed)."""
+    x, t = jnp.array([-100.0, 1e4], dtype), jnp.zeros(2, dtype)
+    ours = jax.grad(lambda t: losses.sigmoid_focal_loss(x, t, gamma=0.0).astype(jnp.float32).sum())(t)
+    theirs = jax.grad(lambda t: optax.losses.sigmoid_focal_loss(x, t, gamma=0.0).astype(jnp.float32).sum())(t)
+    np.testing.assert_array_equal(np.asarray(ours, np.float32), np.asarray(theirs, np.float32))

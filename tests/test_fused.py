@@ -115,3 +115,26 @@ def test_bad_shapes_and_labels_are_clear_errors():
         losses.linear_softmax_cross_entropy(x, jnp.ones((4, 10)), y, b)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
         losses.linear_softmax_cross_entropy(x, w, y.at[0].set(10), b)
+
+
+@pytest.mark.parametrize("block_classes", [1, 2, 4096])
+def test_a_class_masked_by_a_minus_inf_bias_and_huge_logits_stay_finite(block_classes):
+    """A bias of -inf on one class (masking it) gave NaN (0 · inf in the unused smoothing term; exp(-inf - -inf)
+    in a block of masked classes only), and a logit of 1e30 NaN (z_loss · lse² overflowing at z_loss = 0);
+    now they equal the unfused loss, with finite gradients."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+    b = jnp.array([0.0, -jnp.inf, 0.1, 0.2, 0.0], jnp.float32)
+    y = jnp.array([0, 2, 3, 4, 0, 2])
+
+    def fused(x, w, b):
+        return losses.linear_softmax_cross_entropy(x, w, y, b, block_classes=block_classes).mean()
+
+    value, grads = jax.jit(jax.value_and_grad(fused, (0, 1)))(x, w, b)
+    np.testing.assert_allclose(value, optax.losses.softmax_cross_entropy_with_integer_labels(x @ w + b, y).mean(),
+                               rtol=1e-6)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+    huge = x.at[0, 0].set(1e30)
+    np.testing.assert_allclose(losses.linear_softmax_cross_entropy(huge, w, y, jnp.zeros(5), block_classes=block_classes),
+                               optax.losses.softmax_cross_entropy_with_integer_labels(huge @ w, y), rtol=1e-6)

@@ -392,3 +392,11 @@ def test_both_modes_by_default_and_the_report_names_the_op_at_fault(monkeypatch)
     assert report.modes == ("rev", "fwd") and not report.passed
     assert set(report.suspects) == {"tanh"} and "float64 fwd vs twin" in report.suspects["tanh"]
     assert "ops at fault (each fails its own check): tanh (" in str(report)
+
+
+def test_complex_leaves_are_refused_not_passed():
+    """|a|² against the twin Re(a)²: the imaginary part of the gradient is wrong, and real finite differences
+    cannot see it; the checker refuses complex leaves, naming them, instead of reporting "passed"."""
+    a = {"w": jnp.array([1 + 2j, 3 - 1j])}
+    with pytest.raises(ValueError, match=r"complex leaves are not checked \(args\[0\]\['w'\]\)"):
+        check_both_modes(lambda p: jnp.sum(jnp.abs(p["w"]) ** 2), a, twin=lambda p: jnp.sum(p["w"].real ** 2))

@@ -127,3 +127,14 @@ def test_resuming_a_run_that_is_already_done_is_refused(spiral, tmp_path):
     train.fit(net, params, spiral, epochs=2, checkpoint=path, progress=False)
     with pytest.raises(ValueError, match="trained 2 epochs already; ask for epochs > 2"):
         train.fit(net, params, spiral, epochs=2, resume=path, progress=False)
+
+
+@pytest.mark.parametrize("y_rows", [32, 65])
+def test_make_epoch_refuses_targets_that_do_not_match_the_examples(y_rows):
+    """x of 64 rows with y of 32 trained the missing rows on y's last label (the gather clamps); now refused,
+    at trace time, naming both shapes."""
+    step = train.make_step(lambda p, x, y, key: jnp.sum((p - x.mean()) ** 2), optax.sgd(0.1), has_aux=False)
+    epoch = jax.jit(train.make_epoch(step, 8))
+    state = train.TrainState.create(jnp.zeros(()), optax.sgd(0.1))
+    with pytest.raises(ValueError, match=rf"x has 64 rows but y has shape \({y_rows},\)"):
+        epoch(state, jnp.ones((64, 2)), jnp.zeros((y_rows,), jnp.int32), jax.random.key(0))

@@ -226,7 +226,10 @@ def _stream(x, w, b, labels, block_rows, block_classes, lse=None, tx=None, tw=No
             m, s, z_y, z_sum = carry
             z = jnp.where(fresh, z, -jnp.inf)
             m_new = jnp.maximum(m, z.max(axis=1))
-            s = s * jnp.exp(m - m_new) + jnp.exp(z - m_new[:, None]).sum(axis=1)
+            # a row whose classes so far are all -inf (a bias of -inf masks a class) keeps s = 0: exp(-inf - -inf)
+            # would be NaN
+            shift = jnp.where(jnp.isneginf(m_new), 0.0, m_new)
+            s = s * jnp.exp(m - shift) + jnp.exp(z - shift[:, None]).sum(axis=1)
             z_y = z_y + jnp.where(at_label & fresh, z, 0.0).sum(axis=1)
             return m_new, s, z_y, z_sum + jnp.where(fresh, z, 0.0).sum(axis=1)
 
@@ -245,7 +248,13 @@ def _value_parts(x, w, b, labels, where, smoothing, z_loss, block_rows, block_cl
     lse, z_y, z_sum = _stream(x, w, b, labels, block_rows, block_classes)
     valid = (labels >= 0) & (labels < w.shape[1])
     z_y = jnp.where(valid, z_y, jnp.nan)  # an invalid label gives NaN
-    loss = (1 - smoothing) * (lse - z_y) + smoothing * (lse - z_sum / w.shape[1]) + z_loss * lse**2
+    # the smoothing and z-loss terms only where asked for: 0 · inf is NaN (a -inf bias makes z_sum -inf, a logit of
+    # 1e30 makes lse² overflow)
+    loss = (1 - smoothing) * (lse - z_y)
+    if smoothing:
+        loss = loss + smoothing * (lse - z_sum / w.shape[1])
+    if z_loss:
+        loss = loss + z_loss * lse**2
     return jnp.where(where, loss, 0.0).astype(x.dtype), lse
 
 

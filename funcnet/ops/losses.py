@@ -594,9 +594,12 @@ def _focal_parts(logits, labels, alpha, gamma):
     x, t = widen(logits), widen(labels)
     ce, log_q, w, sp_pos, sp_neg = _focal_base(x, t, gamma)
     sig = lax.logistic(x)
-    # γ q^(γ-1) · dq/dx and · dq/dt, with dq/dx = (1 - 2t)σ(x)σ(-x) and dq/dt = σ(-x) - σ(x)
-    dw_dx = gamma * (1 - 2 * t) * jnp.exp((gamma - 1) * log_q - sp_neg - sp_pos)
-    dw_dt = gamma * jnp.exp((gamma - 1) * log_q) * (1 - 2 * sig)
+    # γ q^(γ-1) · dq/dx and · dq/dt, with dq/dx = (1 - 2t)σ(x)σ(-x) and dq/dt = σ(-x) - σ(x); at γ = 0 the
+    # weight is constant and these are 0 (q^(-1) overflows where q underflows: 0·inf would be NaN)
+    flat = gamma == 0
+    power = jnp.where(flat, 0.0, (gamma - 1) * log_q)
+    dw_dx = gamma * (1 - 2 * t) * jnp.exp(power - sp_neg - sp_pos)
+    dw_dt = gamma * jnp.exp(power) * (1 - 2 * sig)
     # σ(x) - t as (1 - t)σ(x) - tσ(-x): no cancellation when σ(x) is close to a hard label
     dx, dt = ((1 - t) * sig - t * lax.logistic(-x)) * w + ce * dw_dx, -x * w + ce * dw_dt
     loss = ce * w
