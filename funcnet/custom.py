@@ -44,8 +44,10 @@ def _normal_sample(rng: np.random.Generator, case) -> tuple:
 class CustomOp:
     """An op made by :func:`custom_op`: call it like a function; ``spec`` is what :func:`funcnet.check_op` checks."""
 
-    def __init__(self, rule: Rule, spec: OpSpec | None, doc: str):
-        self.rule, self.spec = rule, spec
+    spec: OpSpec  # set by custom_op, once the op exists to be the spec's function
+
+    def __init__(self, rule: Rule, doc: str):
+        self.rule = rule
         self.__name__ = rule.name
         self.__doc__ = doc
 
@@ -116,7 +118,7 @@ def custom_op(
     cases = tuple(tuple(tuple(shape) for shape in case) for case in cases)
     if diff_argnums is None:
         diff_argnums = tuple(range(len(cases[0])))
-    op = CustomOp(rule, None, doc)
+    op = CustomOp(rule, doc)
     op.spec = OpSpec(name=name, family="custom", fn=op, twin=twin if twin is not None else value,
                      sample=sample or _normal_sample, cases=cases, diff_argnums=tuple(diff_argnums), kink=kink,
                      kinks=tuple(kinks), rules=(rule,), kwargs=dict(static or {}))

@@ -123,17 +123,22 @@ class JaxStep:
         return int(self.step.lower(self.state, x, y).compile().memory_analysis().temp_size_in_bytes)
 
 
-def _optax_step(loss, params) -> JaxStep:
+def sgd_step(loss) -> tuple[Callable, Callable]:
+    """``(step, init)``: one SGD-with-momentum step on ``loss(params, x, y)`` (not jitted) and the optimizer's init."""
     opt = optax.sgd(LR, momentum=0.9)
 
-    @jax.jit
     def step(state, x, y):
         params, opt_state = state
         grads = jax.grad(loss)(params, x, y)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    return JaxStep(step, (params, opt.init(params)), opt.init)
+    return step, opt.init
+
+
+def _optax_step(loss, params) -> JaxStep:
+    step, init = sgd_step(loss)
+    return JaxStep(jax.jit(step), (params, init(params)), init)
 
 
 def _one_hot(o, y):
@@ -173,17 +178,27 @@ def funcnet_step(sizes, activation, ops=funcnet, compute_dtype=None,
     return _optax_step(objective, params)
 
 
-def plain_jax_step(sizes, activation) -> JaxStep:
+def plain_jax_mlp(sizes, activation) -> tuple[list, Callable]:
+    """``(params, apply)``: the same MLP in plain ``jax.nn`` (Glorot-uniform weights, zero biases)."""
     act = getattr(jax.nn, activation)
     keys = jax.random.split(jax.random.key(0), len(sizes) - 1)
     init = jax.nn.initializers.glorot_uniform()
     params = [(init(k, (a, b)), jnp.zeros(b)) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
 
-    def loss(p, x, y):
+    def apply(p, x):
         for w, b in p[:-1]:
             x = act(x @ w + b)
         w, b = p[-1]
-        return optax.softmax_cross_entropy_with_integer_labels(x @ w + b, y).mean()
+        return x @ w + b
+
+    return params, apply
+
+
+def plain_jax_step(sizes, activation) -> JaxStep:
+    params, apply = plain_jax_mlp(sizes, activation)
+
+    def loss(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean()
 
     return _optax_step(loss, params)
 

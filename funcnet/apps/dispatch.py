@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from funcnet import layers, losses, nn
+from funcnet.apps.bench import _data, plain_jax_mlp, sgd_step
 
 __all__ = ["measure", "markdown_lines"]
 
@@ -60,18 +61,6 @@ def _paired(ours: Callable[[], float], theirs: Callable[[], float], rounds: int)
     return {"funcnet_s": statistics.median(a), "jax_s": statistics.median(b), "ratio": statistics.median(ratios)}
 
 
-def _plain_init(sizes, seed=0):
-    keys = jax.random.split(jax.random.key(seed), len(sizes) - 1)
-    return [(jax.nn.initializers.glorot_uniform()(k, (m, n)), jnp.zeros(n)) for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
-
-
-def _plain_apply(params, x):
-    for w, b in params[:-1]:
-        x = jax.nn.relu(x @ w + b)
-    w, b = params[-1]
-    return x @ w + b
-
-
 def _losses(sizes):
     """(funcnet loss, params), (plain JAX loss, params): mean integer-label softmax cross-entropy of a relu MLP."""
     net = layers.mlp(sizes, "relu")
@@ -80,28 +69,12 @@ def _losses(sizes):
     def funcnet_loss(p, x, y):
         return losses.softmax_cross_entropy_with_integer_labels(net.apply(p, x), y).mean()
 
+    theirs, plain_apply = plain_jax_mlp(sizes, "relu")
+
     def jax_loss(p, x, y):
-        return optax.losses.softmax_cross_entropy_with_integer_labels(_plain_apply(p, x), y).mean()
+        return optax.losses.softmax_cross_entropy_with_integer_labels(plain_apply(p, x), y).mean()
 
-    return (funcnet_loss, ours), (jax_loss, _plain_init(sizes))
-
-
-def _step(loss):
-    opt = optax.sgd(0.01, momentum=0.9)
-
-    def step(state, x, y):
-        params, opt_state = state
-        grads = jax.grad(loss)(params, x, y)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
-
-    return step, opt.init
-
-
-def _data(sizes, batch, seed=0):
-    rng = np.random.default_rng(seed)
-    return (jnp.asarray(rng.standard_normal((batch, sizes[0]), dtype=np.float32)),
-            jnp.asarray(rng.integers(0, sizes[-1], batch).astype(np.int32)))
+    return (funcnet_loss, ours), (jax_loss, theirs)
 
 
 def _fresh(f: Callable) -> Callable:
@@ -131,15 +104,15 @@ def measure(rounds: int = 15, calls: int = 200, log=print) -> list[dict]:
         _per_call(jax.jit(jax.nn.relu), (a,), calls))
     net = layers.mlp(APPLY_NET, "relu")
     _, params = net.init(jax.random.key(0))
-    plain = _plain_init(APPLY_NET)
+    plain, plain_apply = plain_jax_mlp(APPLY_NET, "relu")
     for batch in (1, 256):
         x = _data(APPLY_NET, batch)[0]
         row(f"per call: jit(mlp({'-'.join(map(str, APPLY_NET))}).apply), batch {batch}",
             _per_call(jax.jit(net.apply), (params, x), calls // (1 if batch == 1 else 4)),
-            _per_call(jax.jit(_plain_apply), (plain, x), calls // (1 if batch == 1 else 4)))
+            _per_call(jax.jit(plain_apply), (plain, x), calls // (1 if batch == 1 else 4)))
     (f_loss, f_params), (j_loss, j_params) = _losses(SMALL["sizes"])
     x, y = _data(SMALL["sizes"], SMALL["batch"])
-    (f_step, f_init), (j_step, j_init) = _step(f_loss), _step(j_loss)
+    (f_step, f_init), (j_step, j_init) = sgd_step(f_loss), sgd_step(j_loss)
     row(f"per call: jitted training step, {'-'.join(map(str, SMALL['sizes']))}, batch {SMALL['batch']}",
         _per_call(jax.jit(f_step), ((f_params, f_init(f_params)), x, y), calls // 4),
         _per_call(jax.jit(j_step), ((j_params, j_init(j_params)), x, y), calls // 4))
@@ -149,7 +122,7 @@ def measure(rounds: int = 15, calls: int = 200, log=print) -> list[dict]:
     row(f"trace: make_jaxpr(grad(loss)), {net_name}",
         _timed(lambda: jax.make_jaxpr(jax.grad(_fresh(f_loss)))(f_params, x, y)),
         _timed(lambda: jax.make_jaxpr(jax.grad(_fresh(j_loss)))(j_params, x, y)))
-    (f_step, f_init), (j_step, j_init) = _step(f_loss), _step(j_loss)
+    (f_step, f_init), (j_step, j_init) = sgd_step(f_loss), sgd_step(j_loss)
     f_state, j_state = (f_params, f_init(f_params)), (j_params, j_init(j_params))
     row(f"compile: first call's lower + compile of the training step, {net_name}",
         _timed(lambda: jax.jit(_fresh(f_step)).lower(f_state, x, y).compile()),

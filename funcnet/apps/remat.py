@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 import funcnet
-from funcnet import gates, losses, nn
+from funcnet import gates, losses
 
 __all__ = ["ACTIVATIONS", "measure"]
 

@@ -36,7 +36,8 @@ def op_table(rows: Sequence[OpCheck]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = [_cell(r.errors.get(d, {}).get(k)) for d in ("float32", "float64") for k in ("autodiff", "finite_diff")]
-        cells += [_cell(r.forward.get(d)) for d in ("float32", "float64")] + [_cell(r.adjoint.get("float64")), _cell(r.second.get("float64"))]
+        cells += [_cell(r.forward.get(d)) for d in ("float32", "float64")]
+        cells += [_cell(r.adjoint.get("float64")), _cell(r.second.get("float64"))]
         verdict = "ok" if r.passed else "FAIL: " + ", ".join(r.failures)
         lines.append(f"{r.name:<{width}}  " + "  ".join(cells) + f"  {_kink_cell(r.kinks)}  {verdict}")
     failed = sum(not r.passed for r in rows)

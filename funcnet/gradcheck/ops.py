@@ -207,18 +207,17 @@ class KinkCheck:
     """One documented kink: does the op's gradient there match the hand-computed one?
 
     ``reverse``: ``jax.grad`` of ``sum(op)`` equals ``kink.grad`` exactly;
-    ``forward``: ``jax.jvp`` with a tangent of ones equals ``sum(kink.grad)``
-    (``None`` where the ops have no forward rule in use).
+    ``forward``: ``jax.jvp`` with a tangent of ones equals ``sum(kink.grad)``.
     """
 
     where: str
     reverse: bool
-    forward: bool | None
+    forward: bool
     detail: str = ""
 
     @property
     def passed(self) -> bool:
-        return self.reverse and self.forward is not False
+        return self.reverse and self.forward
 
 
 @dataclasses.dataclass
@@ -228,8 +227,7 @@ class OpCheck:
     Attributes:
       name: the registry row.
       errors: the reverse rule, ``dtype -> {"autodiff": err, "finite_diff": err}``.
-      forward: the forward rule against the twin's, ``dtype -> err`` (``None``:
-        not checked, the ops are built without forward rules).
+      forward: the forward rule against the twin's, ``dtype -> err`` (``inf`` where ``jax.jvp`` fails).
       adjoint: the forward rule against the reverse rule, ``dtype -> err``.
       second: Hessian-vector products (forward over the reverse rule) against the twin's, float64
         (``None``: not checked).
@@ -239,7 +237,7 @@ class OpCheck:
 
     name: str
     errors: dict[str, dict[str, float]]
-    forward: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    forward: dict[str, float] = dataclasses.field(default_factory=dict)
     adjoint: dict[str, float | None] = dataclasses.field(default_factory=dict)
     kinks: list[KinkCheck] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
@@ -262,7 +260,7 @@ class OpCheck:
         for k in self.kinks:
             if not k.reverse:
                 out.append(f"kink {k.where} (rev)")
-            if k.forward is False:
+            if not k.forward:
                 out.append(f"kink {k.where} (fwd)")
         return out
 
@@ -326,7 +324,7 @@ def check_op(spec: OpSpec | Any, seed: int = 0, dtypes: Iterable[str] = ("float3
     spec = getattr(spec, "spec", spec)
     shapes = spec.cases[:1] if quick else spec.cases
     errors: dict[str, dict[str, float]] = {}
-    forward: dict[str, float | None] = {}
+    forward: dict[str, float] = {}
     adjoint: dict[str, float | None] = {}
     second: dict[str, float | None] = {}
     notes: list[str] = []

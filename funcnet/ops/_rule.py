@@ -32,8 +32,8 @@ under every policy (the residuals are saved or recomputed by the policy; the
 transpose is always ``vjp``), ``shard_map``. Higher orders differentiate the
 rules themselves, which are ``jax.numpy`` code.
 
-:meth:`Rule.custom_vjp` builds the classic ``jax.custom_vjp`` form from the
-same ``save``/``vjp`` (reverse mode only).
+:func:`custom_vjp_form` builds ops in the classic ``jax.custom_vjp`` form, from
+the same ``save``/``vjp`` (reverse mode only).
 
 Inside ``jax.shard_map`` the arguments are first cast to a common set of
 varying manual axes (``jax.lax.pcast``), as ``jnp`` does implicitly for its own
@@ -65,11 +65,12 @@ def _is_float(x) -> bool:
 
 def _varying_axes(x) -> frozenset:
     """The manual mesh axes ``x`` varies over inside ``shard_map`` (empty outside)."""
-    aval = jax.typeof(x)
+    return _varying_axes_of_aval(jax.typeof(x))
+
+
+def _varying_axes_of_aval(aval) -> frozenset:
     mat = getattr(aval, "mat", None)  # jax >= 0.10: the manual axis type
-    if mat is not None:
-        return frozenset(mat.varying)
-    return frozenset(getattr(aval, "vma", ()))
+    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
 
 
 def _common_vma(args):
@@ -123,11 +124,6 @@ class Rule:
         args = _common_vma(tuple(jnp.asarray(a) for a in args))
         form = _custom_vjp if _CUSTOM_VJP_FORM.get() else _custom_jvp
         return form(self, tuple(sorted(static.items())))(*args)
-
-    def custom_vjp(self, *args, **static):
-        """The op as a classic ``jax.custom_vjp`` (reverse rule only), same residuals and rule."""
-        args = _common_vma(tuple(jnp.asarray(a) for a in args))
-        return _custom_vjp(self, tuple(sorted(static.items())))(*args)
 
 
 _CUSTOM_VJP_FORM = contextvars.ContextVar("funcnet_custom_vjp_form", default=False)
@@ -287,11 +283,6 @@ def _vmap_transpose(f, res_mask, tangent_mask):
         return tuple(o if m else o.sum(axis=0) for o, m in zip(outs, tangent_mask))
 
     return g
-
-
-def _varying_axes_of_aval(aval) -> frozenset:
-    mat = getattr(aval, "mat", None)
-    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
 
 
 # ------------------------------------------------------------------ the classic reverse-only form

@@ -1103,12 +1103,15 @@ def safe_softmax_cross_entropy(logits, labels):
     return _SAFE_SCE(*args, sm_axes=sm_axes, sum_axes=sum_axes)
 
 
+def _poly_term(logp, labels, where, sum_axes):
+    """Σ_i t_i (1 - p_i) (masked entries left out): the poly-1 term, and its derivative in ε."""
+    extra = widen(labels) * (1 - jnp.exp(logp))
+    return jnp.sum(extra if where is None else jnp.where(where, extra, 0.0), axis=sum_axes)
+
+
 def _poly_save(logits, labels, where, sm_axes, sum_axes, epsilon):
     ce, (logp, _, _) = _sce_save(logits, labels, where, sm_axes, sum_axes)
-    extra = widen(labels) * (1 - jnp.exp(logp))
-    if where is not None:
-        extra = jnp.where(where, extra, 0.0)
-    value = widen(ce) + epsilon * jnp.sum(extra, axis=sum_axes)
+    value = widen(ce) + epsilon * _poly_term(logp, labels, where, sum_axes)
     return value.astype(logits.dtype), (logp, labels, where)
 
 
@@ -1149,10 +1152,8 @@ _POLY_UNMASKED, _POLY = _mask_optional("poly_loss_cross_entropy", _poly_save, _p
 
 
 def _poly_depsilon(res, sm_axes, sum_axes, epsilon):
-    """d/dε of the poly-1 loss: Σ_i t_i (1 - p_i) (masked entries left out)."""
-    logp, labels, where = res
-    extra = widen(labels) * (1 - jnp.exp(logp))
-    return (jnp.sum(extra if where is None else jnp.where(where, extra, 0.0), axis=sum_axes),)
+    """d/dε of the poly-1 loss: its poly-1 term."""
+    return (_poly_term(*res, sum_axes),)
 
 
 _POLY_ARRAY = tuple(with_array_hypers(r, ("epsilon",), _poly_depsilon) for r in (_POLY_UNMASKED, _POLY))
