@@ -3,7 +3,7 @@
 In the spirit of ``torch.autograd.Function`` + ``gradcheck``: write the op's value, what
 its derivative rules keep, the reverse rule and the forward rule once; get an op that
 works under every JAX transformation (bound as funcnet's own ops are, see
-:mod:`funcnet.ops._rule`), and check it with one call that runs the battery the
+:mod:`funcnet.ops.binding`), and check it with one call that runs the battery the
 built-in ops get::
 
     import jax.numpy as jnp
@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from funcnet.ops._declare import Kink
-from funcnet.ops._rule import Rule
+from funcnet.ops.declaration import Kink
+from funcnet.ops.binding import Op
 from funcnet.registry import OpSpec
 
 __all__ = ["CustomOp", "Kink", "custom_op", "ops_in"]
@@ -46,7 +46,7 @@ class CustomOp:
 
     spec: OpSpec  # set by custom_op, once the op exists to be the spec's function
 
-    def __init__(self, rule: Rule, doc: str):
+    def __init__(self, rule: Op, doc: str):
         self.rule = rule
         self.__name__ = rule.name
         self.__doc__ = doc
@@ -108,7 +108,7 @@ def custom_op(
     signature_of = twin if twin is not None else value if value is not None else save
     if value is None:
         value = lambda *args, **static: save(*args, **static)[0]  # noqa: E731
-    rule = Rule(name, value=value, save=save, vjp=vjp, jvp=jvp)
+    rule = Op(name, value=value, save=save, vjp=vjp, jvp=jvp)
     if cases is None:
         n_args = _arity(signature_of, static or {})
         if n_args not in (None, 1):
@@ -121,7 +121,7 @@ def custom_op(
     op = CustomOp(rule, doc)
     op.spec = OpSpec(name=name, family="custom", fn=op, twin=twin if twin is not None else value,
                      sample=sample or _normal_sample, cases=cases, diff_argnums=tuple(diff_argnums), kink=kink,
-                     kinks=tuple(kinks), rules=(rule,), kwargs=dict(static or {}))
+                     kinks=tuple(kinks), forms=(rule,), kwargs=dict(static or {}))
     return op
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import funcnet  # the package itself is the manual op namespace (ops=funcnet); read only when a layer is built
 from funcnet import init as initializers
 from funcnet import nn as _nn  # noqa: F401  (importing it declares the activations)
-from funcnet.ops._declare import activations as declared_activations
+from funcnet.ops.declaration import activations as declared_activations
 from funcnet.ops.fused import FUSABLE
 from funcnet import reference
 

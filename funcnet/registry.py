@@ -1,6 +1,6 @@
 """The one list of every op, derived from the op declarations.
 
-Each declaration (``funcnet/ops/*.py``, see :mod:`funcnet.ops._declare`) gives one
+Each declaration (``funcnet/ops/*.py``, see :mod:`funcnet.ops.declaration`) gives one
 row here per variant (its non-default keyword arguments). Tests, the gradient
 checker (``funcnet gradcheck``) and the docs iterate over :data:`OPS`, so adding
 an op is one declaration; every property the test suite checks then covers it.
@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from funcnet.ops import activations, fused, gates, losses, norms  # noqa: F401  (importing them declares their ops)
-from funcnet.ops._declare import DECLARED, Declaration, Kink
-from funcnet.ops._rule import Rule
+from funcnet.ops.declaration import DECLARED, Declaration, Kink
+from funcnet.ops.binding import Op
 from funcnet.tolerances import AUTODIFF, Tolerance
 
 __all__ = ["OPS", "OpSpec", "Tolerance", "DEFAULT_TOLERANCES", "by_name", "cast_args", "Kink"]
@@ -54,7 +54,7 @@ class OpSpec:
       kinks: hand-computed gradients at those points.
       saves: what the reverse rule keeps from the forward pass.
       differs: how funcnet deliberately differs from ``upstream``.
-      rules: the op's rules (value, residuals, reverse and forward rules).
+      forms: the op's bound forms (value, residuals, reverse and forward rules).
       tolerances: per-dtype tolerances for manual vs autodiff.
     """
 
@@ -72,7 +72,7 @@ class OpSpec:
     kinks: tuple[Kink, ...] = ()
     saves: str = ""
     differs: str = ""
-    rules: tuple[Rule, ...] = ()
+    forms: tuple[Op, ...] = ()
     tolerances: Mapping[str, Tolerance] = dataclasses.field(default_factory=lambda: DEFAULT_TOLERANCES)
 
     @property
@@ -104,11 +104,12 @@ def _row_name(name: str, kwargs: Mapping[str, Any]) -> str:
 def _rows(d: Declaration) -> tuple[OpSpec, ...]:
     return tuple(
         OpSpec(
-            name=_row_name(d.name, kwargs), family=d.family, fn=d.fn, twin=d.twin, sample=d.sample,
-            cases=d.cases, diff_argnums=d.diff_argnums, kwargs=dict(kwargs), upstream=d.upstream,
-            extreme=d.extreme, kink=d.kink, kinks=d.kinks, saves=d.saves, differs=d.differs, rules=d.rules,
+            name=_row_name(d.name, kwargs), family=d.family, fn=d.fn, twin=d.twin, sample=d.checks.sample,
+            cases=d.checks.cases, diff_argnums=d.diff_argnums, kwargs=dict(kwargs), upstream=d.upstream,
+            extreme=d.checks.extreme, kink=d.kink, kinks=d.checks.kinks, saves=d.saves, differs=d.differs,
+            forms=d.forms,
         )
-        for kwargs in d.variants
+        for kwargs in d.checks.variants
     )
 
 

@@ -1,4 +1,4 @@
-"""The rule that runs is the one written: every op, every transformation (funcnet/ops/_rule.py).
+"""The rule that runs is the one written: every op, every transformation (funcnet/ops/binding.py).
 
 Each op's rules are replaced by planted ones, the reverse rule scaled by 3 and the
 forward rule by 5: in every context ``jax.grad`` must then give exactly 3 times the
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from funcnet import layers, nn
-from funcnet.ops._rule import Rule
+from funcnet.ops.binding import Op
 from funcnet.registry import OPS, OpSpec
 from helpers import cotangent_for, diff_args, sample, scalarized
 
@@ -90,7 +90,7 @@ def test_the_planted_rules_run_in_every_context(spec: OpSpec, monkeypatch):
     rng = np.random.default_rng(8)
     u = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(np.shape(a)), a.dtype), diff_args(spec, args))
     true = program(spec, args, ct, u)
-    plant(monkeypatch, spec.rules)
+    plant(monkeypatch, spec.forms)
     planted = program(spec, args, ct, u)
     for context, (g, t) in true.items():
         pg, pt = planted[context]
@@ -105,7 +105,7 @@ def test_a_bypassed_rule_is_caught(monkeypatch):
     """The planted fault of the check itself: ``checkpoint`` transposing the forward rule (what the
     previous binding did) instead of running the reverse rule fails the test above."""
     spec = next(s for s in FIRST if s.name == "tanh")
-    import funcnet.ops._rule as rule_module
+    import funcnet.ops.binding as rule_module
 
     def transposing(rule, static_items):  # a binding whose linear part is autodiff's transpose of `jvp`
         op = jax.custom_jvp(lambda *a: rule.value(*a, **dict(static_items)))
@@ -173,9 +173,9 @@ def test_undifferentiated_programs_take_the_fast_path():
 
 
 def test_the_custom_vjp_form_runs_the_reverse_rule(monkeypatch):
-    from funcnet.ops._rule import custom_vjp_form
+    from funcnet.ops.binding import custom_vjp_form
 
-    rule = next(s for s in OPS if s.name == "tanh").rules[0]
+    rule = next(s for s in OPS if s.name == "tanh").forms[0]
     x = jnp.linspace(-1.0, 1.0, 4)
     with custom_vjp_form():
         want = jax.grad(lambda x: nn.tanh(x).sum())(x)
@@ -184,4 +184,4 @@ def test_the_custom_vjp_form_runs_the_reverse_rule(monkeypatch):
         with pytest.raises(TypeError):  # reverse mode only
             jax.jvp(lambda x: nn.tanh(x), (x,), (x,))
     np.testing.assert_allclose(got, REVERSE * want, rtol=1e-12)
-    assert isinstance(rule, Rule)
+    assert isinstance(rule, Op)

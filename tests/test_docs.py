@@ -117,10 +117,25 @@ def test_adding_an_op_worked_example_runs_and_declares_the_op():
     blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "def soft_sign" in b]
     assert len(blocks) == 1
     check = (
-        "\nfrom funcnet.ops._declare import DECLARED\n"
+        "\nfrom funcnet.ops.declaration import DECLARED\n"
         "assert DECLARED[-1].fn is soft_sign and DECLARED[-1].family == 'nn'\n"
         "print('declared')\n"
     )
     proc = subprocess.run([sys.executable, "-c", blocks[0] + check], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "both rules agree" in proc.stdout and "declared" in proc.stdout
+
+
+def test_a_docstring_that_restates_a_declared_fact_is_refused():
+    from funcnet.ops.declaration import DECLARED, Checks, declarer
+    from funcnet.ops.activations import _RELU
+
+    declare = declarer("nn", twins=None, upstream=None)
+    before = len(DECLARED)
+    for restated in ("Saves: the input.", "Kink convention: 0 at 0.", "Kinks: none."):
+        def planted(x):
+            return x
+        planted.__doc__ = f"A planted op.\n\n    Derivative: 1.\n    {restated}\n"
+        with pytest.raises(ValueError, match="restates"):
+            declare(forms=_RELU, saves="x", twin=lambda x: x, checks=Checks(sample=None, cases=()))(planted)
+    assert len(DECLARED) == before

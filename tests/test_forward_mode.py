@@ -17,7 +17,7 @@ import pytest
 from jax.test_util import check_grads
 
 from funcnet import tolerances
-from funcnet.ops._rule import Rule, custom_vjp_form
+from funcnet.ops.binding import Op, custom_vjp_form
 from funcnet.registry import OPS, OpSpec
 from helpers import assert_trees_close, cotangent_for, diff_args, sample, scalarized
 
@@ -180,11 +180,11 @@ def test_documented_kinks(spec: OpSpec):
 
 
 # ------------------------------------------------------------- planted faults
-def _planted(rule: Rule, *, jvp=None, vjp=None) -> Rule:
-    return Rule(rule.name, value=rule.value, save=rule.save, vjp=vjp or rule.vjp, jvp=jvp or rule.jvp)
+def _planted(rule: Op, *, jvp=None, vjp=None) -> Op:
+    return Op(rule.name, value=rule.value, save=rule.save, vjp=vjp or rule.vjp, jvp=jvp or rule.jvp)
 
 
-TANH = next(s for s in OPS if s.name == "tanh").rules[0]
+TANH = next(s for s in OPS if s.name == "tanh").forms[0]
 WRONG_FORWARD = _planted(TANH, jvp=lambda y, t: t * (1 - y))          # should be 1 - y²
 WRONG_REVERSE = _planted(TANH, vjp=lambda y, g: (g * (1 + y * y),))   # should be 1 - y²
 
@@ -216,7 +216,7 @@ def test_a_planted_rule_is_caught_and_changes_only_its_own_mode(planted, broken,
 
 def test_a_planted_kink_convention_is_caught():
     relu = next(s for s in OPS if s.name == "relu")
-    wrong = _planted(relu.rules[0], vjp=lambda y, g: (jnp.where(y >= 0, g, 0.0),),
+    wrong = _planted(relu.forms[0], vjp=lambda y, g: (jnp.where(y >= 0, g, 0.0),),
                      jvp=lambda y, t: jnp.where(y >= 0, t, 0.0))
     with pytest.raises(AssertionError):
         test_documented_kinks(dataclasses.replace(relu, fn=lambda x: wrong(x)))

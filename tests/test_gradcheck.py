@@ -21,7 +21,7 @@ from funcnet import tolerances
 from funcnet.apps import cli
 from funcnet.apps.tables import op_table
 from funcnet.gradcheck import THRESHOLDS, check_gradients, check_op, relative_error
-from funcnet.ops._rule import Rule
+from funcnet.ops.binding import Op
 from funcnet.registry import by_name
 
 REVERSE = {f"{d} vs {k}" for d in ("float32", "float64") for k in ("autodiff", "finite_diff")}
@@ -29,13 +29,13 @@ FORWARD = {"float32 fwd vs twin", "float64 fwd vs twin"}
 
 
 def planted(base: str, value, vjp, jvp, save=None, **spec_changes):
-    """A copy of registry entry ``base`` whose manual op is a :class:`Rule` with the given (possibly wrong) rules.
+    """A copy of registry entry ``base`` whose manual op is a :class:`Op` with the given (possibly wrong) rules.
 
     ``None`` while ``base`` is not in the registry. The copy has no kinks unless given.
     """
     if base not in {spec.name for spec in funcnet.registry.OPS}:
         return None
-    rule = Rule(f"planted_{base}", value=value, save=save, vjp=vjp, jvp=jvp)
+    rule = Op(f"planted_{base}", value=value, save=save, vjp=vjp, jvp=jvp)
     changes = {"kinks": (), **spec_changes}
     return dataclasses.replace(by_name(base), name=f"{base} (planted)", fn=lambda *a: rule(*a), kwargs={}, **changes)
 
@@ -106,7 +106,7 @@ PLANTED_FORWARD = {
 def _relu_with_gradient_1_at_0():
     """ReLU whose rules use ``y >= 0``: gradient 1 at x = 0, where funcnet documents 0."""
     relu = by_name("relu")
-    wrong = Rule("relu", value=relu.rules[0].value, save=lambda x: (jnp.maximum(x, 0), x),
+    wrong = Op("relu", value=relu.forms[0].value, save=lambda x: (jnp.maximum(x, 0), x),
                  vjp=lambda x, g: (jnp.where(x >= 0, g, 0.0),), jvp=lambda x, t: jnp.where(x >= 0, t, 0.0))
     return dataclasses.replace(relu, name="relu (planted kink)", fn=lambda x: wrong(x))
 

@@ -25,7 +25,7 @@ def check_gradients(*args, modes=("rev",), **kwargs):
     The library's default (both modes) is tested as ``check_both_modes``."""
     return check_both_modes(*args, modes=modes, **kwargs)
 from funcnet.layers import ACTIVATIONS
-from funcnet.ops._rule import Rule
+from funcnet.ops.binding import Op
 from funcnet.registry import by_name
 
 X = jnp.asarray(np.random.default_rng(0).standard_normal((12, 5)))
@@ -294,12 +294,12 @@ def test_a_float32_leaf_of_size_3e5_computed_in_float32():
 
 
 # ---------------------------------------------- forward mode and second order catch their own faults
-TANH = by_name("tanh").rules[0]
+TANH = by_name("tanh").forms[0]
 
 
 def tanh_with(*, vjp=None, jvp=None):
-    """tanh built on :class:`Rule` with its reverse or forward rule replaced."""
-    rule = Rule("tanh", value=TANH.value, save=TANH.save, vjp=vjp or TANH.vjp, jvp=jvp or TANH.jvp)
+    """tanh built on :class:`Op` with its reverse or forward rule replaced."""
+    rule = Op("tanh", value=TANH.value, save=TANH.save, vjp=vjp or TANH.vjp, jvp=jvp or TANH.jvp)
     return lambda x: rule(x)
 
 

@@ -20,10 +20,10 @@ SCRIPT = textwrap.dedent("""
     import jax.numpy as jnp, numpy as np, optax
     from jax.sharding import PartitionSpec as P
     from funcnet import gates, losses, nn
-    from funcnet.ops._rule import custom_vjp_form
+    from funcnet.ops.binding import custom_vjp_form
     import contextlib
     from funcnet.registry import OPS, cast_args
-    import funcnet.ops._rule as rule_module
+    import funcnet.ops.binding as rule_module
 
     planted = sys.argv[1:] == ["planted"]
     if planted:  # a planted fault: no cast to the common varying axes
@@ -87,7 +87,7 @@ SCRIPT = textwrap.dedent("""
         # the rules that run inside shard_map are the written ones: planted x3 reverse and x5 forward rules
         try:
             tangent = jvp_fn()(*args, *u)
-            saved = [(r, r.vjp, r.jvp) for r in spec.rules]
+            saved = [(r, r.vjp, r.jvp) for r in spec.forms]
             for r, vjp, jvp in saved:
                 r.vjp = lambda res, g, _v=vjp, **st: tuple(None if c is None else 3.0 * c for c in _v(res, g, **st))
                 r.jvp = lambda res, *t, _j=jvp, **st: (lambda y: None if y is None else 5.0 * y)(_j(res, *t, **st))

@@ -3,7 +3,7 @@
 Each layer (its activation and the Dense layer after it) is wrapped in
 ``jax.checkpoint`` with the default policy, the standard way to train deep networks
 in less memory: the backward pass recomputes each layer's inside from the layer's
-input. Under the primitive binding (:mod:`funcnet.ops._rule`) the hand-written
+input. Under the primitive binding (:mod:`funcnet.ops.binding`) the hand-written
 reverse rules are what runs there (``tests/test_binding.py``), so these figures
 describe those rules. XLA's temporary memory of the compiled step
 (``memory_analysis().temp_size_in_bytes``), for: funcnet's fused layers

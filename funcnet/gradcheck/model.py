@@ -462,7 +462,7 @@ def suspect_ops(f: Callable, *args: Any) -> dict[str, list[str]]:
     names = _op_names(jax.make_jaxpr(f)(*args).jaxpr, [])
     out = {}
     for name in names:
-        spec = next((s for s in OPS if any(r.name == name for r in s.rules)), None)
+        spec = next((s for s in OPS if any(r.name == name for r in s.forms)), None)
         if spec is not None:
             failures = check_op(spec, quick=True).failures
             if failures:

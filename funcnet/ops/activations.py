@@ -1,7 +1,7 @@
 """Activation functions with hand-written rules in both directions (``funcnet.nn``).
 
 Names, signatures, values and edge cases follow ``jax.nn``. Each activation is
-one :class:`~funcnet.ops._rule.Rule` (value, residuals, reverse rule, forward
+one :class:`~funcnet.ops.binding.Op` (value, residuals, reverse rule, forward
 rule) and one public function, declared together with :func:`declare`. A rule
 keeps the smallest residual it needs: the output alone wherever the derivative
 can be written in terms of the output (sigmoid, tanh, ReLU, leaky ReLU, ELU,
@@ -33,9 +33,11 @@ from funcnet.ops._common import (
     sum_to_shape,
     widen,
 )
-from funcnet.ops._declare import Kink, declare, names
-from funcnet.ops._rule import Rule, with_optional
+from funcnet.ops.binding import Op, with_optional
+from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import nn as twin
+
+declare = declarer("nn", twins=twin, upstream=jax.nn)
 
 
 def _elementwise(name, value, local, save=None):
@@ -54,7 +56,7 @@ def _elementwise(name, value, local, save=None):
     def jvp(res, t, **static):
         return None if t is None else (widen(t) * local(res, **static)).astype(t.dtype)
 
-    return Rule(name, value=value, save=save, vjp=vjp, jvp=jvp)
+    return Op(name, value=value, save=save, vjp=vjp, jvp=jvp)
 
 
 def _saves_input(value):
@@ -66,11 +68,12 @@ def _unary(name: str, x, *, keep_int: bool = False):
     return float_input(f"funcnet.nn.{name}", "x", x, keep_int=keep_int)
 
 
-_kink_free = dict(sample=S.unary(), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation)
+def _kink_free(**more) -> dict:
+    return dict(checks=Checks(sample=S.unary(), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation, **more))
 
 
 # ---------------------------------------------------------------------- identity
-_IDENTITY = Rule(
+_IDENTITY = Op(
     "identity",
     value=lambda x: x,
     save=lambda x: (x, None),
@@ -79,8 +82,7 @@ _IDENTITY = Rule(
 )
 
 
-@declare(family="nn", twin=twin.identity, rules=_IDENTITY, saves="nothing",
-         upstream=jax.nn.identity, **_kink_free)
+@declare(forms=_IDENTITY, saves="nothing", **_kink_free())
 def identity(x):
     """Identity activation ``f(x) = x``: the linear output unit.
 
@@ -98,9 +100,8 @@ def _sigmoid_value(x):
 _SIGMOID = _elementwise("sigmoid", _sigmoid_value, lambda y: widen(y) * (1 - widen(y)))
 
 
-@declare(family="nn", twin=twin.sigmoid, rules=_SIGMOID, saves="the output σ(x)",
-         upstream=jax.nn.sigmoid, differs="integer inputs are promoted to float (jax.nn.sigmoid raises)",
-         **_kink_free)
+@declare(forms=_SIGMOID, saves="the output σ(x)",
+         differs="integer inputs are promoted to float (jax.nn.sigmoid raises)", **_kink_free())
 def sigmoid(x):
     """Logistic sigmoid ``σ(x) = 1 / (1 + exp(-x))``.
 
@@ -118,7 +119,7 @@ def _tanh_value(x):
 _TANH = _elementwise("tanh", _tanh_value, lambda y: 1 - widen(y) ** 2)
 
 
-@declare(family="nn", twin=twin.tanh, rules=_TANH, saves="the output", upstream=jax.nn.tanh, **_kink_free)
+@declare(forms=_TANH, saves="the output", **_kink_free())
 def tanh(x):
     """Hyperbolic tangent ``tanh(x) = (eˣ - e⁻ˣ)/(eˣ + e⁻ˣ) = 2σ(2x) - 1``.
 
@@ -136,11 +137,10 @@ _HARD_TANH = _elementwise(
 )
 
 
-@declare(family="nn", twin=twin.hard_tanh, rules=_HARD_TANH, upstream=jax.nn.hard_tanh,
-         saves="a boolean mask of -1 <= x <= 1 (the output cannot tell x = 1 from x > 1)",
-         sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+@declare(forms=_HARD_TANH, saves="a boolean mask of -1 <= x <= 1 (the output cannot tell x = 1 from x > 1)",
          kink="gradient 1 at x = ±1 (the closed interval), as jax.nn.hard_tanh",
-         kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([1.0, 1.0])),))
+         checks=Checks(sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([1.0, 1.0])),)))
 def hard_tanh(x):
     """Hard tanh: ``-1`` for x < -1, ``x`` for -1 ≤ x ≤ 1, ``1`` for x > 1.
 
@@ -158,11 +158,9 @@ _RELU = _elementwise(
 )
 
 
-@declare(family="nn", twin=twin.relu, rules=_RELU, upstream=jax.nn.relu,
-         saves="the output (y > 0 exactly when x > 0)",
-         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
-         kink="gradient 0 at x = 0, as jax.nn.relu",
-         kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([0.0])),))
+@declare(forms=_RELU, saves="the output (y > 0 exactly when x > 0)", kink="gradient 0 at x = 0, as jax.nn.relu",
+         checks=Checks(sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([0.0])),)))
 def relu(x):
     """Rectified linear unit ``relu(x) = max(x, 0)``.
 
@@ -215,7 +213,7 @@ def _prelu_jvp(res, tx, talpha):
     return out
 
 
-_PRELU = Rule("prelu", value=_leaky_value, vjp=_prelu_vjp, jvp=_prelu_jvp)
+_PRELU = Op("prelu", value=_leaky_value, vjp=_prelu_vjp, jvp=_prelu_jvp)
 
 
 def _slope_as_array(op: str, x, value):
@@ -225,15 +223,14 @@ def _slope_as_array(op: str, x, value):
     return jnp.broadcast_to(x, shape), value
 
 
-@declare(family="nn", twin=twin.leaky_relu, rules=(_LEAKY_RELU, _PRELU), upstream=jax.nn.leaky_relu,
+@declare(forms=(_LEAKY_RELU, _PRELU),
          saves="the output when negative_slope is a positive number; x and the slope when it is an array",
-         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
-         variants=({}, {"negative_slope": 0.2}),
          kink="gradient 1 at x = +0, as jax.nn.leaky_relu; negative_slope at x = -0.0",
-         kinks=(Kink("x = +0", (S.np.array([0.0]),), S.np.array([1.0])),
-                Kink("x = -0.0", (S.np.array([-0.0]),), S.np.array([0.01]), {"negative_slope": 0.01})),
-         differs="x = -0.0 counts as negative (gradient negative_slope; jax.nn.leaky_relu's is 1), so that "
-                 "the gradient read from the output is right for tiny negative x whose output underflows to -0.0")
+         differs="x = -0.0 counts as negative (gradient negative_slope; jax.nn.leaky_relu's is 1), so that the "
+                 "gradient read from the output is right for tiny negative x whose output underflows to -0.0",
+         checks=Checks(sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       variants=({}, {"negative_slope": 0.2}),
+                       kinks=(Kink("x = +0", (S.np.array([0.0]),), S.np.array([1.0])), Kink("x = -0.0", (S.np.array([-0.0]),), S.np.array([0.01]), {"negative_slope": 0.01}))))
 def leaky_relu(x, negative_slope=1e-2):
     """Leaky ReLU: ``x`` for x ≥ 0 and ``negative_slope · x`` for x < 0.
 
@@ -298,15 +295,15 @@ def _elu_array_jvp(res, tx, talpha):
     return out.astype(x.dtype)
 
 
-_ELU_ARRAY = Rule("elu", value=_elu_array_value, vjp=_elu_array_vjp, jvp=_elu_array_jvp)
+_ELU_ARRAY = Op("elu", value=_elu_array_value, vjp=_elu_array_vjp, jvp=_elu_array_jvp)
 
 
-@declare(family="nn", twin=twin.elu, rules=(_ELU, _ELU_ARRAY), upstream=jax.nn.elu,
+@declare(forms=(_ELU, _ELU_ARRAY),
          saves="the output when alpha is a positive number (no exponential in the rule); x and alpha otherwise",
-         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
-         variants=({}, {"alpha": 0.5}),
          kink="gradient alpha at x = 0 (the left branch), as jax.nn.elu",
-         kinks=(Kink("x = 0, alpha = 2", (S.np.array([0.0]),), S.np.array([2.0]), {"alpha": 2.0}),))
+         checks=Checks(sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       variants=({}, {"alpha": 0.5}),
+                       kinks=(Kink("x = 0, alpha = 2", (S.np.array([0.0]),), S.np.array([2.0]), {"alpha": 2.0}),)))
 def elu(x, alpha=1.0):
     """Exponential linear unit: ``x`` for x > 0, ``α(eˣ - 1)`` for x ≤ 0.
 
@@ -331,12 +328,11 @@ def elu(x, alpha=1.0):
 
 
 # ------------------------------------------------------------------------- prelu
-@declare(family="nn", twin=twin.prelu, rules=_PRELU, saves="x and alpha",
-         sample=S.with_slope, cases=(((), ()), ((5,), ()), ((3, 4), (4,)), ((2, 3, 4), (3, 1))),
-         diff_argnums=(0, 1), extreme=lambda: (S.extreme_activation()[0], S.np.array(0.25)),
+@declare(forms=_PRELU, saves="x and alpha", diff_argnums=(0, 1),
          kink="at x = +0 the gradient is 1 in x and 0 in alpha, at x = -0.0 alpha and 0 (as leaky_relu)",
-         kinks=(Kink("x = +0", (S.np.array([0.0]), S.np.array(0.3)), S.np.array([1.0])),
-                Kink("x = -0.0", (S.np.array([-0.0]), S.np.array(0.3)), S.np.array([0.3]))))
+         checks=Checks(sample=S.with_slope, cases=(((), ()), ((5,), ()), ((3, 4), (4,)), ((2, 3, 4), (3, 1))),
+                       extreme=lambda: (S.extreme_activation()[0], S.np.array(0.25)),
+                       kinks=(Kink("x = +0", (S.np.array([0.0]), S.np.array(0.3)), S.np.array([1.0])), Kink("x = -0.0", (S.np.array([-0.0]), S.np.array(0.3)), S.np.array([0.3])))))
 def prelu(x, alpha):
     """Parametric ReLU: ``x`` for x ≥ 0 and ``α · x`` for x < 0, α trainable.
 
@@ -361,9 +357,8 @@ def _softplus_value(x):
 _SOFTPLUS = _elementwise("softplus", _softplus_value, lambda y: -jnp.expm1(-widen(y)))
 
 
-@declare(family="nn", twin=twin.softplus, rules=_SOFTPLUS, upstream=jax.nn.softplus,
-         saves="the output; the derivative -expm1(-y) is accurate for large |x| of either sign",
-         **_kink_free)
+@declare(forms=_SOFTPLUS, saves="the output; the derivative -expm1(-y) is accurate for large |x| of either sign",
+         **_kink_free())
 def softplus(x):
     """Softplus ``log(1 + eˣ)``, a smooth ReLU.
 
@@ -387,9 +382,8 @@ def _silu_local(x):
 _SILU = _elementwise("silu", _silu_value, _silu_local, save=_saves_input(_silu_value))
 
 
-@declare(family="nn", twin=twin.silu, rules=_SILU, upstream=jax.nn.silu,
-         saves="the input (σ is recomputed rather than stored)",
-         differs="integer inputs are promoted to float (jax.nn.silu raises)", **_kink_free)
+@declare(forms=_SILU, saves="the input (σ is recomputed rather than stored)",
+         differs="integer inputs are promoted to float (jax.nn.silu raises)", **_kink_free())
 def silu(x):
     """SiLU (swish) ``x · σ(x)``.
 
@@ -427,8 +421,7 @@ def _gelu_local(x, approximate):
 _GELU = _elementwise("gelu", _gelu_value, _gelu_local, save=_saves_input(_gelu_value))
 
 
-@declare(family="nn", twin=twin.gelu, rules=_GELU, upstream=jax.nn.gelu, saves="the input",
-         variants=({}, {"approximate": False}), **_kink_free)
+@declare(forms=_GELU, saves="the input", **_kink_free(variants=({}, {"approximate": False})))
 def gelu(x, approximate=True):
     """Gaussian error linear unit ``x · Φ(x)``.
 
@@ -473,7 +466,7 @@ def _softmax_save(x, where, axis):
     return y, (y, None)
 
 
-_SOFTMAX = Rule("softmax", value=_softmax_value, save=_softmax_save, vjp=_softmax_vjp, jvp=_softmax_jvp)
+_SOFTMAX = Op("softmax", value=_softmax_value, save=_softmax_save, vjp=_softmax_vjp, jvp=_softmax_jvp)
 
 
 def _log_softmax_value(x, where, axis):
@@ -504,11 +497,11 @@ def _log_softmax_save(x, where, axis):
     return y, (y, where)
 
 
-_LOG_SOFTMAX = Rule("log_softmax", value=_log_softmax_value, save=_log_softmax_save,
+_LOG_SOFTMAX = Op("log_softmax", value=_log_softmax_value, save=_log_softmax_save,
                     vjp=_log_softmax_vjp, jvp=_log_softmax_jvp)
 
 
-def _normalize(op: str, rule: Rule, x, axis, where):
+def _normalize(op: str, rule: Op, x, axis, where):
     name = f"funcnet.nn.{op}"
     x = _unary(op, x)
     axes = canonical_axis(name, axis, x.ndim)
@@ -522,19 +515,18 @@ def _normalize(op: str, rule: Rule, x, axis, where):
     return _UNMASKED[rule.name](x, axis=axes)
 
 
-def _unmasked(rule: Rule) -> Rule:
+def _unmasked(rule: Op) -> Op:
     """The rule with ``where=None`` bound (``None`` is not an array argument)."""
     return with_optional(rule.name, rule.save, rule.vjp, rule.jvp, (True, False))
 
 
 _UNMASKED = {r.name: _unmasked(r) for r in (_SOFTMAX, _LOG_SOFTMAX)}
 
-_softmax_like = dict(sample=S.unary(), cases=S.SOFTMAX_SHAPES, extreme=lambda: (S.extreme_logits(),),
-                     variants=({}, {"axis": 0}, {"axis": None}))
+_softmax_like = dict(checks=Checks(sample=S.unary(), cases=S.SOFTMAX_SHAPES, extreme=lambda: (S.extreme_logits(),),
+                                  variants=({}, {"axis": 0}, {"axis": None})))
 
 
-@declare(family="nn", twin=twin.softmax, rules=(_UNMASKED["softmax"], _SOFTMAX), upstream=jax.nn.softmax,
-         saves="the output only", **_softmax_like)
+@declare(forms=(_UNMASKED["softmax"], _SOFTMAX), saves="the output only", **_softmax_like)
 def softmax(x, axis=-1, where=None):
     """Softmax ``y_i = exp(x_i) / Σ_j exp(x_j)`` along ``axis`` (an int, a tuple, or None for all).
 
@@ -547,9 +539,8 @@ def softmax(x, axis=-1, where=None):
     return _normalize("softmax", _SOFTMAX, x, axis, where)
 
 
-@declare(family="nn", twin=twin.log_softmax, rules=(_UNMASKED["log_softmax"], _LOG_SOFTMAX),
-         upstream=jax.nn.log_softmax, saves="the output only (softmax is exp(y)), and the mask if given",
-         **_softmax_like)
+@declare(forms=(_UNMASKED["log_softmax"], _LOG_SOFTMAX),
+         saves="the output only (softmax is exp(y)), and the mask if given", **_softmax_like)
 def log_softmax(x, axis=-1, where=None):
     """Log-softmax ``y_i = x_i - log Σ_j exp(x_j)`` along ``axis`` (an int, a tuple, or None).
 
@@ -576,11 +567,9 @@ def _relu6_save(x):
 _RELU6 = _elementwise("relu6", _relu6_value, lambda inside: inside.astype(jnp.float32), save=_relu6_save)
 
 
-@declare(family="nn", twin=twin.relu6, rules=_RELU6, upstream=jax.nn.relu6,
-         saves="a boolean mask of 0 < x < 6", sample=S.unary((0.0, 6.0), scale=4.0),
-         cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
-         kink="gradient 0 at x = 0 and at x = 6, as jax.nn.relu6",
-         kinks=(Kink("x = 0, 6", (S.np.array([0.0, 6.0]),), S.np.array([0.0, 0.0])),))
+@declare(forms=_RELU6, saves="a boolean mask of 0 < x < 6", kink="gradient 0 at x = 0 and at x = 6, as jax.nn.relu6",
+         checks=Checks(sample=S.unary((0.0, 6.0), scale=4.0), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       kinks=(Kink("x = 0, 6", (S.np.array([0.0, 6.0]),), S.np.array([0.0, 0.0])),)))
 def relu6(x):
     """ReLU capped at 6: ``min(max(x, 0), 6)``.
 
@@ -602,10 +591,11 @@ def _hard_silu_local(x):
 _HARD_SILU = _elementwise("hard_silu", _hard_silu_value, _hard_silu_local, save=_saves_input(_hard_silu_value))
 
 
-@declare(family="nn", twin=twin.hard_silu, rules=_HARD_SILU, upstream=jax.nn.hard_silu, saves="the input",
-         sample=S.unary((-3.0, 3.0), scale=3.0), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+@declare(forms=_HARD_SILU, saves="the input",
          kink="gradient 0 at x = -3 and 1 at x = 3 (hard_sigmoid's slope is taken as 0 there), as jax.nn.hard_silu",
-         kinks=(Kink("x = ±3", (S.np.array([-3.0, 3.0]),), S.np.array([0.0, 1.0])),))
+         checks=Checks(sample=S.unary((-3.0, 3.0), scale=3.0), cases=S.ACTIVATION_SHAPES,
+                       extreme=S.extreme_activation,
+                       kinks=(Kink("x = ±3", (S.np.array([-3.0, 3.0]),), S.np.array([0.0, 1.0])),)))
 def hard_silu(x):
     """Hard SiLU (hard swish) ``x · relu6(x + 3) / 6``; ``hard_swish`` is the same function.
 
@@ -617,11 +607,11 @@ def hard_silu(x):
 hard_swish = hard_silu
 
 
-@declare(family="nn", twin=twin.hard_sigmoid, rules=_RELU6, upstream=jax.nn.hard_sigmoid,
-         saves="a boolean mask of -3 < x < 3 (relu6's rule at x + 3)", sample=S.unary((-3.0, 3.0), scale=3.0),
-         cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+@declare(forms=_RELU6, saves="a boolean mask of -3 < x < 3 (relu6's rule at x + 3)",
          kink="gradient 0 at x = -3 and at x = 3, as jax.nn.hard_sigmoid",
-         kinks=(Kink("x = ±3", (S.np.array([-3.0, 3.0]),), S.np.array([0.0, 0.0])),))
+         checks=Checks(sample=S.unary((-3.0, 3.0), scale=3.0), cases=S.ACTIVATION_SHAPES,
+                       extreme=S.extreme_activation,
+                       kinks=(Kink("x = ±3", (S.np.array([-3.0, 3.0]),), S.np.array([0.0, 0.0])),)))
 def hard_sigmoid(x):
     """Hard sigmoid ``relu6(x + 3) / 6``, as ``jax.nn.hard_sigmoid``.
 
@@ -644,8 +634,7 @@ _LOG_SIGMOID = _elementwise("log_sigmoid", _log_sigmoid_value, lambda x: lax.log
                             save=_saves_input(_log_sigmoid_value))
 
 
-@declare(family="nn", twin=twin.log_sigmoid, rules=_LOG_SIGMOID, upstream=jax.nn.log_sigmoid,
-         saves="the input", **_kink_free)
+@declare(forms=_LOG_SIGMOID, saves="the input", **_kink_free())
 def log_sigmoid(x):
     """Log-sigmoid ``log σ(x) = -softplus(-x)``, finite for every finite x.
 
@@ -664,8 +653,7 @@ _SOFT_SIGN = _elementwise("soft_sign", _soft_sign_value, lambda x: 1 / (jnp.abs(
                           save=_saves_input(_soft_sign_value))
 
 
-@declare(family="nn", twin=twin.soft_sign, rules=_SOFT_SIGN, upstream=jax.nn.soft_sign, saves="the input",
-         **_kink_free)
+@declare(forms=_SOFT_SIGN, saves="the input", **_kink_free())
 def soft_sign(x):
     """Soft sign ``x / (|x| + 1)``.
 
@@ -689,10 +677,10 @@ _SPARSE_PLUS = _elementwise("sparse_plus", _sparse_plus_value, _sparse_plus_loca
                             save=_saves_input(_sparse_plus_value))
 
 
-@declare(family="nn", twin=twin.sparse_plus, rules=_SPARSE_PLUS, upstream=jax.nn.sparse_plus, saves="the input",
-         sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+@declare(forms=_SPARSE_PLUS, saves="the input",
          kink="none: the derivative is continuous (0 at x = -1, 1 at x = 1, from both sides)",
-         kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([0.0, 1.0])),))
+         checks=Checks(sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([0.0, 1.0])),)))
 def sparse_plus(x):
     """Sparse plus: 0 for x ≤ -1, ``(x + 1)² / 4`` for -1 < x < 1, ``x`` for x ≥ 1.
 
@@ -715,10 +703,10 @@ _SPARSE_SIGMOID = _elementwise("sparse_sigmoid", _sparse_sigmoid_value, _sparse_
                                save=_saves_input(_sparse_sigmoid_value))
 
 
-@declare(family="nn", twin=twin.sparse_sigmoid, rules=_SPARSE_SIGMOID, upstream=jax.nn.sparse_sigmoid,
-         saves="the input", sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+@declare(forms=_SPARSE_SIGMOID, saves="the input",
          kink="gradient 1/4 at x = ±1 (the mean of the one-sided slopes 0 and 1/2), as jax.nn.sparse_sigmoid",
-         kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([0.25, 0.25])),))
+         checks=Checks(sample=S.unary((-1.0, 1.0)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       kinks=(Kink("x = ±1", (S.np.array([-1.0, 1.0]),), S.np.array([0.25, 0.25])),)))
 def sparse_sigmoid(x):
     """Sparse sigmoid ``clip(x + 1, 0, 2) / 2``: 0 below -1, 1 above 1, linear between.
 
@@ -742,10 +730,9 @@ _SELU = _elementwise("selu", _selu_value,
                      lambda y: jnp.where(widen(y) > 0, _SELU_SCALE, widen(y) + _SELU_SCALE * _SELU_ALPHA))
 
 
-@declare(family="nn", twin=twin.selu, rules=_SELU, upstream=jax.nn.selu, saves="the output",
-         sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
-         kink="gradient λα at x = 0 (the left branch), as jax.nn.selu",
-         kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([_SELU_SCALE * _SELU_ALPHA])),))
+@declare(forms=_SELU, saves="the output", kink="gradient λα at x = 0 (the left branch), as jax.nn.selu",
+         checks=Checks(sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
+                       kinks=(Kink("x = 0", (S.np.array([0.0]),), S.np.array([_SELU_SCALE * _SELU_ALPHA])),)))
 def selu(x):
     """Scaled ELU ``λ·x`` for x > 0 and ``λα(eˣ - 1)`` for x ≤ 0, with λ ≈ 1.0507 and α ≈ 1.6733.
 
@@ -763,9 +750,9 @@ _CELU = _elementwise("celu", _celu_value,
                      lambda y, alpha: jnp.where(widen(y) > 0, 1.0, widen(y) / alpha + 1))
 
 
-@declare(family="nn", twin=twin.celu, rules=_CELU, upstream=jax.nn.celu, saves="the output",
-         variants=({}, {"alpha": 0.5}), differs="alpha must be a positive Python number (jax.nn.celu also "
-         "takes an array)", **_kink_free)
+@declare(forms=_CELU, saves="the output",
+         differs="alpha must be a positive Python number (jax.nn.celu also " "takes an array)",
+         **_kink_free(variants=({}, {"alpha": 0.5})))
 def celu(x, alpha=1.0):
     """Continuously differentiable ELU ``max(x, 0) + α(e^{min(x, 0)/α} - 1)``.
 
@@ -791,7 +778,7 @@ def _mish_local(x):
 _MISH = _elementwise("mish", _mish_value, _mish_local, save=_saves_input(_mish_value))
 
 
-@declare(family="nn", twin=twin.mish, rules=_MISH, upstream=jax.nn.mish, saves="the input", **_kink_free)
+@declare(forms=_MISH, saves="the input", **_kink_free())
 def mish(x):
     """Mish ``x · tanh(softplus(x))``.
 
@@ -817,10 +804,10 @@ def _positive(rng, shape):
     return (S.np.abs(S.normal(rng, shape)) + 0.1,)
 
 
-@declare(family="nn", twin=twin.log1mexp, rules=_LOG1MEXP, upstream=jax.nn.log1mexp, saves="the input",
-         activation=False, differs="the gradient is finite for tiny x > 0, where jax.nn.log1mexp's is NaN",
-         sample=_positive, cases=S.ACTIVATION_SHAPES,
-         extreme=lambda: (S.np.array([1e-6, 0.5, _LOG2, 50.0, 1e4]),))
+@declare(forms=_LOG1MEXP, saves="the input", activation=False,
+         differs="the gradient is finite for tiny x > 0, where jax.nn.log1mexp's is NaN",
+         checks=Checks(sample=_positive, cases=S.ACTIVATION_SHAPES,
+                       extreme=lambda: (S.np.array([1e-6, 0.5, _LOG2, 50.0, 1e4]),)))
 def log1mexp(x):
     """``log(1 - e^{-x})`` for x > 0, accurate at both ends (``log(-expm1(-x))`` below log 2, ``log1p(-e^{-x})``
     above), as jax.nn.log1mexp; NaN for x < 0 and -inf at 0.
@@ -866,7 +853,7 @@ def _squareplus_jvp(res, tx, tb):
     return None if out is None else out.astype(x.dtype)
 
 
-_SQUAREPLUS = Rule("squareplus", value=lambda x, b: _squareplus_parts(x, b)[0].astype(x.dtype),
+_SQUAREPLUS = Op("squareplus", value=lambda x, b: _squareplus_parts(x, b)[0].astype(x.dtype),
                    vjp=_squareplus_vjp, jvp=_squareplus_jvp)
 
 
@@ -874,11 +861,11 @@ def _x_and_smoothness(rng, shape):
     return S.normal(rng, shape, 3.0), rng.uniform(0.5, 5.0, ())
 
 
-@declare(family="nn", twin=twin.squareplus, rules=_SQUAREPLUS, upstream=jax.nn.squareplus,
-         saves="x and b", sample=_x_and_smoothness, cases=S.ACTIVATION_SHAPES[1:], diff_argnums=(0, 1),
-         extreme=lambda: (S.np.array([-1e30, -1e4, -1.0, 0.5, 1e4, 1e30]), S.np.array(4.0)),
-         differs="accurate for large negative x (about b/(4|x|)), where jax.nn's (x + sqrt(x² + b))/2 cancels "
-                 "to 0, or to inf once x² overflows, and is NaN at -inf (funcnet: 0, the limit)")
+@declare(forms=_SQUAREPLUS, saves="x and b", diff_argnums=(0, 1),
+         differs="accurate for large negative x (about b/(4|x|)), where jax.nn's (x + sqrt(x² + b))/2 cancels to "
+                 "0, or to inf once x² overflows, and is NaN at -inf (funcnet: 0, the limit)",
+         checks=Checks(sample=_x_and_smoothness, cases=S.ACTIVATION_SHAPES[1:],
+                       extreme=lambda: (S.np.array([-1e30, -1e4, -1.0, 0.5, 1e4, 1e30]), S.np.array(4.0))))
 def squareplus(x, b=4):
     """Squareplus ``(x + sqrt(x² + b)) / 2`` (Barron, 2021), as ``jax.nn.squareplus``.
 
@@ -915,15 +902,15 @@ def _glu_jvp(x, t, axis):
     return (ta * s + a * s * (1 - s) * tb).astype(t.dtype)
 
 
-_GLU = Rule("glu", value=lambda x, axis: (lambda a, _, s: a * s)(*_glu_halves(x, axis)).astype(x.dtype),
+_GLU = Op("glu", value=lambda x, axis: (lambda a, _, s: a * s)(*_glu_halves(x, axis)).astype(x.dtype),
             save=lambda x, axis: ((lambda a, _, s: a * s)(*_glu_halves(x, axis)).astype(x.dtype), x),
             vjp=_glu_vjp, jvp=_glu_jvp)
 
 
-@declare(family="nn", twin=twin.glu, rules=_GLU, upstream=jax.nn.glu, saves="the input", activation=False,
-         sample=S.unary(), cases=((4,), (2, 4), (2, 3, 4)),
-         extreme=lambda: (S.np.array([-1e4, 50.0, 1e4, -1.0, 1e4, -1e4, -50.0, 50.0]),),
-         differs="an axis of odd size raises a ValueError naming the axis (jax.nn.glu: an AssertionError)")
+@declare(forms=_GLU, saves="the input", activation=False,
+         differs="an axis of odd size raises a ValueError naming the axis (jax.nn.glu: an AssertionError)",
+         checks=Checks(sample=S.unary(), cases=((4,), (2, 4), (2, 3, 4)),
+                       extreme=lambda: (S.np.array([-1e4, 50.0, 1e4, -1.0, 1e4, -1e4, -50.0, 50.0]),)))
 def glu(x, axis=-1):
     """Gated linear unit ``a ⊙ σ(b)``, where ``a, b`` are the two halves of x along ``axis``, as ``jax.nn.glu``.
 
@@ -1044,14 +1031,13 @@ def _reduce_exp(op: str, a, axis, b, keepdims, where, mean: bool, return_sign: b
     return out, lax.stop_gradient(jnp.sign(total))
 
 
-@declare(family="nn", twin=twin.logsumexp, rules=tuple(_LSE.values()), upstream=jax.nn.logsumexp,
-         saves="the inputs, and per reduced row the maximum and the sum of b e^{a - max}",
-         activation=False, sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2],
-         extreme=lambda: (S.extreme_logits(),),
-         differs="the gradient in b at an entry with b = 0 is e^a / Σ b e^a, the true slope (jax.nn: 0); where "
-                 "the sum is negative (b given, return_sign=False) the value and the gradient are NaN (jax.nn: "
-                 "NaN value, gradient 0); a row that `where` leaves empty has tangent 0, as its gradient "
-                 "(jax.nn: NaN tangent)")
+@declare(forms=tuple(_LSE.values()), saves="the inputs, and per reduced row the maximum and the sum of b e^{a - max}",
+         activation=False,
+         differs="the gradient in b at an entry with b = 0 is e^a / Σ b e^a, the true slope (jax.nn: 0); where the "
+                 "sum is negative (b given, return_sign=False) the value and the gradient are NaN (jax.nn: NaN "
+                 "value, gradient 0); a row that `where` leaves empty has tangent 0, as its gradient (jax.nn: NaN "
+                 "tangent)",
+         checks=Checks(sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2], extreme=lambda: (S.extreme_logits(),)))
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=None):
     """``log Σ_i b_i e^{a_i}`` over ``axis`` (int, tuple or None for all), as ``jax.nn.logsumexp``.
 
@@ -1067,10 +1053,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     return _reduce_exp("funcnet.nn.logsumexp", a, axis, b, keepdims, where, mean=False, return_sign=return_sign)
 
 
-@declare(family="nn", twin=twin.logmeanexp, rules=tuple(_LSE.values()), upstream=jax.nn.logmeanexp,
-         saves="the input, and per reduced row the maximum and the sum of e^{x - max}", activation=False,
-         sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2], extreme=lambda: (S.extreme_logits(),),
-         differs="a row that `where` leaves empty has tangent 0, as its gradient (jax.nn: NaN tangent)")
+@declare(forms=tuple(_LSE.values()), saves="the input, and per reduced row the maximum and the sum of e^{x - max}",
+         activation=False,
+         differs="a row that `where` leaves empty has tangent 0, as its gradient (jax.nn: NaN tangent)",
+         checks=Checks(sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2], extreme=lambda: (S.extreme_logits(),)))
 def logmeanexp(x, axis=None, where=None, keepdims=False):
     """``log((1/n) Σ_i e^{x_i}) = logsumexp(x) - log n`` over ``axis``, as ``jax.nn.logmeanexp``.
 

@@ -24,17 +24,21 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
 from funcnet.ops import activations
 from funcnet.ops._common import as_integer_array, check_class_labels, float_input, promote_floats
-from funcnet.ops._declare import activations as declared_activations
-from funcnet.ops._declare import declare
-from funcnet.ops._rule import Rule, varying_like
+from funcnet.ops.binding import Op, varying_like
+from funcnet.ops.declaration import Checks, declarer
+from funcnet.ops.declaration import activations as declared_activations
 from funcnet.ops.gates import check_affine_shapes
 from funcnet.reference import gates as gates_twin
 from funcnet.reference import losses as twin
+
+declare_gate = declarer("gates", twins=gates_twin)
+declare_loss = declarer("losses", twins=twin, upstream=optax.losses)
 
 
 # ----------------------------------------------------------- activation_affine
@@ -103,7 +107,7 @@ def _activation_affine_jvp(res, tz, tw, tb, activation, kwargs):
     return jnp.broadcast_to(out, z.shape[:-1] + (w.shape[1],)) if out is not None else None
 
 
-_ACTIVATION_AFFINE = Rule(
+_ACTIVATION_AFFINE = Op(
     "activation_affine",
     value=_activation_affine_value,
     save=lambda z, w, b, **static: (_activation_affine_value(z, w, b, **static), (z, w)),
@@ -115,14 +119,13 @@ _ACTIVATION_AFFINE = Rule(
 FUSABLE = tuple(a for a in declared_activations() if a != "prelu")
 
 
-@declare(family="gates", twin=gates_twin.activation_affine, rules=_ACTIVATION_AFFINE,
-         saves="z and w (f(z) is recomputed in the reverse rule), so a chain keeps one tensor per layer",
-         sample=S.pair, cases=(((5, 3), (3, 4), (4,)), ((3,), (3, 2), (2,)), ((2, 3, 4), (4, 2), (2,))),
-         diff_argnums=(0, 1, 2),
-         # an elementwise and a row-wise activation (every activation: tests/test_fused_dense.py)
-         variants=({"activation": "silu"}, {"activation": "softmax"}),
-         kink="that of the activation (e.g. relu's gradient 0 at z = 0)",
-         extreme=lambda: (np.array([[1e4, -1e4]]), np.array([[-1e4, 3.0], [1e4, 1.0]]), np.array([1e4, 0.0])))
+@declare_gate(forms=_ACTIVATION_AFFINE,
+              saves="z and w (f(z) is recomputed in the reverse rule), so a chain keeps one tensor per layer",
+              diff_argnums=(0, 1, 2), kink="that of the activation (e.g. relu's gradient 0 at z = 0)",
+              checks=Checks(sample=S.pair,
+                            cases=(((5, 3), (3, 4), (4,)), ((3,), (3, 2), (2,)), ((2, 3, 4), (4, 2), (2,))),
+                            variants=({"activation": "silu"}, {"activation": "softmax"}),
+                            extreme=lambda: (np.array([[1e4, -1e4]]), np.array([[-1e4, 3.0], [1e4, 1.0]]), np.array([1e4, 0.0]))))
 def activation_affine(z, w, b, activation="relu", **activation_kwargs):
     """An activation followed by an affine map, fused: ``f(z) @ w + b``.
 
@@ -314,7 +317,7 @@ def _jvp(res, tx, tw, tb, _labels, _where, smoothing, z_loss, block_rows, block_
     return jnp.where(where, t, 0.0).astype(x.dtype)
 
 
-_LINEAR_CE = Rule(
+_LINEAR_CE = Op(
     "linear_softmax_cross_entropy",
     value=lambda *a, **s: _value_parts(*a, **s)[0],
     save=_save, vjp=_vjp, jvp=_jvp,
@@ -335,13 +338,10 @@ def _extreme():
 _DEFAULT_ROWS, _DEFAULT_CLASSES = 1024, 4096
 
 
-@declare(family="losses", twin=twin.linear_softmax_cross_entropy, rules=_LINEAR_CE,
-         saves="the inputs and the per-row log-sum-exp (N numbers), never the N × V logits",
-         sample=_sample, cases=((3, 4, 5), (7, 3, 11)), diff_argnums=(0, 1, 3),
-         # blocks that split every case unevenly (with the options), and the default blocks (one, here);
-         # more block layouts: tests/test_fused.py
-         variants=({"block_rows": 3, "block_classes": 3, "label_smoothing": 0.1, "z_loss": 1e-2}, {}),
-         extreme=_extreme)
+@declare_loss(forms=_LINEAR_CE, saves="the inputs and the per-row log-sum-exp (N numbers), never the N × V logits",
+              diff_argnums=(0, 1, 3), checks=Checks(sample=_sample, cases=((3, 4, 5), (7, 3, 11)),
+                            variants=({"block_rows": 3, "block_classes": 3, "label_smoothing": 0.1, "z_loss": 1e-2}, {}),
+                            extreme=_extreme))
 def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=None, label_smoothing=0.0,
                                  z_loss=0.0, block_rows=_DEFAULT_ROWS, block_classes=_DEFAULT_CLASSES):
     """Softmax cross-entropy of ``z = features @ weight + bias`` against integer labels, fused.

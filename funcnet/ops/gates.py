@@ -1,6 +1,6 @@
 """Gates of a computational graph: add, multiply, maximum, matmul, affine (``funcnet.gates``).
 
-Each gate is one :class:`~funcnet.ops._rule.Rule` (value, residuals, reverse
+Each gate is one :class:`~funcnet.ops.binding.Op` (value, residuals, reverse
 rule, forward rule) and one public function, declared together with
 :func:`declare`. The reverse rules are the three patterns of backpropagation on
 a graph:
@@ -26,9 +26,11 @@ import numpy as np
 
 from funcnet.ops import _samples as S
 from funcnet.ops._common import broadcast_shapes, promote_floats, sum_to_shape
-from funcnet.ops._declare import Kink, declare, names
-from funcnet.ops._rule import Rule
+from funcnet.ops.binding import Op
+from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import gates as twin
+
+declare = declarer("gates", twins=twin)
 
 
 def _sum_tangents(terms, shape):
@@ -51,7 +53,7 @@ def _add_jvp(_, tx, ty, x_shape, y_shape):
     return _sum_tangents((tx, ty), np.broadcast_shapes(x_shape, y_shape))
 
 
-_ADD = Rule(
+_ADD = Op(
     "add",
     value=lambda x, y, x_shape, y_shape: x + y,
     save=lambda x, y, x_shape, y_shape: (x + y, None),
@@ -60,8 +62,8 @@ _ADD = Rule(
 )
 
 
-@declare(family="gates", twin=twin.add, rules=_ADD, saves="nothing (static shapes only)",
-         sample=S.pair, cases=S.BROADCAST_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair)
+@declare(forms=_ADD, saves="nothing (static shapes only)", diff_argnums=(0, 1),
+         checks=Checks(sample=S.pair, cases=S.BROADCAST_PAIRS, extreme=S.extreme_pair))
 def add(x, y):
     """Elementwise sum ``x + y`` with ``jnp`` broadcasting.
 
@@ -87,11 +89,11 @@ def _multiply_jvp(res, tx, ty):
     return _sum_tangents((None if tx is None else tx * y, None if ty is None else x * ty), shape)
 
 
-_MULTIPLY = Rule("multiply", value=lambda x, y: x * y, vjp=_multiply_vjp, jvp=_multiply_jvp)
+_MULTIPLY = Op("multiply", value=lambda x, y: x * y, vjp=_multiply_vjp, jvp=_multiply_jvp)
 
 
-@declare(family="gates", twin=twin.multiply, rules=_MULTIPLY, saves="both inputs",
-         sample=S.pair, cases=S.BROADCAST_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair)
+@declare(forms=_MULTIPLY, saves="both inputs", diff_argnums=(0, 1),
+         checks=Checks(sample=S.pair, cases=S.BROADCAST_PAIRS, extreme=S.extreme_pair))
 def multiply(x, y):
     """Elementwise product ``x * y`` with ``jnp`` broadcasting.
 
@@ -126,13 +128,13 @@ def _maximum_jvp(res, tx, ty):
     return _sum_tangents((None if tx is None else share * tx, None if ty is None else (1 - share) * ty), shape)
 
 
-_MAXIMUM = Rule("maximum", value=jnp.maximum, vjp=_maximum_vjp, jvp=_maximum_jvp)
+_MAXIMUM = Op("maximum", value=jnp.maximum, vjp=_maximum_vjp, jvp=_maximum_jvp)
 
 
-@declare(family="gates", twin=twin.maximum, rules=_MAXIMUM, saves="both inputs",
-         sample=S.untied_pair, cases=S.BROADCAST_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair,
+@declare(forms=_MAXIMUM, saves="both inputs", diff_argnums=(0, 1),
          kink="at a tie x == y the gradient is split equally, g/2 to each input (as jax.grad(jnp.maximum))",
-         kinks=(Kink("x == y", (np.array([1.0]), np.array([1.0])), np.array([0.5])),))
+         checks=Checks(sample=S.untied_pair, cases=S.BROADCAST_PAIRS, extreme=S.extreme_pair,
+                       kinks=(Kink("x == y", (np.array([1.0]), np.array([1.0])), np.array([0.5])),)))
 def maximum(x, y):
     """Elementwise maximum ``max(x, y)`` with ``jnp`` broadcasting.
 
@@ -184,15 +186,12 @@ def _matmul_jvp(res, ta, tb):
     return None if not terms else sum(terms[1:], terms[0])
 
 
-_MATMUL = Rule("matmul", value=jnp.matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
+_MATMUL = Op("matmul", value=jnp.matmul, vjp=_matmul_vjp, jvp=_matmul_jvp)
 
 
-@declare(family="gates", twin=twin.matmul, rules=_MATMUL, saves="both inputs",
-         sample=S.pair,
-         cases=(((3, 4), (4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4, 5)),
-                ((2, 1, 3, 4), (5, 4, 2))),
-         diff_argnums=(0, 1),
-         extreme=lambda: (np.array([[1e4, -1e4], [1.0, 2.0]]), np.array([[-1e4, 3.0], [1e4, 1.0]])))
+@declare(forms=_MATMUL, saves="both inputs", diff_argnums=(0, 1), checks=Checks(sample=S.pair,
+                       cases=(((3, 4), (4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)), ((2, 3, 4), (4, 5)), ((2, 1, 3, 4), (5, 4, 2))),
+                       extreme=lambda: (np.array([[1e4, -1e4], [1.0, 2.0]]), np.array([[-1e4, 3.0], [1e4, 1.0]]))))
 def matmul(a, b):
     """Matrix product with the semantics of ``jnp.matmul``.
 
@@ -243,7 +242,7 @@ def _affine_jvp(res, tx, tw, tb):
     )
 
 
-_AFFINE = Rule(
+_AFFINE = Op(
     "affine",
     value=_affine_value,
     save=lambda x, w, b: (_affine_value(x, w, b), (x, w)),
@@ -252,10 +251,9 @@ _AFFINE = Rule(
 )
 
 
-@declare(family="gates", twin=twin.affine, rules=_AFFINE, saves="x and w",
-         sample=S.pair, cases=(((5, 3), (3, 4), (4,)), ((3,), (3, 2), (2,)), ((2, 3, 4), (4, 2), (2,))),
-         diff_argnums=(0, 1, 2),
-         extreme=lambda: (np.array([[1e4, -1e4]]), np.array([[-1e4, 3.0], [1e4, 1.0]]), np.array([1e4, 0.0])))
+@declare(forms=_AFFINE, saves="x and w", diff_argnums=(0, 1, 2),
+         checks=Checks(sample=S.pair, cases=(((5, 3), (3, 4), (4,)), ((3,), (3, 2), (2,)), ((2, 3, 4), (4, 2), (2,))),
+                       extreme=lambda: (np.array([[1e4, -1e4]]), np.array([[-1e4, 3.0], [1e4, 1.0]]), np.array([1e4, 0.0]))))
 def affine(x, w, b):
     """Affine map ``x @ w + b``: the score function of a dense layer.
 

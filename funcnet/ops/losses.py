@@ -8,7 +8,7 @@ departs from it. Every floating-point argument gets a gradient, the targets
 included (soft labels are allowed wherever Optax allows them); integer labels
 and boolean masks get none.
 
-Each loss is one :class:`~funcnet.ops._rule.Rule` (value, residuals, reverse
+Each loss is one :class:`~funcnet.ops.binding.Op` (value, residuals, reverse
 rule, forward rule) and one public function, declared together with
 :func:`declare`. Argument checks, promotion and broadcasting happen in the
 public function, outside the rule, so that a label broadcast against the logits
@@ -49,9 +49,11 @@ from funcnet.ops._common import (
     weight_leaves,
     widen,
 )
-from funcnet.ops._declare import Kink, declare, names
-from funcnet.ops._rule import Rule, with_array_hypers, with_optional
+from funcnet.ops.binding import Op, with_array_hypers, with_optional
+from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
+
+declare = declarer("losses", twins=twin, upstream=optax.losses)
 
 
 # ----------------------------------------------------------------------- helpers
@@ -119,13 +121,13 @@ def _add(a, b):
     return a if b is None else a + b
 
 
-def _mask_optional(name: str, save: Callable, vjp: Callable, jvp: Callable) -> tuple[Rule, Rule]:
+def _mask_optional(name: str, save: Callable, vjp: Callable, jvp: Callable) -> tuple[Op, Op]:
     """The rules without and with the optional boolean mask, ``save``'s last argument (two arrays before it)."""
     return tuple(with_optional(name, save, vjp, jvp, (True, True, masked)) for masked in (False, True))
 
 
 # ------------------------------------------- losses of the error p - t: squared, l2, huber, log-cosh
-def _error_rules(name: str, f: Callable, df: Callable) -> tuple[Rule, Rule]:
+def _error_rules(name: str, f: Callable, df: Callable) -> tuple[Op, Op]:
     """The rules of a loss ``f(p - t)`` (targets given) and ``f(p)`` (``targets=None``).
 
     ``f(d, **static)`` is the loss of the error and ``df(d, **static)`` its
@@ -157,10 +159,10 @@ def _error_rules(name: str, f: Callable, df: Callable) -> tuple[Rule, Rule]:
     def jvp0(res, tp, **static):
         return None if tp is None else (df(widen(res[0]), **static) * widen(tp)).astype(tp.dtype)
 
-    return Rule(name, value=value, vjp=vjp, jvp=jvp), Rule(name, value=value0, vjp=vjp0, jvp=jvp0)
+    return Op(name, value=value, vjp=vjp, jvp=jvp), Op(name, value=value0, vjp=vjp0, jvp=jvp0)
 
 
-def _error_loss(op: str, rules: tuple[Rule, Rule], predictions, targets, *, broadcast: bool, hypers=(), **static):
+def _error_loss(op: str, rules: tuple[Op, Op], predictions, targets, *, broadcast: bool, hypers=(), **static):
     """Check and promote (predictions, targets), then apply the rule (``targets=None`` means zeros).
 
     ``hypers``: array hyper-parameters, passed after the arrays (rules of :func:`with_array_hypers`)."""
@@ -178,13 +180,13 @@ def _error_loss(op: str, rules: tuple[Rule, Rule], predictions, targets, *, broa
 _SQUARED = _error_rules("squared_error", lambda d, scale: scale * d * d, lambda d, scale: 2 * scale * d)
 
 _squared_common = dict(
-    rules=_SQUARED, saves="both inputs (only the predictions when targets is None)",
-    sample=S.pair, cases=S.SAME_SHAPE_PAIRS, diff_argnums=(0, 1), extreme=S.extreme_pair,
+    forms=_SQUARED, saves="both inputs (only the predictions when targets is None)",
+    checks=Checks(sample=S.pair, cases=S.SAME_SHAPE_PAIRS, extreme=S.extreme_pair), diff_argnums=(0, 1),
     differs="integer predictions are promoted to float (optax raises)",
 )
 
 
-@declare(family="losses", twin=twin.squared_error, upstream=optax.losses.squared_error, **_squared_common)
+@declare(**_squared_common)
 def squared_error(predictions, targets=None):
     """Elementwise squared error ``(p - t)²``, as ``optax.losses.squared_error``.
 
@@ -193,17 +195,15 @@ def squared_error(predictions, targets=None):
 
     Derivative: d/dp = 2(p - t), d/dt = -2(p - t); the forward rule is
     ``2(p - t)(ṗ - ṫ)``.
-    Saves: both inputs. Kinks: none.
     """
     return _error_loss("funcnet.losses.squared_error", _SQUARED, predictions, targets, broadcast=False, scale=1.0)
 
 
-@declare(family="losses", twin=twin.l2_loss, upstream=optax.losses.l2_loss, **_squared_common)
+@declare(**_squared_common)
 def l2_loss(predictions, targets=None):
     """Half the squared error ``½(p - t)²``, as ``optax.losses.l2_loss``.
 
     Derivative: d/dp = p - t, d/dt = -(p - t); the forward rule is ``(p - t)(ṗ - ṫ)``.
-    Saves: both inputs. Kinks: none.
     """
     return _error_loss("funcnet.losses.l2_loss", _SQUARED, predictions, targets, broadcast=False, scale=0.5)
 
@@ -241,14 +241,12 @@ def _errors_away_from(*points):
 _error_cases = ((), (4, 3), ((4, 3), (3,)))
 
 
-@declare(family="losses", twin=twin.huber_loss, rules=_HUBER + _HUBER_ARRAY, upstream=optax.losses.huber_loss,
-         saves="both inputs (only the predictions when targets is None)",
-         sample=_errors_away_from(-1.0, 1.0), cases=_error_cases, diff_argnums=(0, 1), extreme=S.extreme_pair,
-         kink="none in the gradient (Huber is once differentiable); the second derivative jumps from 1 to 0 "
-              "at |p - t| = delta",
-         kinks=(Kink("|p - t| = delta = 1", (np.array([1.0, -1.0, 0.0]), np.array([0.0, 0.0, 0.0])),
-                     np.array([1.0, -1.0, 0.0])),),
-         differs="integer predictions are promoted to float (optax raises)")
+@declare(forms=_HUBER + _HUBER_ARRAY, saves="both inputs (only the predictions when targets is None)",
+         diff_argnums=(0, 1),
+         kink="none in the gradient (Huber is once differentiable); the second derivative jumps from 1 to 0 at |p "
+              "- t| = delta", differs="integer predictions are promoted to float (optax raises)",
+         checks=Checks(sample=_errors_away_from(-1.0, 1.0), cases=_error_cases, extreme=S.extreme_pair,
+                       kinks=(Kink("|p - t| = delta = 1", (np.array([1.0, -1.0, 0.0]), np.array([0.0, 0.0, 0.0])), np.array([1.0, -1.0, 0.0])),)))
 def huber_loss(predictions, targets=None, *, delta=1.0):
     """Huber loss, as ``optax.losses.huber_loss``: quadratic near 0, linear beyond ``delta``.
 
@@ -274,10 +272,9 @@ _LOG2 = math.log(2.0)
 _LOG_COSH = _error_rules("log_cosh", lambda d: jnp.logaddexp(d, -d) - _LOG2, lambda d: jnp.tanh(d))
 
 
-@declare(family="losses", twin=twin.log_cosh, rules=_LOG_COSH, upstream=optax.losses.log_cosh,
-         saves="both inputs (only the predictions when targets is None)",
-         sample=_errors_away_from(), cases=_error_cases, diff_argnums=(0, 1), extreme=S.extreme_pair,
-         differs="integer predictions are promoted to float (optax raises)")
+@declare(forms=_LOG_COSH, saves="both inputs (only the predictions when targets is None)", diff_argnums=(0, 1),
+         differs="integer predictions are promoted to float (optax raises)",
+         checks=Checks(sample=_errors_away_from(), cases=_error_cases, extreme=S.extreme_pair))
 def log_cosh(predictions, targets=None):
     """Log-cosh loss ``log cosh(p - t)``, as ``optax.losses.log_cosh``.
 
@@ -286,7 +283,6 @@ def log_cosh(predictions, targets=None):
     against each other (as in Optax); ``targets=None`` means zeros.
 
     Derivative: d/dp = tanh(p - t), d/dt = -tanh(p - t).
-    Saves: both inputs. Kinks: none.
     """
     return _error_loss("funcnet.losses.log_cosh", _LOG_COSH, predictions, targets, broadcast=True)
 
@@ -329,7 +325,7 @@ def _bce_jvp(res, tp, tt):
     return out.astype(probs.dtype)
 
 
-_BCE = Rule("binary_cross_entropy", value=_bce_value, vjp=_bce_vjp, jvp=_bce_jvp)
+_BCE = Op("binary_cross_entropy", value=_bce_value, vjp=_bce_vjp, jvp=_bce_jvp)
 
 
 def _probs_and_labels(rng, case):
@@ -337,14 +333,11 @@ def _probs_and_labels(rng, case):
     return rng.uniform(0.05, 0.95, a), rng.uniform(0.0, 1.0, b)
 
 
-@declare(family="losses", twin=twin.binary_cross_entropy, rules=_BCE, saves="both inputs",
-         sample=_probs_and_labels, cases=((), (5,), (4, 3), ((4, 3), (3,))), diff_argnums=(0, 1),
-         extreme=lambda: (np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0, 1.0, 0.5, 0.5])),
-         kink=f"each log is clamped at LOG_FLOOR = {LOG_FLOOR} (finite loss at p = 0 or 1); the derivative "
-              "of a clamped log is taken as 0",
-         kinks=(Kink("p = 0 and p = 1 (clamped logs)",
-                     (np.array([1.0, 0.0, 0.0, 1.0, 0.0]), np.array([1.0, 0.0, 1.0, 0.0, 0.5])),
-                     np.array([-1.0, 1.0, 0.0, 0.0, 0.5])),))
+@declare(forms=_BCE, saves="both inputs", diff_argnums=(0, 1),
+         kink=f"each log is clamped at LOG_FLOOR = {LOG_FLOOR} (finite loss at p = 0 or 1); the derivative " "of a clamped log is taken as 0",
+         checks=Checks(sample=_probs_and_labels, cases=((), (5,), (4, 3), ((4, 3), (3,))),
+                       extreme=lambda: (np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0, 1.0, 0.5, 0.5])),
+                       kinks=(Kink("p = 0 and p = 1 (clamped logs)", (np.array([1.0, 0.0, 0.0, 1.0, 0.0]), np.array([1.0, 0.0, 1.0, 0.0, 0.5])), np.array([-1.0, 1.0, 0.0, 0.0, 0.5])),)))
 def binary_cross_entropy(probs, labels):
     """Binary cross-entropy on probabilities: ``-(t log p + (1 - t) log(1 - p))``.
 
@@ -366,9 +359,8 @@ def binary_cross_entropy(probs, labels):
     1/u taken as 0 where its log is clamped (the clamped function is flat there).
     At the saturated correct answers the gradient is exact: d/dp = -1 at
     (p, t) = (1, 1) and +1 at (0, 0).
-    Kink convention: where a log meets its clamp (u = e⁻¹⁰⁰, in practice u = 0)
-    the clamped branch is taken: that term's gradient in p is 0.
-    Saves: both inputs.
+    Where a log meets its clamp (u = e⁻¹⁰⁰, in practice u = 0) the clamped
+    branch is taken: that term's gradient in p is 0.
     """
     op = "funcnet.losses.binary_cross_entropy"
     probs = float_input(op, "probs", probs)
@@ -402,7 +394,7 @@ def _sigmoid_bce_jvp(res, tx, tt):
     return None if out is None else out.astype(logits.dtype)
 
 
-_SIGMOID_BCE = Rule("sigmoid_binary_cross_entropy", value=_sigmoid_bce_value, vjp=_sigmoid_bce_vjp,
+_SIGMOID_BCE = Op("sigmoid_binary_cross_entropy", value=_sigmoid_bce_value, vjp=_sigmoid_bce_vjp,
                     jvp=_sigmoid_bce_jvp)
 
 
@@ -411,11 +403,10 @@ def _logits_and_soft_labels(rng, case):
     return S.normal(rng, a, 2.0), rng.uniform(0.0, 1.0, b)
 
 
-@declare(family="losses", twin=twin.sigmoid_binary_cross_entropy, rules=_SIGMOID_BCE, saves="both inputs",
-         sample=_logits_and_soft_labels, cases=((), (5,), (4, 3), ((4, 3), (3,)), ((3,), (2, 3))),
-         diff_argnums=(0, 1), upstream=optax.losses.sigmoid_binary_cross_entropy,
-         extreme=lambda: (S.extreme_activation()[0], np.array([0.0, 1.0, 0.5, 1.0, 0.0, 1.0])),
-         differs="integer logits are promoted to float (optax raises)")
+@declare(forms=_SIGMOID_BCE, saves="both inputs", diff_argnums=(0, 1),
+         differs="integer logits are promoted to float (optax raises)",
+         checks=Checks(sample=_logits_and_soft_labels, cases=((), (5,), (4, 3), ((4, 3), (3,)), ((3,), (2, 3))),
+                       extreme=lambda: (S.extreme_activation()[0], np.array([0.0, 1.0, 0.5, 1.0, 0.0, 1.0]))))
 def sigmoid_binary_cross_entropy(logits, labels):
     """Sigmoid cross-entropy on logits, as ``optax.losses.sigmoid_binary_cross_entropy``.
 
@@ -427,7 +418,6 @@ def sigmoid_binary_cross_entropy(logits, labels):
 
     Derivative: d/dx = σ(x) - t, d/dt = -x; the forward rule is
     ``(σ(x) - t)ẋ - x ṫ``.
-    Saves: both inputs. Kinks: none.
     """
     op = "funcnet.losses.sigmoid_binary_cross_entropy"
     logits = float_input(op, "logits", logits)
@@ -458,7 +448,7 @@ def _margin_jvp(res, ty, tt, margin):
     return None if dot is None else (-_margin_local(outputs, targets, margin) * dot).astype(outputs.dtype)
 
 
-_MARGIN = Rule("hinge_loss", value=_margin_value, vjp=_margin_vjp, jvp=_margin_jvp)
+_MARGIN = Op("hinge_loss", value=_margin_value, vjp=_margin_vjp, jvp=_margin_jvp)
 
 
 def _margin_pairs(margin):
@@ -480,16 +470,18 @@ def _margin_loss(op: str, predictor_outputs, targets, margin: float, same_shape:
     return _MARGIN(*_broadcast(op, outputs=outputs, targets=targets), margin=margin)
 
 
-_margin_common = dict(rules=_MARGIN, saves="both inputs", cases=((), (5,), (4, 3)), diff_argnums=(0, 1),
-                      extreme=lambda: (np.array([-1e4, 1e4, 0.5]), np.array([1.0, 1.0, -1.0])))
+_margin_common = dict(forms=_MARGIN, saves="both inputs", diff_argnums=(0, 1))
 
 
-@declare(family="losses", twin=twin.hinge_loss, upstream=optax.losses.hinge_loss,
-         sample=_margin_pairs(1.0), **_margin_common,
-         kink="at the hinge (y·t = 1) half the active gradient, as optax's jnp.maximum gives",
-         kinks=(Kink("y·t = 1 (first entry)", (np.array([1.0, 0.5, 2.0]), np.array([1.0, -1.0, 1.0])),
-                     np.array([-0.5, 1.0, 0.0])),),
-         differs="integer outputs are promoted to float")
+def _margin_checks(margin: float, kink: Kink) -> Checks:
+    return Checks(sample=_margin_pairs(margin), cases=((), (5,), (4, 3)), kinks=(kink,),
+                  extreme=lambda: (np.array([-1e4, 1e4, 0.5]), np.array([1.0, 1.0, -1.0])))
+
+
+@declare(kink="at the hinge (y·t = 1) half the active gradient, as optax's jnp.maximum gives",
+         differs="integer outputs are promoted to float",
+         checks=_margin_checks(1.0, Kink("y·t = 1 (first entry)", (np.array([1.0, 0.5, 2.0]), np.array([1.0, -1.0, 1.0])), np.array([-0.5, 1.0, 0.0]))),
+         **_margin_common)
 def hinge_loss(predictor_outputs, targets):
     """Binary hinge loss ``max(0, 1 - y·t)``, as ``optax.losses.hinge_loss``.
 
@@ -499,17 +491,14 @@ def hinge_loss(predictor_outputs, targets):
 
     Derivative: d/dy = -t·a, d/dt = -y·a with a = 1 where 1 - y·t > 0, a = ½ at
     1 - y·t = 0 (optax's jnp.maximum splits the tie) and a = 0 beyond.
-    Saves: both inputs.
     """
     return _margin_loss("funcnet.losses.hinge_loss", predictor_outputs, targets, 1.0, same_shape=False)
 
 
-@declare(family="losses", twin=twin.perceptron_loss, upstream=optax.losses.perceptron_loss,
-         sample=_margin_pairs(0.0), **_margin_common,
-         kink="at y·t = 0 half the active gradient, as optax's jnp.maximum gives",
-         kinks=(Kink("y·t = 0 (first entry)", (np.array([0.0, 1.0, -1.0]), np.array([1.0, 1.0, 1.0])),
-                     np.array([-0.5, 0.0, -1.0])),),
-         differs="integer outputs are promoted to float")
+@declare(kink="at y·t = 0 half the active gradient, as optax's jnp.maximum gives",
+         differs="integer outputs are promoted to float",
+         checks=_margin_checks(0.0, Kink("y·t = 0 (first entry)", (np.array([0.0, 1.0, -1.0]), np.array([1.0, 1.0, 1.0])), np.array([-0.5, 0.0, -1.0]))),
+         **_margin_common)
 def perceptron_loss(predictor_outputs, targets):
     """Binary perceptron loss ``max(0, -y·t)``, as ``optax.losses.perceptron_loss``.
 
@@ -518,7 +507,6 @@ def perceptron_loss(predictor_outputs, targets):
 
     Derivative: d/dy = -t·a, d/dt = -y·a with a = 1 where y·t < 0, ½ at y·t = 0
     (optax's jnp.maximum splits the tie) and 0 where y·t > 0.
-    Saves: both inputs.
     """
     return _margin_loss("funcnet.losses.perceptron_loss", predictor_outputs, targets, 0.0, same_shape=True)
 
@@ -546,7 +534,7 @@ def _sparsemax_bin_jvp(res, tx, _):
     return (widen(tx) * jnp.where(positive, -slope, slope)).astype(tx.dtype)
 
 
-_SPARSEMAX_BIN = Rule("sparsemax_loss", value=lambda x, p: _sparse_plus(_signed(x, p)).astype(x.dtype),
+_SPARSEMAX_BIN = Op("sparsemax_loss", value=lambda x, p: _sparse_plus(_signed(x, p)).astype(x.dtype),
                       vjp=_sparsemax_bin_vjp, jvp=_sparsemax_bin_jvp)
 
 
@@ -554,13 +542,11 @@ def _logits_and_bits(rng, shape):
     return S.away_from(rng, shape, (-1.0, 1.0)), rng.integers(0, 2, shape)
 
 
-@declare(family="losses", twin=twin.sparsemax_loss, rules=_SPARSEMAX_BIN, upstream=optax.losses.sparsemax_loss,
-         saves="the logits and a boolean mask of the positive labels", sample=_logits_and_bits,
-         cases=((), (5,), (4, 3)), diff_argnums=(0,),
-         extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 0.5]), np.array([0, 0, 1, 1, 1])),
-         kink="none in the gradient (sparse_plus is once differentiable); the second derivative jumps at "
-              "z = ±1, where z is -x for a positive label and x otherwise",
-         differs="integer logits are promoted to float")
+@declare(forms=_SPARSEMAX_BIN, saves="the logits and a boolean mask of the positive labels", diff_argnums=(0,),
+         kink="none in the gradient (sparse_plus is once differentiable); the second derivative jumps at z = ±1, "
+              "where z is -x for a positive label and x otherwise", differs="integer logits are promoted to float",
+         checks=Checks(sample=_logits_and_bits, cases=((), (5,), (4, 3)),
+                       extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 0.5]), np.array([0, 0, 1, 1, 1]))))
 def sparsemax_loss(logits, labels):
     """Binary sparsemax loss, as ``optax.losses.sparsemax_loss``: ``sparse_plus(z)``, z = -x if t else x.
 
@@ -571,7 +557,6 @@ def sparsemax_loss(logits, labels):
 
     Derivative: d/dx = ±sparse_sigmoid(z) = ±clip((z + 1)/2, 0, 1), with the
     sign of z = ±x.
-    Saves: the logits and a boolean mask of the positive labels.
     """
     op = "funcnet.losses.sparsemax_loss"
     logits = float_input(op, "logits", logits)
@@ -623,7 +608,7 @@ def _focal_jvp(res, tx, tt, alpha, gamma):
     return None if out is None else out.astype(logits.dtype)
 
 
-_FOCAL = Rule("sigmoid_focal_loss", value=lambda x, t, **s: _focal_parts(x, t, **s)[0].astype(x.dtype),
+_FOCAL = Op("sigmoid_focal_loss", value=lambda x, t, **s: _focal_parts(x, t, **s)[0].astype(x.dtype),
               vjp=_focal_vjp, jvp=_focal_jvp)
 
 
@@ -642,14 +627,11 @@ _FOCAL_GAMMA = with_array_hypers(_FOCAL, ("gamma",), lambda res, alpha, gamma: _
 _FOCAL_BOTH = with_array_hypers(_FOCAL, ("alpha", "gamma"), _focal_dhypers)
 
 
-@declare(family="losses", twin=twin.sigmoid_focal_loss, rules=(_FOCAL, _FOCAL_GAMMA, _FOCAL_BOTH),
-         upstream=optax.losses.sigmoid_focal_loss,
-         saves="both inputs", sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
-         diff_argnums=(0, 1),
-         extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 50.0, -50.0]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 0.5])),
+@declare(forms=(_FOCAL, _FOCAL_GAMMA, _FOCAL_BOTH), saves="both inputs", diff_argnums=(0, 1),
          differs="integer logits are promoted to float (optax raises); the labels' gradient is exact at hard "
-                 "labels 0 and 1, where optax's "
-                 "(through a logsumexp with a zero weight) drops the focal weight's term")
+                 "labels 0 and 1, where optax's (through a logsumexp with a zero weight) drops the focal weight's "
+                 "term", checks=Checks(sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
+                       extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 50.0, -50.0]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 0.5]))))
 def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
     """Sigmoid focal loss (Lin et al., 2017), as ``optax.losses.sigmoid_focal_loss``.
 
@@ -750,13 +732,13 @@ def _logits_and_targets(rng, case):
     return S.normal(rng, a, 2.0), labels
 
 
-@declare(family="losses", twin=twin.softmax_cross_entropy, rules=(_SCE_UNMASKED, _SCE),
+@declare(forms=(_SCE_UNMASKED, _SCE),
          saves="the log-probabilities (one array the size of the logits), the labels, and the mask if given",
-         sample=_logits_and_targets, cases=S.CLASS_SHAPES + (((4, 3), (3,)), ((3,), (2, 3))),
-         diff_argnums=(0, 1), variants=({}, {"axis": 0}), upstream=optax.losses.softmax_cross_entropy,
-         extreme=lambda: (S.extreme_logits(), np.eye(3)),
+         diff_argnums=(0, 1),
          differs="integer logits are promoted to float (optax raises); with `where`, the labels' gradient at "
-                 "masked-out entries is 0 (optax: NaN, from 0·log 0)")
+                 "masked-out entries is 0 (optax: NaN, from 0·log 0)",
+         checks=Checks(sample=_logits_and_targets, cases=S.CLASS_SHAPES + (((4, 3), (3,)), ((3,), (2, 3))),
+                       variants=({}, {"axis": 0}), extreme=lambda: (S.extreme_logits(), np.eye(3))))
 def softmax_cross_entropy(logits, labels, axis=-1, where=None):
     """Softmax cross-entropy ``-Σ_i t_i log softmax(x)_i``, as ``optax.losses.softmax_cross_entropy``.
 
@@ -771,10 +753,8 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None):
     that sum to 1), d/dt = -log softmax(x) (0 at masked-out entries, where
     Optax's autodiff gives NaN); the forward rule is
     ``-Σ_i (ṫ_i log p_i + t_i (ẋ_i - Σ_j p_j ẋ_j))``.
-    Saves: the log-probabilities (one array the size of the logits) and the
-    labels (and the mask). Stable for large logits (the log-softmax subtracts
-    the maximum); a -∞ logit with label 0 gives NaN without a mask, as in Optax.
-    Kinks: none.
+    Stable for large logits (the log-softmax subtracts the maximum); a -∞
+    logit with label 0 gives NaN without a mask, as in Optax.
     """
     op = "funcnet.losses.softmax_cross_entropy"
     logits, labels = promote_floats(op, logits=logits, labels=labels)
@@ -921,16 +901,15 @@ def _flatten_class_axes(logits, where, axes):
     return logits, where, len(batch)
 
 
-@declare(family="losses", twin=twin.softmax_cross_entropy_with_integer_labels,
-         rules=(_INT_CE_UNMASKED, _INT_CE),
+@declare(forms=(_INT_CE_UNMASKED, _INT_CE),
          saves="the log-probabilities and the labels (and one flag per example, whether its mask is non-empty)",
-         sample=S.logits_and_classes, cases=S.CLASS_SHAPES, diff_argnums=(0,),
-         upstream=optax.losses.softmax_cross_entropy_with_integer_labels,
-         extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])),
-         differs="integer logits are promoted to float (optax raises); an out-of-range label under jit "
-                 "gives a NaN loss and a NaN gradient row (optax wraps -1 to the last class, and gives a NaN "
-                 "loss but a finite gradient for labels >= classes); the value is log_softmax-then-take, "
-                 "exact where optax's logsumexp(x) - x_y loses float32 digits at large logits")
+         diff_argnums=(0,),
+         differs="integer logits are promoted to float (optax raises); an out-of-range label under jit gives a NaN "
+                 "loss and a NaN gradient row (optax wraps -1 to the last class, and gives a NaN loss but a finite "
+                 "gradient for labels >= classes); the value is log_softmax-then-take, exact where optax's "
+                 "logsumexp(x) - x_y loses float32 digits at large logits",
+         checks=Checks(sample=S.logits_and_classes, cases=S.CLASS_SHAPES,
+                       extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2]))))
 def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None):
     """Softmax cross-entropy with class indices, as Optax's function of that name.
 
@@ -945,8 +924,6 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
 
     Derivative: d/dx = softmax(x) - onehot(y); integer labels get no gradient.
     The forward rule is ``Σ_j p_j ẋ_j - ẋ_y``.
-    Saves: the log-probabilities and the labels (the reverse rule
-    exponentiates them again). Kinks: none.
     Labels are range-checked when their values are known at trace time (a
     ValueError). Under ``jit`` an out-of-range label (negative ones included,
     which do not wrap around) gives a NaN loss, and consistently a NaN gradient
@@ -1004,7 +981,7 @@ def _svm_jvp(res, ts, _, margin):
     return jnp.where(jnp.any(is_label, axis=-1), out, jnp.nan).astype(ts.dtype)
 
 
-_SVM = Rule("multiclass_svm_loss", value=lambda *a, **s: _svm_save(*a, **s)[0], save=_svm_save,
+_SVM = Op("multiclass_svm_loss", value=lambda *a, **s: _svm_save(*a, **s)[0], save=_svm_save,
             vjp=_svm_vjp, jvp=_svm_jvp)
 
 
@@ -1017,13 +994,11 @@ def _svm_scores(rng, shape):
     return scores, labels
 
 
-@declare(family="losses", twin=twin.multiclass_svm_loss, rules=_SVM,
-         saves="boolean masks of the active classes and of the label",
-         sample=_svm_scores, cases=S.CLASS_SHAPES, diff_argnums=(0,), variants=({}, {"margin": 2.0}),
-         extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])),
+@declare(forms=_SVM, saves="boolean masks of the active classes and of the label", diff_argnums=(0,),
          kink="a class exactly at the margin (s_j - s_y + margin == 0) is inactive: gradient 0, like ReLU at 0",
-         kinks=(Kink("class 1 at the margin (scores 1, 0, 3; label 0; margin 1)",
-                     (np.array([1.0, 0.0, 3.0]), np.array(0)), np.array([-1.0, 0.0, 1.0]), {"margin": 1.0}),))
+         checks=Checks(sample=_svm_scores, cases=S.CLASS_SHAPES, variants=({}, {"margin": 2.0}),
+                       extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])),
+                       kinks=(Kink("class 1 at the margin (scores 1, 0, 3; label 0; margin 1)", (np.array([1.0, 0.0, 3.0]), np.array(0)), np.array([-1.0, 0.0, 1.0]), {"margin": 1.0}),)))
 def multiclass_svm_loss(scores, labels, margin=1.0):
     """Multiclass SVM (hinge) loss ``Σ_{j≠y} max(0, s_j - s_y + Δ)``, per example.
 
@@ -1035,9 +1010,6 @@ def multiclass_svm_loss(scores, labels, margin=1.0):
 
     Derivative: d/ds_j = 1[s_j - s_y + Δ > 0] for j ≠ y, and d/ds_y = -(number
     of such active classes); the forward rule is ``Σ_{active j} ṡ_j - (count)·ṡ_y``.
-    Kink convention: a class exactly at the margin (s_j - s_y + Δ = 0) is
-    inactive: its gradient is 0, like ReLU at 0.
-    Saves: two boolean masks (active classes, label position).
     Labels are range-checked when known at trace time; under ``jit`` an
     out-of-range label gives a NaN loss and a NaN gradient row and tangent.
     """
@@ -1058,7 +1030,7 @@ def _safe_sce_save(logits, labels, sm_axes, sum_axes):
     return (-jnp.sum(terms, axis=sum_axes)).astype(logits.dtype), (logp, labels, None)
 
 
-_SAFE_SCE = Rule("safe_softmax_cross_entropy", value=lambda *a, **s: _safe_sce_save(*a, **s)[0], save=_safe_sce_save,
+_SAFE_SCE = Op("safe_softmax_cross_entropy", value=lambda *a, **s: _safe_sce_save(*a, **s)[0], save=_safe_sce_save,
                  vjp=lambda res, g, **s: _sce_vjp(res, g, **s)[:2],
                  jvp=lambda res, tx, tt, **s: _sce_jvp(res, tx, tt, None, **s))
 
@@ -1079,12 +1051,10 @@ def _class_axes(op: str, logits, labels, axis, where=None):
     return [jnp.broadcast_to(v, full) for v in arrays.values()], sm_axes, sum_axes
 
 
-@declare(family="losses", twin=twin.safe_softmax_cross_entropy, rules=_SAFE_SCE,
-         saves="the log-probabilities and the labels", sample=_logits_and_targets, cases=((5,), (4, 3)),
-         diff_argnums=(0, 1), upstream=optax.losses.safe_softmax_cross_entropy,
-         extreme=lambda: (S.extreme_logits(), np.eye(3)),
+@declare(forms=_SAFE_SCE, saves="the log-probabilities and the labels", diff_argnums=(0, 1),
          differs="integer logits are promoted to float (optax raises); forward mode through a -inf logit with "
-                 "label 0 is finite (optax: NaN)")
+                 "label 0 is finite (optax: NaN)", checks=Checks(sample=_logits_and_targets, cases=((5,), (4, 3)),
+                       extreme=lambda: (S.extreme_logits(), np.eye(3))))
 def safe_softmax_cross_entropy(logits, labels):
     """Softmax cross-entropy over the last axis with ``0·log 0 = 0``, as Optax's function of that name.
 
@@ -1095,7 +1065,6 @@ def safe_softmax_cross_entropy(logits, labels):
 
     Derivative: d/dx = softmax(x)·Σ_i t_i - t, d/dt = -log softmax(x) (which is
     +∞ at a -∞ logit: the true slope there).
-    Saves: the log-probabilities and the labels. Kinks: none.
     """
     op = "funcnet.losses.safe_softmax_cross_entropy"
     logits, labels = promote_floats(op, logits=logits, labels=labels)
@@ -1159,12 +1128,12 @@ def _poly_depsilon(res, sm_axes, sum_axes, epsilon):
 _POLY_ARRAY = tuple(with_array_hypers(r, ("epsilon",), _poly_depsilon) for r in (_POLY_UNMASKED, _POLY))
 
 
-@declare(family="losses", twin=twin.poly_loss_cross_entropy, rules=(_POLY_UNMASKED, _POLY) + _POLY_ARRAY,
-         saves="the log-probabilities, the labels and the mask if given", sample=_logits_and_targets,
-         cases=((5,), (4, 3), ((4, 3), (3,))), diff_argnums=(0, 1),
-         upstream=optax.losses.poly_loss_cross_entropy, extreme=lambda: (S.extreme_logits(), np.eye(3)),
+@declare(forms=(_POLY_UNMASKED, _POLY) + _POLY_ARRAY, saves="the log-probabilities, the labels and the mask if given",
+         diff_argnums=(0, 1),
          differs="integer logits or labels are promoted to float (optax raises); with `where`, the labels' "
-                 "gradient at masked-out entries is 0")
+                 "gradient at masked-out entries is 0",
+         checks=Checks(sample=_logits_and_targets, cases=((5,), (4, 3), ((4, 3), (3,))),
+                       extreme=lambda: (S.extreme_logits(), np.eye(3))))
 def poly_loss_cross_entropy(logits, labels, *, epsilon=2.0, axis=-1, where=None):
     """Poly-1 cross-entropy (Leng et al., 2022), as ``optax.losses.poly_loss_cross_entropy``.
 
@@ -1204,7 +1173,7 @@ def _cs_local(res):
     return jnp.where(valid, share - is_label, jnp.nan)
 
 
-_CRAMMER_SINGER = Rule(
+_CRAMMER_SINGER = Op(
     "multiclass_hinge_loss", value=lambda *a, **s: _cs_save(*a, **s)[0], save=_cs_save,
     vjp=lambda res, g, margin: ((widen(g)[..., None] * _cs_local(res)).astype(g.dtype), None),
     jvp=lambda res, ts, _, margin: None if ts is None else jnp.sum(_cs_local(res) * widen(ts), axis=-1).astype(ts.dtype),
@@ -1232,17 +1201,20 @@ def _crammer_singer(op: str, scores, labels, margin: float):
     return _CRAMMER_SINGER(scores, labels, margin=margin)
 
 
-_cs_common = dict(rules=_CRAMMER_SINGER, saves="boolean masks of the maximising classes and of the label",
-                  cases=((3,), (4, 3)), diff_argnums=(0,), extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])))
+_cs_common = dict(forms=_CRAMMER_SINGER, saves="boolean masks of the maximising classes and of the label",
+                  kink="tied maximisers share the gradient equally, as jnp.max's gradient does")
+
+
+def _cs_checks(margin: float, kink: Kink) -> Checks:
+    return Checks(sample=_untied_scores(margin), cases=((3,), (4, 3)), kinks=(kink,),
+                  extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])))
 _cs_differs = ("integer scores are promoted to float; an out-of-range label gives a NaN loss and gradient row "
                "(optax's one-hot of it is all zeros: a finite, meaningless loss)")
 
 
-@declare(family="losses", twin=twin.multiclass_hinge_loss, upstream=optax.losses.multiclass_hinge_loss,
-         sample=_untied_scores(1.0), **_cs_common, differs=_cs_differs,
-         kink="tied maximisers share the gradient equally, as jnp.max's gradient does",
-         kinks=(Kink("classes 0 and 2 tie (scores 2, 0, 3; label 2)", (np.array([2.0, 0.0, 3.0]), np.array(2)),
-                     np.array([0.5, 0.0, -0.5])),))
+@declare(differs=_cs_differs,
+         checks=_cs_checks(1.0, Kink("classes 0 and 2 tie (scores 2, 0, 3; label 2)", (np.array([2.0, 0.0, 3.0]), np.array(2)), np.array([0.5, 0.0, -0.5]))),
+         **_cs_common)
 def multiclass_hinge_loss(scores, labels):
     """Crammer–Singer multiclass hinge loss ``max_j (s_j + 1 - [j = y]) - s_y``, as Optax's.
 
@@ -1254,22 +1226,18 @@ def multiclass_hinge_loss(scores, labels):
     margin.
 
     Derivative: d/ds = onehot(argmax_j(s_j + 1 - [j = y])) - onehot(y).
-    Kink convention: tied maximisers share the 1 equally (jnp.max's gradient).
-    Saves: boolean masks of the maximising classes and of the label.
     """
     return _crammer_singer("funcnet.losses.multiclass_hinge_loss", scores, labels, 1.0)
 
 
-@declare(family="losses", twin=twin.multiclass_perceptron_loss, upstream=optax.losses.multiclass_perceptron_loss,
-         sample=_untied_scores(0.0), **_cs_common, differs=_cs_differs,
-         kink="tied maximisers share the gradient equally, as jnp.max's gradient does",
-         kinks=(Kink("classes 0 and 2 tie (scores 3, 0, 3; label 2)", (np.array([3.0, 0.0, 3.0]), np.array(2)),
-                     np.array([0.5, 0.0, -0.5])),))
+@declare(differs=_cs_differs,
+         checks=_cs_checks(0.0, Kink("classes 0 and 2 tie (scores 3, 0, 3; label 2)", (np.array([3.0, 0.0, 3.0]), np.array(2)), np.array([0.5, 0.0, -0.5]))),
+         **_cs_common)
 def multiclass_perceptron_loss(scores, labels):
     """Multiclass perceptron loss ``max_j s_j - s_y``, as ``optax.losses.multiclass_perceptron_loss``.
 
     Derivative: d/ds = onehot(argmax s) - onehot(y); tied maximisers share the
-    1 equally. Saves: boolean masks of the maximising classes and of the label.
+    1 equally.
     """
     return _crammer_singer("funcnet.losses.multiclass_perceptron_loss", scores, labels, 0.0)
 
@@ -1307,18 +1275,17 @@ def _sparsemax_jvp(res, ts, _):
     return (jnp.sum(p * tw, axis=-1) - _take(tw, labels, -1)).astype(ts.dtype)
 
 
-_SPARSEMAX = Rule("multiclass_sparsemax_loss", value=lambda *a: _sparsemax_save(*a)[0], save=_sparsemax_save,
+_SPARSEMAX = Op("multiclass_sparsemax_loss", value=lambda *a: _sparsemax_save(*a)[0], save=_sparsemax_save,
                   vjp=_sparsemax_vjp, jvp=_sparsemax_jvp)
 
 
-@declare(family="losses", twin=twin.multiclass_sparsemax_loss, rules=_SPARSEMAX,
-         upstream=optax.losses.multiclass_sparsemax_loss, saves="the sparsemax probabilities and the labels",
-         sample=S.logits_and_classes, cases=((2, 3), (4, 5)), diff_argnums=(0,),
-         extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2])),
+@declare(forms=_SPARSEMAX, saves="the sparsemax probabilities and the labels", diff_argnums=(0,),
          kink="none in the gradient (p - onehot(y) is continuous, ties included); the second derivative jumps "
               "where a class enters or leaves the support",
          differs="scores of any batch shape (..., classes) (optax: exactly (batch, classes)); integer scores are "
-                 "promoted to float; an out-of-range label gives a NaN loss and gradient row")
+                 "promoted to float; an out-of-range label gives a NaN loss and gradient row",
+         checks=Checks(sample=S.logits_and_classes, cases=((2, 3), (4, 5)),
+                       extreme=lambda: (S.extreme_logits(), np.array([1, 0, 2]))))
 def multiclass_sparsemax_loss(scores, labels):
     """Multiclass sparsemax loss (Martins & Astudillo, 2016), as Optax's function of that name.
 
@@ -1328,8 +1295,8 @@ def multiclass_sparsemax_loss(scores, labels):
     (ties are harmless: p is unique) after subtracting the row's maximum.
 
     Derivative: d/ds = p - onehot(y) (the projection's own derivative cancels).
-    Saves: the sparsemax probabilities and the labels. Labels are range-checked
-    when known at trace time; under ``jit`` an out-of-range label gives NaN.
+    Labels are range-checked when known at trace time; under ``jit`` an
+    out-of-range label gives NaN.
     """
     op = "funcnet.losses.multiclass_sparsemax_loss"
     scores = float_input(op, "scores", scores)
@@ -1341,7 +1308,7 @@ def multiclass_sparsemax_loss(scores, labels):
 
 
 # ------------------------------------------------------------------ KL divergences
-def _reduced_rules(name: str, parts: Callable) -> tuple[Rule, Rule]:
+def _reduced_rules(name: str, parts: Callable) -> tuple[Op, Op]:
     """Rules for ``Σ_axes term(a, b)`` over an optional mask, from ``parts(a, b) -> (term, d/da, d/db)``."""
 
     def save(a, b, where, axes):
@@ -1399,7 +1366,7 @@ _KL_LOG = _reduced_rules("kl_divergence_with_log_targets", _kl_log_parts)
 _GENERALIZED_KL = _reduced_rules("generalized_kl_divergence", _generalized_kl_parts)
 
 
-def _divergence(op: str, rules: tuple[Rule, Rule], log_predictions, targets, axis, where, names_=("targets",)):
+def _divergence(op: str, rules: tuple[Op, Op], log_predictions, targets, axis, where, names_=("targets",)):
     log_predictions = float_input(op, "log_predictions", log_predictions)
     targets = float_input(op, names_[0], targets)
     log_predictions, targets = promote_floats(op, log_predictions=log_predictions, targets=targets)
@@ -1431,13 +1398,11 @@ _kl_differs = ("integer inputs are promoted to float (optax raises); a zero targ
                "even where log_predictions is -inf (optax: NaN)")
 
 
-@declare(family="losses", twin=twin.kl_divergence, rules=_KL, upstream=optax.losses.kl_divergence,
-         saves="both inputs (and the mask if given)", sample=_log_distributions, cases=_kl_cases,
-         diff_argnums=(0, 1), extreme=_kl_extreme, differs=_kl_differs,
-         kink="t = 0: the term is 0 (0·log 0 = 0) and its gradient in t is taken as 0 (the one-sided slope is "
-              "-∞); its gradient in log_predictions is -t = 0",
-         kinks=(Kink("t = 0 at one class", (np.array([-1.0, -0.5, -2.0]), np.array([0.0, 0.5, 0.5])),
-                     np.array([0.0, -0.5, -0.5])),))
+@declare(forms=_KL, saves="both inputs (and the mask if given)", diff_argnums=(0, 1), differs=_kl_differs,
+         kink="t = 0: the term is 0 (0·log 0 = 0) and its gradient in t is taken as 0 (the one-sided slope is -∞); "
+              "its gradient in log_predictions is -t = 0",
+         checks=Checks(sample=_log_distributions, cases=_kl_cases, extreme=_kl_extreme,
+                       kinks=(Kink("t = 0 at one class", (np.array([-1.0, -0.5, -2.0]), np.array([0.0, 0.5, 0.5])), np.array([0.0, -0.5, -0.5])),)))
 def kl_divergence(log_predictions, targets, axis=-1, where=None):
     """Kullback–Leibler divergence ``Σ_i t_i (log t_i - log q_i)``, as ``optax.losses.kl_divergence``.
 
@@ -1448,17 +1413,14 @@ def kl_divergence(log_predictions, targets, axis=-1, where=None):
     0), also where log q = -∞, where Optax gives NaN.
 
     Derivative: d/d(log q) = -t, d/dt = log t + 1 - log q (0 where t = 0).
-    Saves: both inputs.
     """
     return _divergence("funcnet.losses.kl_divergence", _KL, log_predictions, targets, axis, where)
 
 
-@declare(family="losses", twin=twin.kl_divergence_with_log_targets, rules=_KL_LOG,
-         upstream=optax.losses.kl_divergence_with_log_targets, saves="both inputs (and the mask if given)",
-         sample=_log_log_distributions, cases=_kl_cases, diff_argnums=(0, 1),
-         extreme=lambda: (np.array([[-1e4, -1e-8, -50.0]]), np.array([[-1e4, -1e-8, -60.0]])),
+@declare(forms=_KL_LOG, saves="both inputs (and the mask if given)", diff_argnums=(0, 1),
          differs="integer inputs are promoted to float (optax raises); a target of log 0 = -inf adds 0 with "
-                 "gradient 0 (optax: NaN)")
+                 "gradient 0 (optax: NaN)", checks=Checks(sample=_log_log_distributions, cases=_kl_cases,
+                       extreme=lambda: (np.array([[-1e4, -1e-8, -50.0]]), np.array([[-1e4, -1e-8, -60.0]]))))
 def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None):
     """KL divergence with both arguments as logs: ``Σ_i e^{log t_i}(log t_i - log q_i)``, as Optax's.
 
@@ -1466,19 +1428,16 @@ def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=
     ``where`` as in :func:`kl_divergence`.
 
     Derivative: d/d(log q) = -t, d/d(log t) = t(log t - log q + 1), with t = e^{log t}.
-    Saves: both inputs. Kinks: none.
     """
     return _divergence("funcnet.losses.kl_divergence_with_log_targets", _KL_LOG, log_predictions, log_targets,
                        axis, where, names_=("log_targets",))
 
 
-@declare(family="losses", twin=twin.generalized_kl_divergence, rules=_GENERALIZED_KL,
-         upstream=optax.losses.generalized_kl_divergence, saves="both inputs (and the mask if given)",
-         sample=_log_distributions, cases=_kl_cases, diff_argnums=(0, 1), extreme=_kl_extreme,
+@declare(forms=_GENERALIZED_KL, saves="both inputs (and the mask if given)", diff_argnums=(0, 1),
          differs=_kl_differs + "; convex_kl_divergence is the same function, with optax's deprecation warning",
          kink="t = 0: as kl_divergence (the KL term's gradient in t is taken as 0, so the total is -1)",
-         kinks=(Kink("t = 0 at one class (q = 1)", (np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.5, 0.5])),
-                     np.array([1.0, 0.5, 0.5])),))
+         checks=Checks(sample=_log_distributions, cases=_kl_cases, extreme=_kl_extreme,
+                       kinks=(Kink("t = 0 at one class (q = 1)", (np.array([0.0, 0.0, 0.0]), np.array([0.0, 0.5, 0.5])), np.array([1.0, 0.5, 0.5])),)))
 def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
     """Generalized KL divergence ``Σ_i [t_i (log t_i - log q_i) + q_i - t_i]``, as Optax's.
 
@@ -1488,7 +1447,6 @@ def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
     as in :func:`kl_divergence`.
 
     Derivative: d/d(log q) = q - t, d/dt = log t - log q (-1 where t = 0).
-    Saves: both inputs.
     """
     return _divergence("funcnet.losses.generalized_kl_divergence", _GENERALIZED_KL, log_predictions, targets,
                        axis, where)
@@ -1554,9 +1512,10 @@ def _cosine(op: str, predictions, targets, epsilon, axis, where, distance: bool)
 
 
 _cosine_common = dict(
-    rules=_COSINE, saves="both inputs, and per row the two norms and the similarity", sample=_normal_pair,
-    cases=((5,), (4, 3), ((4, 3), (3,))), diff_argnums=(0, 1),
-    extreme=lambda: (np.array([[1e4, -1e4, 3.0], [1e-4, 2.0, -1.0]]), np.array([[1.0, 2.0, 1e4], [1e4, 1e-4, 1.0]])),
+    forms=_COSINE, saves="both inputs, and per row the two norms and the similarity", diff_argnums=(0, 1),
+    checks=Checks(sample=_normal_pair, cases=((5,), (4, 3), ((4, 3), (3,))),
+                  extreme=lambda: (np.array([[1e4, -1e4, 3.0], [1e-4, 2.0, -1.0]]),
+                                   np.array([[1.0, 2.0, 1e4], [1e4, 1e-4, 1.0]]))),
     kink="where |a|² ≤ epsilon the norm is the constant √epsilon (no gradient through it); a zero vector with "
          "epsilon = 0 gives NaN, as in optax",
     differs="integer inputs are promoted to float (optax raises); `epsilon` must be a number (optax also "
@@ -1566,7 +1525,7 @@ _cosine_common = dict(
 )
 
 
-@declare(family="losses", twin=twin.cosine_similarity, upstream=optax.losses.cosine_similarity, **_cosine_common)
+@declare(**_cosine_common)
 def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
     """Cosine similarity ``⟨a, b⟩ / (|a| |b|)`` along ``axis``, as ``optax.losses.cosine_similarity``.
 
@@ -1576,16 +1535,15 @@ def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None)
 
     Derivative: d/da = b/(|a||b|) - s·a/|a|² (without the last term where |a|²
     ≤ ε), and symmetrically for b; s is the similarity.
-    Saves: both inputs, and per row the two norms and the similarity.
     """
     return _cosine("funcnet.losses.cosine_similarity", predictions, targets, epsilon, axis, where, False)
 
 
-@declare(family="losses", twin=twin.cosine_distance, upstream=optax.losses.cosine_distance, **_cosine_common)
+@declare(**_cosine_common)
 def cosine_distance(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
     """Cosine distance ``1 - cosine_similarity``, as ``optax.losses.cosine_distance``.
 
-    Derivative: minus that of :func:`cosine_similarity`. Saves: as there.
+    Derivative: minus that of :func:`cosine_similarity`.
     """
     return _cosine("funcnet.losses.cosine_distance", predictions, targets, epsilon, axis, where, True)
 
@@ -1611,7 +1569,7 @@ def smooth_labels(labels, alpha, *, axis=-1, where=None):
 
 
 # --------------------------------------------------------------------- penalties
-def _penalty_rule(name: str, elementwise: Callable, derivative: Callable) -> Rule:
+def _penalty_rule(name: str, elementwise: Callable, derivative: Callable) -> Op:
     """``Σ_leaves Σ elementwise(w)`` over the leaves passed as separate arguments, in at least float32."""
 
     def value(*leaves):
@@ -1632,14 +1590,14 @@ def _penalty_rule(name: str, elementwise: Callable, derivative: Callable) -> Rul
                 out = _add(out, jnp.sum(derivative(widen(w)) * widen(t)))
         return None if out is None else out.astype(jnp.result_type(*leaves))
 
-    return Rule(name, value=value, save=lambda *leaves: (value(*leaves), leaves), vjp=vjp, jvp=jvp)
+    return Op(name, value=value, save=lambda *leaves: (value(*leaves), leaves), vjp=vjp, jvp=jvp)
 
 
 _L1 = _penalty_rule("l1_penalty", jnp.abs, jnp.sign)
 _L2 = _penalty_rule("l2_penalty", jnp.square, lambda w: 2 * w)
 
 
-def _penalty(rule: Rule, params, is_weight):
+def _penalty(rule: Op, params, is_weight):
     leaves = [float_input(f"funcnet.losses.{rule.name}", "params", w) for w in weight_leaves(params, is_weight)]
     if not leaves:
         return jnp.zeros((), jnp.float32)
@@ -1649,11 +1607,10 @@ def _penalty(rule: Rule, params, is_weight):
 _params_extreme = lambda: ({"w": np.array([[1e4, -1e4], [0.5, -0.5]]), "b": np.array([1e4, 1.0])},)  # noqa: E731
 
 
-@declare(family="losses", twin=twin.l1_penalty, rules=_L1, saves="the weight leaves",
-         sample=S.params, cases=S.LAYOUTS, diff_argnums=(0,), extreme=_params_extreme,
+@declare(forms=_L1, saves="the weight leaves", diff_argnums=(0,),
          kink="sign(0) = 0: a weight at exactly 0 gets gradient 0",
-         kinks=(Kink("weights at 0", (np.array([[0.0, -0.5], [2.0, 0.0]]),),
-                     np.array([[0.0, -1.0], [1.0, 0.0]])),))
+         checks=Checks(sample=S.params, cases=S.LAYOUTS, extreme=_params_extreme,
+                       kinks=(Kink("weights at 0", (np.array([[0.0, -0.5], [2.0, 0.0]]),), np.array([[0.0, -1.0], [1.0, 0.0]])),)))
 def l1_penalty(params, is_weight=None):
     """L1 penalty ``Σ |W_ij|`` over the weight leaves of a parameter pytree.
 
@@ -1663,20 +1620,19 @@ def l1_penalty(params, is_weight=None):
 
     Derivative: sign(W), with the convention sign(0) = 0 at the kink; the
     forward rule is ``Σ sign(W) ⊙ Ẇ``.
-    Saves: the weight leaves.
     """
     return _penalty(_L1, params, is_weight)
 
 
-@declare(family="losses", twin=twin.l2_penalty, rules=_L2, saves="the weight leaves",
-         sample=S.params, cases=S.LAYOUTS, diff_argnums=(0,), extreme=_params_extreme)
+@declare(forms=_L2, saves="the weight leaves", diff_argnums=(0,),
+         checks=Checks(sample=S.params, cases=S.LAYOUTS, extreme=_params_extreme))
 def l2_penalty(params, is_weight=None):
     """L2 penalty ``Σ W_ij²`` (squared Frobenius norms) over the weight leaves.
 
     Weights are the floating leaves with ndim ≥ 2 (see :func:`default_is_weight`);
     biases are excluded. Returns a scalar; note there is no ½ factor.
 
-    Derivative: 2W; the forward rule is ``Σ 2W ⊙ Ẇ``. Saves: the weight leaves. Kinks: none.
+    Derivative: 2W; the forward rule is ``Σ 2W ⊙ Ẇ``.
     """
     return _penalty(_L2, params, is_weight)
 

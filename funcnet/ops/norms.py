@@ -25,9 +25,11 @@ import numpy as np
 
 from funcnet.ops import _samples as S
 from funcnet.ops._common import broadcast_shapes, canonical_axis, float_input, promote_floats, static_float, sum_to_shape, widen
-from funcnet.ops._declare import declare, names
-from funcnet.ops._rule import with_optional
+from funcnet.ops.binding import with_optional
+from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.reference import nn as twin
+
+declare = declarer("nn", twins=twin, upstream=jax.nn)
 
 
 def _statistics(x, where, axes, epsilon, center, algorithm):
@@ -113,14 +115,13 @@ def _normalize(x, scale=None, bias=None, where=None, *, axes, epsilon, center, a
 
 
 # --------------------------------------------------------------------- standardize
-@declare(family="nn", twin=twin.standardize, rules=tuple(r for (s, b, _), r in _RULES.items() if not s and not b),
-         upstream=jax.nn.standardize, activation=False,
+@declare(forms=tuple(r for (s, b, _), r in _RULES.items() if not s and not b), activation=False,
          saves="the input and, per row, the mean and 1/sqrt(var + epsilon) (not the standardized values)",
-         sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2],
-         extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]),),
          kink="a constant row (variance 0) gives 0 with gradient r(g - mean(g)), r = 1/sqrt(epsilon)",
-         differs="`epsilon` must be a number (jax.nn also takes an array); when `mean` or `variance` is given, "
-                 "the given statistics are used in plain jnp (autodiff), as in jax.nn")
+         differs="`epsilon` must be a number (jax.nn also takes an array); when `mean` or `variance` is given, the "
+                 "given statistics are used in plain jnp (autodiff), as in jax.nn",
+         checks=Checks(sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2],
+                       extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]),)))
 def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None, *, algorithm="fast"):
     """Standardize ``(x - μ) / sqrt(var + ε)`` over ``axis``, as ``jax.nn.standardize``.
 
@@ -177,10 +178,10 @@ def _features(rng, case):
     return S.normal(rng, case), rng.uniform(0.5, 1.5, case[-1:]), S.normal(rng, case[-1:])
 
 
-@declare(family="nn", twin=twin.layer_norm, rules=tuple(r for (_, _, w), r in _RULES.items() if not w),
-         activation=False, saves="x and scale, and per row the mean and 1/sqrt(var + epsilon) (not x̂)",
-         sample=_features, cases=((5,), (4, 6)), diff_argnums=(0, 1, 2),
-         extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3), S.np.zeros(3)))
+@declare(forms=tuple(r for (_, _, w), r in _RULES.items() if not w), activation=False,
+         saves="x and scale, and per row the mean and 1/sqrt(var + epsilon) (not x̂)", diff_argnums=(0, 1, 2),
+         checks=Checks(sample=_features, cases=((5,), (4, 6)),
+                       extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3), S.np.zeros(3))))
 def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
     """Layer normalisation (Ba et al., 2016) over the last axis: ``x̂ · scale + bias``, x̂ = (x - μ)/sqrt(var + ε).
 
@@ -200,10 +201,10 @@ def _features_no_bias(rng, case):
     return _features(rng, case)[:2]
 
 
-@declare(family="nn", twin=twin.rms_norm, rules=tuple(r for (_, b, w), r in _RULES.items() if not b and not w),
-         activation=False, saves="x and scale, and per row 1/sqrt(mean(x²) + epsilon)",
-         sample=_features_no_bias, cases=((5,), (4, 6)), diff_argnums=(0, 1),
-         extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3)))
+@declare(forms=tuple(r for (_, b, w), r in _RULES.items() if not b and not w), activation=False,
+         saves="x and scale, and per row 1/sqrt(mean(x²) + epsilon)", diff_argnums=(0, 1),
+         checks=Checks(sample=_features_no_bias, cases=((5,), (4, 6)),
+                       extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3))))
 def rms_norm(x, scale=None, *, epsilon=1e-6):
     """RMS normalisation (Zhang & Sennrich, 2019) over the last axis: ``x / sqrt(mean(x²) + ε) · scale``.
 

@@ -1,4 +1,4 @@
-"""One op, both derivative directions: the :class:`Rule` that every funcnet op is built on.
+"""One op, both derivative directions: the :class:`Op` that every funcnet op is built on.
 
 A rule is four plain ``jax.numpy`` functions over the op's array arguments
 (``static`` keyword parameters such as ``axis`` are passed to each):
@@ -56,7 +56,7 @@ from jax.interpreters import ad, batching, mlir
 
 from funcnet.ops._common import sum_to_shape
 
-__all__ = ["Rule", "custom_vjp_form", "varying_like", "with_array_hypers", "with_optional"]
+__all__ = ["Op", "custom_vjp_form", "varying_like", "with_array_hypers", "with_optional"]
 
 
 def _is_float(x) -> bool:
@@ -96,7 +96,7 @@ def varying_like(x, *like):
     return jax.lax.pcast(x, tuple(sorted(axes)), to="varying") if axes else x
 
 
-class Rule:
+class Op:
     """The value and both hand-written derivative rules of one op (see the module docstring).
 
     Args:
@@ -117,7 +117,7 @@ class Rule:
         self.linear = _linear_primitive(self)
 
     def __repr__(self) -> str:
-        return f"Rule({self.name})"
+        return f"Op({self.name})"
 
     def __call__(self, *args, **static):
         """Apply the op to arrays ``args`` with hashable keyword parameters ``static``."""
@@ -145,7 +145,7 @@ def custom_vjp_form():
 
 # ------------------------------------------------------------------ the value: a custom_jvp function
 @functools.lru_cache(maxsize=None)
-def _custom_jvp(rule: Rule, static_items: tuple):
+def _custom_jvp(rule: Op, static_items: tuple):
     static = dict(static_items)
 
     def f(*args):
@@ -192,7 +192,7 @@ def _unpack(args, res_tree, present):
     return res, [next(it) if p else None for p in present]
 
 
-def _linear_primitive(rule: Rule) -> Primitive:
+def _linear_primitive(rule: Op) -> Primitive:
     """``<name>_lin(*residuals, *tangents)``: linear in the tangents; forward rule, transpose = reverse rule.
 
     Parameters: ``static`` (the op's keyword parameters), ``res_tree`` (the residuals' structure),
@@ -287,7 +287,7 @@ def _vmap_transpose(f, res_mask, tangent_mask):
 
 # ------------------------------------------------------------------ the classic reverse-only form
 @functools.lru_cache(maxsize=None)
-def _custom_vjp(rule: Rule, static_items: tuple):
+def _custom_vjp(rule: Op, static_items: tuple):
     static = dict(static_items)
 
     def f(*args):
@@ -305,7 +305,7 @@ def _custom_vjp(rule: Rule, static_items: tuple):
     return op
 
 
-def with_optional(name: str, save: Callable, vjp: Callable, jvp: Callable, present: tuple[bool, ...]) -> Rule:
+def with_optional(name: str, save: Callable, vjp: Callable, jvp: Callable, present: tuple[bool, ...]) -> Op:
     """A rule over the arguments that ``present`` marks, from functions that take every argument.
 
     ``save(*args, **static)`` and ``jvp(res, *tangents, **static)`` get ``None``
@@ -318,7 +318,7 @@ def with_optional(name: str, save: Callable, vjp: Callable, jvp: Callable, prese
         it = iter(given)
         return [next(it) if p else None for p in present]
 
-    return Rule(
+    return Op(
         name,
         value=lambda *args, **static: save(*full(args), **static)[0],
         save=lambda *args, **static: save(*full(args), **static),
@@ -327,7 +327,7 @@ def with_optional(name: str, save: Callable, vjp: Callable, jvp: Callable, prese
     )
 
 
-def with_array_hypers(rule: Rule, names: tuple[str, ...], derivatives: Callable) -> Rule:
+def with_array_hypers(rule: Op, names: tuple[str, ...], derivatives: Callable) -> Op:
     """``rule`` with the hyper-parameters ``names`` as trailing array arguments (traced, or arrays).
 
     ``rule`` takes them as static keyword parameters; its functions must use them only in
@@ -366,4 +366,4 @@ def with_array_hypers(rule: Rule, names: tuple[str, ...], derivatives: Callable)
                 out = term if out is None else out + term.astype(out.dtype)
         return out
 
-    return Rule(f"{rule.name}_h", value=lambda *a, **s: save(*a, **s)[0], save=save, vjp=vjp, jvp=jvp)
+    return Op(f"{rule.name}_h", value=lambda *a, **s: save(*a, **s)[0], save=save, vjp=vjp, jvp=jvp)
