@@ -7,7 +7,7 @@ autodiff twin lives under the same name in :mod:`funcnet.reference`.
 
 from funcnet import (callbacks, checkpoint, data, gates, gradcheck, init, layers, losses, nn, parallel, reference,
                      schedules, train)
-from funcnet.custom import CustomOp, Kink, custom_op
+from funcnet.custom import CustomOp, Kink, custom_op, custom_vjp_form
 from funcnet.gradcheck import check_gradients, check_op
 from funcnet.second_order import hessian, hessian_matrix, hvp
 
@@ -15,6 +15,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "gates", "nn", "losses", "reference", "hessian", "hessian_matrix", "hvp", "gradcheck", "check_gradients",
-    "custom_op", "CustomOp", "Kink", "check_op",
+    "custom_op", "CustomOp", "Kink", "check_op", "custom_vjp_form",
     "init", "layers", "parallel", "schedules", "data", "train", "callbacks", "checkpoint", "__version__",
 ]

@@ -31,10 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from funcnet.ops.declaration import Kink
-from funcnet.ops.binding import Op
+from funcnet.ops.binding import Op, custom_vjp_form
 from funcnet.registry import OpSpec
 
-__all__ = ["CustomOp", "Kink", "custom_op", "ops_in"]
+__all__ = ["CustomOp", "Kink", "custom_op", "custom_vjp_form", "ops_in"]
 
 
 def _normal_sample(rng: np.random.Generator, case) -> tuple:

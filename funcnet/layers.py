@@ -29,7 +29,7 @@ import funcnet  # the package itself is the manual op namespace (ops=funcnet); r
 from funcnet import init as initializers
 from funcnet import nn as _nn  # noqa: F401  (importing it declares the activations)
 from funcnet.ops.declaration import activations as declared_activations
-from funcnet.ops.fused import FUSABLE
+from funcnet.ops.fused_dense import FUSABLE
 from funcnet import reference
 
 Shape = tuple[int, ...]

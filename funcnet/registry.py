@@ -15,22 +15,35 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 
-from funcnet.ops import activations, fused, gates, losses, norms  # noqa: F401  (importing them declares their ops)
+from funcnet.ops import activations, fused_dense, fused_head, gates, losses, norms, reductions
 from funcnet.ops.declaration import DECLARED, Declaration, Kink
 from funcnet.ops.binding import Op
 from funcnet.tolerances import AUTODIFF, Tolerance
 
-__all__ = ["OPS", "OpSpec", "Tolerance", "DEFAULT_TOLERANCES", "by_name", "cast_args", "Kink"]
+__all__ = ["OPS", "OpSpec", "Tolerance", "by_name", "cast_args", "Kink"]
 
 Sampler = Callable[[np.random.Generator, Any], tuple]
 
-#: Manual vs autodiff tolerances per dtype (the ``autodiff`` column of :mod:`funcnet.tolerances`).
-DEFAULT_TOLERANCES: Mapping[str, Tolerance] = AUTODIFF
+
+def __getattr__(name: str):
+    if name == "DEFAULT_TOLERANCES":  # the name before 0.2, kept one release
+        warnings.warn("funcnet.registry.DEFAULT_TOLERANCES is deprecated; use funcnet.tolerances.AUTODIFF",
+                      DeprecationWarning, stacklevel=2)
+        return AUTODIFF
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _deprecated(old: str, new: str) -> Callable:
+    def get(self):
+        warnings.warn(f"OpSpec.{old} is deprecated; use OpSpec.{new}", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+    return get
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,19 +86,27 @@ class OpSpec:
     saves: str = ""
     differs: str = ""
     forms: tuple[Op, ...] = ()
-    tolerances: Mapping[str, Tolerance] = dataclasses.field(default_factory=lambda: DEFAULT_TOLERANCES)
+    tolerances: Mapping[str, Tolerance] = dataclasses.field(default_factory=lambda: AUTODIFF)
 
     @property
-    def manual(self) -> Callable:
+    def op(self) -> Callable:
+        """The op with this row's keyword arguments bound."""
         return functools.partial(self.fn, **self.kwargs)
 
     @property
-    def autodiff(self) -> Callable:
+    def twin_op(self) -> Callable:
+        """The twin with this row's keyword arguments bound."""
         return functools.partial(self.twin, **self.kwargs)
 
     @property
-    def reference_upstream(self) -> Callable | None:
+    def upstream_op(self) -> Callable | None:
+        """The namesake with this row's keyword arguments bound (None if there is none)."""
         return None if self.upstream is None else functools.partial(self.upstream, **self.kwargs)
+
+    # The names before 0.2, kept one release.
+    manual = property(_deprecated("manual", "op"))
+    autodiff = property(_deprecated("autodiff", "twin_op"))
+    reference_upstream = property(_deprecated("reference_upstream", "upstream_op"))
 
     @property
     def qualname(self) -> str:
@@ -113,14 +134,15 @@ def _rows(d: Declaration) -> tuple[OpSpec, ...]:
     )
 
 
-#: Every op, one row per declared variant, in declaration order.
+#: The op modules, in the order their rows are listed (independent of which was imported first); a
+#: declaration from elsewhere (your own ``declare``) comes after them.
+MODULES = (gates, fused_dense, activations, reductions, norms, *losses.FAMILIES, fused_head)
 _FAMILY_ORDER = {"gates": 0, "nn": 1, "losses": 2}
-_MODULE_ORDER = {m: i for i, m in enumerate(("funcnet.ops.gates", "funcnet.ops.activations", "funcnet.ops.losses",
-                                              "funcnet.ops.fused"))}
+_MODULE_ORDER = {m.__name__: i for i, m in enumerate(MODULES)}
 
 
 def _order(d: Declaration) -> tuple[int, int]:
-    """Family, then module (independent of which module happened to be imported first)."""
+    """Family, then module, then declaration order within the module (``sorted`` is stable)."""
     return _FAMILY_ORDER[d.family], _MODULE_ORDER.get(d.fn.__module__, len(_MODULE_ORDER))
 
 

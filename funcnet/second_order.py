@@ -4,7 +4,7 @@
 every op has a hand-written forward rule; the functions here take the other
 route, a second reverse pass, which differentiates the reverse rules themselves
 (plain ``jnp`` code). That route also works where the ops are built in their
-plain ``jax.custom_vjp`` form (:func:`funcnet.ops.binding.custom_vjp_form`), which
+plain ``jax.custom_vjp`` form (:func:`funcnet.custom_vjp_form`), which
 has no forward mode, for parameters of any pytree shape.
 """
 

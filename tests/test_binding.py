@@ -79,14 +79,14 @@ def contexts(s, d, u):
 
 
 def program(spec: OpSpec, args, ct, u):
-    s = scalarized(spec.manual, spec, args, ct)
+    s = scalarized(spec.op, spec, args, ct)
     return jax.jit(lambda d, u: contexts(s, d, u))(diff_args(spec, args), u)
 
 
 @pytest.mark.parametrize("spec", FIRST, ids=[s.name for s in FIRST])
 def test_the_planted_rules_run_in_every_context(spec: OpSpec, monkeypatch):
     args = sample(spec, spec.cases[-1], "float64", seed=7)
-    ct = cotangent_for(spec.manual, args)
+    ct = cotangent_for(spec.op, args)
     rng = np.random.default_rng(8)
     u = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(np.shape(a)), a.dtype), diff_args(spec, args))
     true = program(spec, args, ct, u)

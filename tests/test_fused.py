@@ -14,7 +14,7 @@ import pytest
 
 from funcnet import losses
 from funcnet import reference as ref
-from funcnet.ops import fused
+from funcnet.ops import fused_head
 
 MiB = 2**20
 
@@ -62,19 +62,19 @@ def test_blocks_that_do_not_divide_the_sizes_agree_with_the_unfused_head(kw):
 
 def test_a_planted_wrong_block_boundary_is_caught(monkeypatch):
     # the last block is shifted to stay inside the array; forgetting to mask the overlap counts classes twice
-    monkeypatch.setattr(fused, "_block", lambda start, size, total: (jnp.minimum(start, total - size),
+    monkeypatch.setattr(fused_head, "_block", lambda start, size, total: (jnp.minimum(start, total - size),
                                                                      jnp.ones(size, bool)))
     assert _disagreement() > 1e-3
 
 
 def test_a_planted_reverse_rule_without_the_log_sum_exp_is_caught(monkeypatch):
-    real = fused._LINEAR_CE.vjp
+    real = fused_head._LINEAR_CE.vjp
 
     def without_lse(res, g, **static):
         x, w, b, labels, where, lse = res
         return real((x, w, b, labels, where, jnp.zeros_like(lse)), g, **static)
 
-    monkeypatch.setattr(fused._LINEAR_CE, "vjp", without_lse)
+    monkeypatch.setattr(fused_head._LINEAR_CE, "vjp", without_lse)
     assert _disagreement() > 1e-3
 
 

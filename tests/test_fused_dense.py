@@ -15,7 +15,7 @@ import pytest
 import funcnet
 from funcnet import gates, layers
 from funcnet import reference as ref
-from funcnet.ops import fused
+from funcnet.ops import fused_dense
 from helpers import XLA_DEFAULTS
 
 MiB = 2**20
@@ -56,7 +56,7 @@ def _gaps(fn, cases):
     return dict(zip([act for act, _ in cases], np.asarray(all_gaps(z, w, b))))
 
 
-CASES = [(a, {}) for a in fused.FUSABLE] + [(a, kw) for a, kw in OPTIONS.items()]
+CASES = [(a, {}) for a in fused_dense.FUSABLE] + [(a, kw) for a, kw in OPTIONS.items()]
 
 
 def test_every_activation_agrees_with_the_unfused_pair_in_both_directions():
@@ -67,8 +67,8 @@ def test_every_activation_agrees_with_the_unfused_pair_in_both_directions():
 
 def test_a_planted_reverse_rule_that_forgets_the_activation_is_caught(monkeypatch):
     # dw from z instead of f(z): the bug of a fused layer that saves z and forgets to recompute f(z)
-    monkeypatch.setattr(fused, "_activation", lambda activation, kwargs: lambda z: z)
-    monkeypatch.setattr(fused._ACTIVATION_AFFINE, "value", fused._activation_affine_value)
+    monkeypatch.setattr(fused_dense, "_activation", lambda activation, kwargs: lambda z: z)
+    monkeypatch.setattr(fused_dense._ACTIVATION_AFFINE, "value", fused_dense._activation_affine_value)
     gaps = _gaps(gates.activation_affine, [("tanh", {}), ("relu", {})])
     assert all(g > 1e-2 for g in gaps.values()), gaps
 
@@ -102,7 +102,7 @@ def test_deep_network_keeps_one_tensor_per_layer(activation, identity_temp):
 
 def test_without_the_ordering_ties_xla_keeps_the_forward_activations(monkeypatch, identity_temp):
     # the planted fault: recompute f(z) as plain f(z); XLA merges it with the forward pass's f(z)
-    monkeypatch.setattr(fused, "_after", lambda x, dep: x)
+    monkeypatch.setattr(fused_dense, "_after", lambda x, dep: x)
     assert _deep_step_temp("silu") > 1.5 * identity_temp
 
 
@@ -120,7 +120,7 @@ def test_small_batches_need_no_more_memory_than_unfused_layers(monkeypatch):
     unfused = _medium_step_temp(fused_layers=False)
     assert _medium_step_temp() <= unfused
     # the planted fault: order the two products whatever the batch (a 4 MiB copy of each 1024 × 1024 w)
-    monkeypatch.setattr(fused, "_order_pays", lambda rows, n_out: True)
+    monkeypatch.setattr(fused_dense, "_order_pays", lambda rows, n_out: True)
     assert _medium_step_temp() >= unfused + 4 * MiB
 
 
@@ -232,10 +232,10 @@ def test_a_wide_head_keeps_no_output_sized_buffer(monkeypatch):
     def tied_to_an_element_of_g(res, g, activation, kwargs):  # the planted fault: the rule as it was
         z, w = res
         lead = tuple(range(g.ndim - 1))
-        gw = jnp.tensordot(fused._activation(activation, kwargs)(fused._after(z, g)), g, axes=(lead, lead))
-        _, pullback = jax.vjp(fused._activation(activation, kwargs), fused._after(z, gw))
-        (gz,) = pullback(jnp.matmul(g, fused._after(w, gw).T))
+        gw = jnp.tensordot(fused_dense._activation(activation, kwargs)(fused_dense._after(z, g)), g, axes=(lead, lead))
+        _, pullback = jax.vjp(fused_dense._activation(activation, kwargs), fused_dense._after(z, gw))
+        (gz,) = pullback(jnp.matmul(g, fused_dense._after(w, gw).T))
         return gz, gw, g.sum(axis=lead)
 
-    monkeypatch.setattr(fused._ACTIVATION_AFFINE, "vjp", tied_to_an_element_of_g)
+    monkeypatch.setattr(fused_dense._ACTIVATION_AFFINE, "vjp", tied_to_an_element_of_g)
     assert _wide_head_temp() >= unfused + 15 * MiB

@@ -20,7 +20,7 @@ import funcnet.registry
 from funcnet import tolerances
 from funcnet.apps import cli
 from funcnet.apps.tables import op_table
-from funcnet.gradcheck import THRESHOLDS, check_gradients, check_op, relative_error
+from funcnet.gradcheck import check_gradients, check_op, relative_error
 from funcnet.ops.binding import Op
 from funcnet.registry import by_name
 
@@ -131,7 +131,7 @@ def test_checker_fails_a_planted_wrong_reverse_rule(what):
     assert set(result.failures) - {"float64 second order"} == REVERSE | {"float64 adjoint"}
     assert ("float64 second order" in result.failures) == (what not in LINEAR_FAULTS)
     assert all(e > 1e-2 for errs in result.errors.values() for e in errs.values())
-    assert all(e <= THRESHOLDS[d]["autodiff"] for d, e in result.forward.items())
+    assert all(e <= tolerances.tolerance("autodiff", d).rtol for d, e in result.forward.items())
 
 
 @pytest.mark.parametrize("what", PLANTED_FORWARD)
@@ -141,7 +141,7 @@ def test_checker_fails_a_planted_wrong_forward_rule(what):
     # (second order is forward over the reverse rule: it passes)
     assert set(result.failures) == FORWARD | {"float64 adjoint"}
     assert all(e > 1e-2 for e in result.forward.values()) and result.adjoint["float64"] > 1e-2
-    assert all(e <= THRESHOLDS[d][k] for d, errs in result.errors.items() for k, e in errs.items())
+    assert all(e <= tolerances.tolerance(k, d).rtol for d, errs in result.errors.items() for k, e in errs.items())
 
 
 def test_an_op_without_a_forward_rule_fails_the_forward_columns():
@@ -186,6 +186,11 @@ def test_limits_come_from_the_one_tolerance_table():
     import funcnet.gradcheck.ops as ops
 
     assert not hasattr(ops, "TOLERANCES") and not hasattr(model, "TOLERANCES")
+    with pytest.warns(DeprecationWarning, match="THRESHOLDS is deprecated"):
+        from funcnet.gradcheck import THRESHOLDS
+    with pytest.warns(DeprecationWarning, match="DEFAULT_TOLERANCES is deprecated"):
+        from funcnet.registry import DEFAULT_TOLERANCES
+    assert DEFAULT_TOLERANCES is tolerances.AUTODIFF
     for dtype in ("float32", "float64"):
         for kind in ("autodiff", "finite_diff", "adjoint"):
             assert THRESHOLDS[dtype][kind] == tolerances.tolerance(kind, dtype).rtol

@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 
 from funcnet import gates, losses, nn
 from funcnet import reference as ref
-from funcnet.ops._common import sum_to_shape
+from funcnet.ops.numerics import sum_to_shape
 
 SETTINGS = settings(max_examples=30, deadline=None)
 finite = st.floats(-30, 30, allow_nan=False, width=64)

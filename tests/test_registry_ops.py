@@ -1,9 +1,26 @@
-"""Every registry entry, checked the same way: forward, gradients, transforms, dtypes, extremes.
+"""Every registry op, checked the same way; a new declaration is covered by every check here at once.
 
-A new op added to ``funcnet.registry.OPS`` is covered by every test here at once.
+Per op, two compiled batteries (each traced into as few programs as it can be):
+
+* :func:`funcnet.check_op`, the product's own checker (``funcnet gradcheck``): the
+  reverse rule against autodiff of the twin and against finite differences, the
+  forward rule against the twin's, the two rules against each other
+  (⟨v, J u⟩ = ⟨Jᵀ v, u⟩), Hessian-vector products, on every input shape in float32
+  and float64, and the gradient at each declared kink in both directions;
+* :func:`battery`: values against the twin and the namesake; every input dtype
+  kept (float16 to float64); extreme inputs finite and exact; the four
+  compositions of the rules into a Hessian (forward∘forward, forward∘reverse,
+  reverse∘forward, reverse∘reverse, each equal to the twin's Hessian: stronger
+  than ``jax.test_util.check_grads(order=2)``'s finite differences); ``jvp`` under
+  ``jit``, ``vmap``, ``scan``, ``linearize`` and ``checkpoint``; ``vmap`` over every
+  argument; the classic ``jax.custom_vjp`` form.
+
+Each checker catches a planted wrong rule (the end of this file).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -11,9 +28,11 @@ import numpy as np
 import pytest
 
 import funcnet
-from funcnet.gradcheck import THRESHOLDS, check_op
+from funcnet.custom import custom_vjp_form
+from funcnet.gradcheck import check_op
+from funcnet.ops.binding import Op
 from funcnet.registry import OPS, OpSpec, cast_args
-from helpers import assert_trees_close, cotangent_for, diff_args, sample, scalarized
+from helpers import cotangent_for, diff_args, sample, scalarized
 
 ids = [spec.name for spec in OPS]
 ops = pytest.mark.parametrize("spec", OPS, ids=ids)
@@ -41,173 +60,235 @@ def test_every_public_op_is_registered():
 
 
 @ops
-def test_forward_matches_twin_and_upstream(spec: OpSpec):
-    """Every input shape, float32 and float64, traced into one program (eager calls: test_jit)."""
-    inputs = {(dtype, k): sample(spec, case, dtype, seed=k) for dtype in ("float32", "float64")
-              for k, case in enumerate(spec.cases)}
-    upstream = spec.reference_upstream
-    outs = jax.jit(lambda inputs: {key: (spec.manual(*args), spec.autodiff(*args),
-                                         None if upstream is None else upstream(*args))
-                                   for key, args in inputs.items()})(inputs)
-    for (dtype, k), (out, twin, up) in outs.items():
-        tol, case = spec.tolerance(dtype), spec.cases[k]
-        assert out.dtype == twin.dtype == jnp.dtype(dtype), (out.dtype, twin.dtype)
-        assert out.shape == twin.shape
-        assert_trees_close(out, twin, tol.rtol, tol.atol, f"{spec.name} {dtype} {case}")
-        if up is not None:
-            assert up.shape == out.shape
-            assert_trees_close(out, up, tol.rtol, tol.atol, f"{spec.name} vs upstream {dtype} {case}")
+def test_check_op(spec: OpSpec):
+    """Both rules against autodiff, finite differences and each other, second order and kinks."""
+    result = check_op(spec, seed=0)
+    assert result.passed, f"{spec.name}: {result.failures} {result.notes}"
 
 
-@ops
-def test_manual_vjp_matches_autodiff_and_finite_differences(spec: OpSpec):
-    """On every input shape, float32 and float64, with random cotangents."""
-    result = check_op(spec, seed=0, second_order=False)  # second order: tests/test_forward_mode.py
-    for dtype, errs in result.errors.items():
-        for kind, err in errs.items():
-            assert err <= THRESHOLDS[dtype][kind], f"{spec.name} {dtype} vs {kind}: {err:.3e}"
+# ------------------------------------------------------------------ the battery
+def _tangents(d, seed=2):
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(np.shape(a)), a.dtype), d)
 
 
-@ops
-def test_manual_vjp_elementwise_close_to_autodiff(spec: OpSpec):
-    """A second, elementwise criterion with the registry's own tolerances (another seed)."""
+def _small_case(spec: OpSpec):
+    """The smallest input shape with more than one entry (a Hessian is quadratic in the input size)."""
+    sizes = [sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree.leaves(sample(spec, c))) for c in spec.cases]
+    order = np.argsort(sizes, kind="stable")
+    return spec.cases[next((int(k) for k in order if sizes[k] > 1), int(order[0]))]
+
+
+def _program(spec: OpSpec):
+    """Every check of :func:`battery` as one function of its inputs (jitted once per op)."""
     argnums = tuple(range(len(spec.diff_argnums)))
-    inputs = {}
-    for dtype in ("float32", "float64"):
-        args = sample(spec, dtype=dtype, seed=7)
-        inputs[dtype] = (args, cotangent_for(spec.manual, args))
+    upstream = spec.upstream_op
 
-    def grads(args, ct):
+    def values(inputs):
+        return {key: (spec.op(*args), spec.twin_op(*args), None if upstream is None else upstream(*args))
+                for key, args in inputs.items()}
+
+    def dtypes(inputs):
+        out = {}
+        for dtype, (args, wide) in inputs.items():
+            y = spec.op(*args)
+            ct = jax.tree.map(jnp.ones_like, y)
+            grads = jax.grad(scalarized(spec.op, spec, args, ct), argnums)(*diff_args(spec, args))
+            ct_wide = jax.tree.map(lambda c: c.astype(jnp.float32), ct)
+            want = jax.grad(scalarized(spec.twin_op, spec, wide, ct_wide), argnums)(*diff_args(spec, wide))
+            out[dtype] = (y, grads, spec.twin_op(*wide), want)
+        return out
+
+    def extremes(exact_args, inputs):
+        ct = jax.tree.map(jnp.ones_like, spec.op(*exact_args))
+        exact = jax.grad(scalarized(spec.twin_op, spec, exact_args, ct), argnums)(*diff_args(spec, exact_args))
+        ours = {}
+        for dtype, args in inputs.items():
+            cts = jax.tree.map(lambda c: c.astype(dtype), ct)
+            ours[dtype] = (spec.op(*args), jax.grad(scalarized(spec.op, spec, args, cts), argnums)(
+                *diff_args(spec, args)))
+        return exact, ours
+
+    def transformations(args, ct, u, stacked):
         d = diff_args(spec, args)
-        return tuple(jax.grad(scalarized(f, spec, args, ct), argnums)(*d) for f in (spec.manual, spec.autodiff))
+        s_op, s_twin = scalarized(spec.op, spec, args, ct), scalarized(spec.twin_op, spec, args, ct)
 
-    outs = jax.jit(lambda inputs: {dtype: grads(*pair) for dtype, pair in inputs.items()})(inputs)
-    for dtype, (g_manual, g_auto) in outs.items():
+        def scanned(f):
+            return jax.lax.scan(lambda c, _: (c + jax.jvp(f, d, u)[1], None), 0.0, None, length=2)[0]
+
+        got = {"fwd∘fwd hessian": jax.jacfwd(jax.jacfwd(s_op, argnums), argnums)(*d),
+               "fwd∘rev hessian": jax.hessian(s_op, argnums)(*d),
+               "rev∘fwd hessian": jax.jacrev(jax.jacfwd(s_op, argnums), argnums)(*d),
+               "rev∘rev hessian": funcnet.hessian(s_op, argnums)(*d),
+               "jacfwd": jax.jacfwd(s_op, argnums)(*d), "jvp": jax.jvp(s_op, d, u)[1],
+               "linearize": jax.linearize(s_op, *d)[1](*u), "checkpoint": jax.jvp(jax.checkpoint(s_op), d, u)[1],
+               "scan": scanned(s_op), "vmap": jax.vmap(lambda *d: jax.jvp(s_op, d, u)[1])(*stacked)}
+        hessian = jax.hessian(s_twin, argnums)(*d)
+        want = {"jacfwd": jax.jacfwd(s_twin, argnums)(*d), "jvp": jax.jvp(s_twin, d, u)[1],
+                "scan": scanned(s_twin), "vmap": jax.vmap(lambda *d: jax.jvp(s_twin, d, u)[1])(*stacked)}
+        want |= {k: hessian for k in got if k.endswith("hessian")} | {"linearize": want["jvp"],
+                                                                      "checkpoint": want["jvp"]}
+        with custom_vjp_form():  # read at trace time: this part of the program is built in the custom_vjp form
+            got["custom_vjp grad"] = jax.grad(scalarized(spec.op, spec, args, ct), argnums)(*d)
+            got["custom_vjp value"] = spec.op(*args)
+        want["custom_vjp grad"] = jax.grad(s_twin, argnums)(*d)
+        want["custom_vjp value"] = spec.twin_op(*args)
+        return got, want
+
+    def every_argument(stacked, batch):
+        def grads(f):
+            def per_example(*args):
+                ct = jax.tree.map(jnp.ones_like, jax.eval_shape(f, *args))
+                return jax.grad(scalarized(f, spec, args, ct), argnums)(*diff_args(spec, args))
+            return jax.vmap(per_example)(*stacked)
+
+        return jax.vmap(spec.op)(*stacked), [spec.op(*args) for args in batch], grads(spec.op), grads(spec.twin_op)
+
+    def program(inputs):
+        out = {"values": values(inputs["values"]), "dtypes": dtypes(inputs["dtypes"]),
+               "transformations": transformations(*inputs["transformations"]),
+               "every argument": every_argument(*inputs["every argument"])}
+        if "extremes" in inputs:
+            out["extremes"] = extremes(*inputs["extremes"])
+        return out
+
+    return program
+
+
+def _inputs(spec: OpSpec) -> dict:
+    inputs = {"values": {(dtype, k): sample(spec, case, dtype, seed=k) for dtype in ("float32", "float64")
+                         for k, case in enumerate(spec.cases)}}
+    dtypes = {}
+    for dtype in ("float16", "bfloat16", "float32", "float64"):
+        args = sample(spec, spec.cases[-1], dtype, seed=5)
+        # compared with the float32 twin on the same (rounded) inputs
+        wide = cast_args(jax.tree.map(np.asarray, args), spec.diff_argnums, "float32" if dtype != "float64" else dtype)
+        dtypes[dtype] = (args, wide)
+    inputs["dtypes"] = dtypes
+    args = sample(spec, _small_case(spec), seed=3)
+    d = diff_args(spec, args)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 0.9 * a]), d)  # 0.9: probabilities stay in [0, 1]
+    inputs["transformations"] = (args, cotangent_for(spec.op, args), _tangents(d), stacked)
+    batch = [sample(spec, seed=s) for s in range(3)]
+    inputs["every argument"] = (jax.tree.map(lambda *xs: jnp.stack(xs), *batch), batch)
+    if spec.extreme is not None:
+        raw = spec.extreme()
+        inputs["extremes"] = (cast_args(raw, spec.diff_argnums, "float64"),
+                              {dtype: cast_args(raw, spec.diff_argnums, dtype) for dtype in ("float32", "float64")})
+    return inputs
+
+
+def _close(failures: list, what: str, actual, expected, rtol, atol=0.0) -> None:
+    la, lb = jax.tree.leaves(actual), jax.tree.leaves(expected)
+    if len(la) != len(lb):
+        failures.append(f"{what}: {len(la)} leaves, expected {len(lb)}")
+        return
+    for a, b in zip(la, lb):
+        try:
+            np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol)
+        except AssertionError as err:
+            failures.append(f"{what}: {str(err).strip().splitlines()[-3:]}")
+            return
+
+
+def battery(spec: OpSpec) -> list[str]:
+    """What fails for ``spec`` (empty if nothing): every check of the module docstring's second item."""
+    out = jax.jit(_program(spec))(inputs := _inputs(spec))
+    failures: list[str] = []
+    for (dtype, k), (y, twin, up) in out["values"].items():
+        tol, what = spec.tolerance(dtype), f"value {dtype} {spec.cases[k]}"
+        if not y.dtype == twin.dtype == jnp.dtype(dtype) or y.shape != twin.shape:
+            failures.append(f"{what}: {y.dtype}{y.shape}, twin {twin.dtype}{twin.shape}")
+        _close(failures, what + " vs twin", y, twin, tol.rtol, tol.atol)
+        if up is not None:
+            _close(failures, what + " vs namesake", y, up, tol.rtol, tol.atol)
+    for dtype, (y, grads, twin_y, twin_grads) in out["dtypes"].items():
+        kept = [leaf.dtype == jnp.dtype(dtype) for leaf in jax.tree.leaves((y, grads))]
+        finite = [bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(grads)]
+        if not all(kept) or not all(finite):
+            failures.append(f"{dtype}: output and gradient dtypes {[leaf.dtype for leaf in jax.tree.leaves((y, grads))]}"
+                            f", finite {finite}")
         tol = spec.tolerance(dtype)
-        assert_trees_close(g_manual, g_auto, tol.rtol, tol.atol, f"{spec.name} {dtype}")
+        scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(twin_grads))
+        _close(failures, f"{dtype} value", y, twin_y, tol.rtol, tol.atol)
+        _close(failures, f"{dtype} gradient", grads, twin_grads, tol.rtol, tol.atol * max(scale, 1.0))
+    if "extremes" in out:
+        exact, ours = out["extremes"]
+        if not all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(exact)):
+            failures.append("extreme inputs: the twin's gradient is not finite there (a bad extreme case)")
+        for dtype, (y, grads) in ours.items():
+            if not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves((y, grads))):
+                failures.append(f"extreme inputs {dtype}: non-finite value or gradient")
+            rtol = 1e-12 if dtype == "float64" else 1e-5
+            _close(failures, f"extreme inputs {dtype} gradient", grads, exact, rtol, rtol)
+    got, want = out["transformations"]
+    for key in got:
+        _close(failures, key, got[key], want[key], 1e-9, 1e-10)
+    mapped, one_by_one, g_op, g_twin = out["every argument"]
+    tol = spec.tolerance("float64")
+    for i, single in enumerate(one_by_one):
+        _close(failures, f"vmap over every argument, example {i}", jax.tree.map(lambda o: o[i], mapped), single,
+               tol.rtol, tol.atol)
+    _close(failures, "vmap over every argument, gradients", g_op, g_twin, tol.rtol, tol.atol)
+    del inputs
+    return failures
 
 
 @ops
-def test_jit(spec: OpSpec):
-    """The op and its reverse rule called eagerly equal the same under jit (the other tests trace everything
-    into jit; the rules' agreement with autodiff is theirs to check)."""
+def test_battery(spec: OpSpec):
+    failures = battery(spec)
+    assert not failures, f"{spec.name}:\n  " + "\n  ".join(failures)
+
+
+@ops
+def test_eager_equals_jit(spec: OpSpec):
+    """The op and its reverse rule called eagerly equal the same under jit (everything else traces into jit)."""
     args = sample(spec)
-    ct = cotangent_for(spec.manual, args)
+    ct = cotangent_for(spec.op, args)
     argnums = tuple(range(len(spec.diff_argnums)))
     tol = spec.tolerance("float64")
 
     def run(args):
-        return spec.manual(*args), jax.grad(scalarized(spec.manual, spec, args, ct), argnums)(*diff_args(spec, args))
+        return spec.op(*args), jax.grad(scalarized(spec.op, spec, args, ct), argnums)(*diff_args(spec, args))
 
-    assert_trees_close(jax.jit(run)(args), run(args), tol.rtol, tol.atol, f"{spec.name}: jit vs eager")
-
-
-@ops
-def test_vmap_over_every_argument(spec: OpSpec):
-    """vmap over a batch of all inputs (for PReLU and the gates: a batch of parameters too)."""
-    batch = [sample(spec, seed=s) for s in range(3)]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batch)
-    tol = spec.tolerance("float64")
-
-    def grads(f):
-        def per_example(*args):
-            ct = jax.tree.map(jnp.ones_like, jax.eval_shape(f, *args))
-            return jax.grad(scalarized(f, spec, args, ct), tuple(range(len(spec.diff_argnums))))(*diff_args(spec, args))
-
-        return jax.vmap(per_example)
-
-    @jax.jit
-    def run(stacked, batch):
-        return (jax.vmap(spec.manual)(*stacked), [spec.manual(*args) for args in batch],
-                grads(spec.manual)(*stacked), grads(spec.autodiff)(*stacked))
-
-    out, one_by_one, g_manual, g_auto = run(stacked, batch)
-    for i, single in enumerate(one_by_one):
-        assert_trees_close(jax.tree.map(lambda o: o[i], out), single, tol.rtol, tol.atol)
-    assert_trees_close(g_manual, g_auto, tol.rtol, tol.atol, spec.name)
+    failures: list[str] = []
+    _close(failures, "jit vs eager", jax.jit(run)(args), run(args), tol.rtol, tol.atol)
+    assert not failures, f"{spec.name}: {failures}"
 
 
-def _small_case(spec: OpSpec):
-    """The smallest input shape (the Hessian is quadratic in the input size)."""
-    sizes = [sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(sample(spec, c))) for c in spec.cases]
-    return spec.cases[int(np.argmin(sizes))] if min(sizes) > 1 else spec.cases[int(np.argsort(sizes)[min(1, len(sizes) - 1)])]
+# ------------------------------------------------------------- planted faults
+def _planted(rule: Op, *, jvp=None, vjp=None) -> Op:
+    return Op(rule.name, value=rule.value, save=rule.save, vjp=vjp or rule.vjp, jvp=jvp or rule.jvp)
 
 
-@ops
-def test_reverse_over_reverse_hessian_matches_twin(spec: OpSpec):
-    args = sample(spec, _small_case(spec), seed=3)
-    ct = cotangent_for(spec.manual, args)
-    argnums = tuple(range(len(spec.diff_argnums)))
-
-    @jax.jit
-    def hessians(args, ct):
-        d = diff_args(spec, args)
-        s_manual, s_twin = scalarized(spec.manual, spec, args, ct), scalarized(spec.autodiff, spec, args, ct)
-        # funcnet.hessian is jacrev∘jacrev (forward-over-reverse: tests/test_forward_mode.py)
-        return funcnet.hessian(s_manual, argnums)(*d), jax.hessian(s_twin, argnums)(*d)
-
-    h_manual, h_twin = hessians(args, ct)
-    assert_trees_close(h_manual, h_twin, rtol=1e-9, atol=1e-10, err_msg=spec.name)
+TANH_SPEC = next(s for s in OPS if s.name == "tanh")
+TANH = TANH_SPEC.forms[0]
 
 
-@ops
-def test_output_and_gradient_keep_the_input_dtype(spec: OpSpec):
-    """float16, bfloat16, float32 and float64 inputs, traced into one program."""
-    argnums = tuple(range(len(spec.diff_argnums)))
-    inputs = {}
-    for dtype in ("float16", "bfloat16", "float32", "float64"):
-        args = sample(spec, spec.cases[-1], dtype, seed=5)
-        # the values are compared with the float32 twin on the same (rounded) inputs
-        wide = cast_args(jax.tree.map(np.asarray, args), spec.diff_argnums, "float32" if dtype != "float64" else dtype)
-        inputs[dtype] = (args, wide)
-
-    def run(args, wide):
-        out = spec.manual(*args)
-        ct = jax.tree.map(jnp.ones_like, out)
-        grads = jax.grad(scalarized(spec.manual, spec, args, ct), argnums)(*diff_args(spec, args))
-        ct_wide = jax.tree.map(lambda c: c.astype(jnp.float32), ct)
-        ref_grads = jax.grad(scalarized(spec.autodiff, spec, wide, ct_wide), argnums)(*diff_args(spec, wide))
-        return out, grads, spec.autodiff(*wide), ref_grads
-
-    results = jax.jit(lambda inputs: {dtype: run(*pair) for dtype, pair in inputs.items()})(inputs)
-    for dtype, (out, grads, ref_out, ref_grads) in results.items():
-        for leaf in jax.tree.leaves(out):
-            assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: output {leaf.dtype}, input {dtype}"
-        for leaf in jax.tree.leaves(grads):
-            assert leaf.dtype == jnp.dtype(dtype), f"{spec.name}: gradient {leaf.dtype}, input {dtype}"
-            assert bool(jnp.all(jnp.isfinite(leaf))), f"{spec.name}: non-finite {dtype} gradient"
-        tol = spec.tolerance(dtype)
-        assert_trees_close(out, ref_out, tol.rtol, tol.atol, f"{spec.name} forward {dtype}")
-        scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
-        assert_trees_close(grads, ref_grads, tol.rtol, tol.atol * max(scale, 1.0), f"{spec.name} gradient {dtype}")
+def _tanh_with(rule: Op) -> OpSpec:
+    return dataclasses.replace(TANH_SPEC, fn=lambda x: rule(x), name="planted tanh")
 
 
-@ops
-def test_extreme_inputs_stay_finite_and_exact(spec: OpSpec):
-    if spec.extreme is None:
-        pytest.skip(f"{spec.name}: no extreme regime (linear in each input)")
-    raw = spec.extreme()
-    exact_args = cast_args(raw, spec.diff_argnums, "float64")
-    ct = jax.tree.map(jnp.ones_like, jax.eval_shape(spec.manual, *exact_args))
-    argnums = tuple(range(len(spec.diff_argnums)))
-    inputs = {dtype: cast_args(raw, spec.diff_argnums, dtype) for dtype in ("float32", "float64")}
+@pytest.mark.parametrize("planted, broken, intact", [
+    (_planted(TANH, jvp=lambda y, t: t * (1 - y)), "fwd", "rev"),            # should be 1 - y²
+    (_planted(TANH, vjp=lambda y, g: (g * (1 + y * y),)), "rev", "fwd"),      # should be 1 - y²
+], ids=["forward", "reverse"])
+def test_a_planted_rule_changes_its_own_mode_only_and_both_checkers_catch_it(planted, broken, intact):
+    spec, good = _tanh_with(planted), _tanh_with(TANH)
+    args = sample(spec, (5,), "float64")
+    u, v = _tangents(args), cotangent_for(spec.op, args)
+    mode = {"fwd": lambda s: jax.jvp(s.op, args, u)[1], "rev": lambda s: jax.vjp(s.op, *args)[1](v)}
+    assert not np.allclose(mode[broken](spec), mode[broken](good)), "the planted rule did not change its mode"
+    np.testing.assert_array_equal(mode[intact](spec), mode[intact](good), "the planted rule leaked into the other mode")
+    result = check_op(spec, quick=True)
+    assert not result.passed and any(("fwd" if broken == "fwd" else "vs autodiff") in f for f in result.failures)
+    assert battery(spec), "the battery passed a planted wrong rule"
+    assert check_op(good, quick=True).passed and battery(good) == []
 
-    @jax.jit
-    def run(exact_args, inputs):
-        exact = jax.grad(scalarized(spec.autodiff, spec, exact_args, ct), argnums)(*diff_args(spec, exact_args))
-        ours = {}
-        for dtype, args in inputs.items():
-            cts = jax.tree.map(lambda c: c.astype(dtype), ct)
-            ours[dtype] = (spec.manual(*args),
-                           jax.grad(scalarized(spec.manual, spec, args, cts), argnums)(*diff_args(spec, args)))
-        return exact, ours
 
-    exact, ours = run(exact_args, inputs)
-    for leaf in jax.tree.leaves(exact):
-        assert np.all(np.isfinite(leaf)), f"{spec.name}: the twin's gradient is not finite at the extreme input"
-    for dtype, (out, grads) in ours.items():
-        assert all(bool(jnp.all(jnp.isfinite(o))) for o in jax.tree.leaves(out)), f"{spec.name} {dtype} forward"
-        for leaf in jax.tree.leaves(grads):
-            assert bool(jnp.all(jnp.isfinite(leaf))), f"{spec.name} {dtype}: non-finite gradient {leaf}"
-        rtol = 1e-12 if dtype == "float64" else 1e-5
-        assert_trees_close(grads, exact, rtol=rtol, atol=rtol, err_msg=f"{spec.name} {dtype}")
+def test_a_planted_kink_convention_is_caught():
+    relu = next(s for s in OPS if s.name == "relu")
+    wrong = _planted(relu.forms[0], vjp=lambda y, g: (jnp.where(y >= 0, g, 0.0),),
+                     jvp=lambda y, t: jnp.where(y >= 0, t, 0.0))
+    result = check_op(dataclasses.replace(relu, fn=lambda x: wrong(x)), quick=True)
+    assert not result.passed and not any(k.reverse or k.forward for k in result.kinks)

@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
         args = batched(spec, rng)
         if args is None:
             continue
-        per_example = jax.vmap(lambda a0, *rest: spec.manual(a0, *rest), in_axes=(0,) + (None,) * (len(args) - 1))
+        per_example = jax.vmap(lambda a0, *rest: spec.op(a0, *rest), in_axes=(0,) + (None,) * (len(args) - 1))
         def loss(*a):
             return jnp.sum(per_example(*a) ** 2)
         argnums = spec.diff_argnums

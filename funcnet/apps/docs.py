@@ -50,7 +50,7 @@ grad-of-grad) differentiates the rules themselves. The rules are bound the way
 compiled fast path), whose JVP binds a primitive linear in the tangents: its
 evaluation is the forward rule and its transpose is the reverse rule. The
 classic `jax.custom_vjp` form of every rule (reverse mode only) is built from
-the same declaration (`funcnet.ops.binding.custom_vjp_form()`). Your own op gets
+the same declaration (`funcnet.custom_vjp_form()`). Your own op gets
 the same binding and checks with `funcnet.custom_op` ([Adding an
 op](adding-an-op.md)).
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from funcnet.gradcheck.model import PAIRS, GradientReport
-from funcnet.gradcheck.ops import THRESHOLDS, KinkCheck, OpCheck
+from funcnet import tolerances
+from funcnet.gradcheck.ops import KinkCheck, OpCheck
 
 __all__ = ["op_table", "model_table", "summary_row"]
 
@@ -42,7 +43,9 @@ def op_table(rows: Sequence[OpCheck]) -> str:
         lines.append(f"{r.name:<{width}}  " + "  ".join(cells) + f"  {_kink_cell(r.kinks)}  {verdict}")
     failed = sum(not r.passed for r in rows)
     lines.append("-" * len(head))
-    limits = "; ".join(f"{d}: " + ", ".join(f"{k} {v:.0e}" for k, v in t.items()) for d, t in THRESHOLDS.items())
+    limits = "; ".join(f"{d}: " + ", ".join(f"{k} {tolerances.tolerance(k, d).rtol:.0e}"
+                                            for k in ("autodiff", "finite_diff", "adjoint"))
+                       for d in ("float64", "float32"))
     lines.append(f"{len(rows) - failed}/{len(rows)} ops passed (max relative error; limits from funcnet.tolerances: "
                  f"{limits}; fwd vs twin and 2nd order as autodiff; kinks exact)")
     return "\n".join(lines)

@@ -21,7 +21,6 @@ from funcnet.gradcheck.model import (
 )
 from funcnet.gradcheck.ops import (
     FD_STEP,
-    THRESHOLDS,
     KinkCheck,
     OpCheck,
     adjoint_error,
@@ -38,7 +37,14 @@ from funcnet.gradcheck.ops import (
 
 __all__ = [
     "check_gradients", "GradientReport", "LeafReport", "PairError", "GradientCheckError", "limits", "leaf_step",
-    "check_op", "check_registry", "check_kinks", "OpCheck", "KinkCheck", "THRESHOLDS", "FD_STEP",
+    "check_op", "check_registry", "check_kinks", "OpCheck", "KinkCheck", "FD_STEP",
     "relative_error", "adjoint_error", "vjp_grads", "jvp_tangents", "finite_difference_grads", "three_gradients",
     "random_cotangent",
 ]
+
+
+def __getattr__(name: str):
+    if name == "THRESHOLDS":  # deprecated: funcnet.tolerances is the one table
+        from funcnet.gradcheck import ops
+        return ops.THRESHOLDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -54,7 +54,7 @@ from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from funcnet.ops._common import sum_to_shape
+from funcnet.ops.numerics import sum_to_shape
 
 __all__ = ["Op", "custom_vjp_form", "varying_like", "with_array_hypers", "with_optional"]
 

@@ -42,12 +42,16 @@ class Kink:
     ``args`` are the op's arguments (float64 NumPy values) and ``grad`` the
     gradient of ``sum(op(*args, **kwargs))`` with respect to the first argument,
     computed by hand from the documented convention, not by running the code.
+    ``namesake`` says whether the namesake in ``jax.nn``/``optax.losses`` gives
+    the same gradient there (False: a difference the declaration's ``differs``
+    documents).
     """
 
     where: str
     args: tuple
     grad: Any
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    namesake: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,23 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.ops import _samples as S
-from funcnet.ops._common import broadcast_shapes, promote_floats, sum_to_shape
+from funcnet.ops.inputs import broadcast_shapes, promote_floats
+from funcnet.ops.numerics import add_tangents, sum_to_shape
 from funcnet.ops.binding import Op
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import gates as twin
 
 declare = declarer("gates", twins=twin)
-
-
-def _sum_tangents(terms, shape):
-    """The sum of the non-``None`` tangent terms, broadcast to ``shape``; ``None`` if all are ``None``."""
-    terms = [t for t in terms if t is not None]
-    if not terms:
-        return None
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return jnp.broadcast_to(out, shape)
 
 
 # --------------------------------------------------------------------------- add
@@ -50,7 +40,7 @@ def _add_vjp(_, g, x_shape, y_shape):
 
 
 def _add_jvp(_, tx, ty, x_shape, y_shape):
-    return _sum_tangents((tx, ty), np.broadcast_shapes(x_shape, y_shape))
+    return add_tangents(tx, ty, shape=np.broadcast_shapes(x_shape, y_shape))
 
 
 _ADD = Op(
@@ -86,7 +76,7 @@ def _multiply_vjp(res, g):
 def _multiply_jvp(res, tx, ty):
     x, y = res
     shape = np.broadcast_shapes(x.shape, y.shape)
-    return _sum_tangents((None if tx is None else tx * y, None if ty is None else x * ty), shape)
+    return add_tangents(None if tx is None else tx * y, None if ty is None else x * ty, shape=shape)
 
 
 _MULTIPLY = Op("multiply", value=lambda x, y: x * y, vjp=_multiply_vjp, jvp=_multiply_jvp)
@@ -125,7 +115,7 @@ def _maximum_jvp(res, tx, ty):
     if tx is None and ty is None:
         return None
     share = _share_x(x, y, (tx if tx is not None else ty).dtype)
-    return _sum_tangents((None if tx is None else share * tx, None if ty is None else (1 - share) * ty), shape)
+    return add_tangents(None if tx is None else share * tx, None if ty is None else (1 - share) * ty, shape=shape)
 
 
 _MAXIMUM = Op("maximum", value=jnp.maximum, vjp=_maximum_vjp, jvp=_maximum_jvp)
@@ -232,14 +222,8 @@ def _affine_vjp(res, g):
 
 def _affine_jvp(res, tx, tw, tb):
     x, w = res
-    return _sum_tangents(
-        (
-            None if tx is None else jnp.matmul(tx, w),
-            None if tw is None else jnp.matmul(x, tw),
-            tb,
-        ),
-        tuple(x.shape[:-1]) + (w.shape[1],),
-    )
+    return add_tangents(None if tx is None else jnp.matmul(tx, w), None if tw is None else jnp.matmul(x, tw), tb,
+                        shape=tuple(x.shape[:-1]) + (w.shape[1],))
 
 
 _AFFINE = Op(

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.ops import _samples as S
-from funcnet.ops._common import broadcast_shapes, canonical_axis, float_input, promote_floats, static_float, sum_to_shape, widen
+from funcnet.ops.inputs import bool_mask, broadcast_shapes, canonical_axis, float_input, promote_floats, static_float
+from funcnet.ops.numerics import sum_to_shape, widen
 from funcnet.ops.binding import with_optional
 from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.reference import nn as twin
@@ -143,15 +144,25 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None,
     epsilon = static_float(op, "epsilon", epsilon)
     axes = canonical_axis(op, axis, x.ndim)
     if where is not None:
-        where = jnp.asarray(where)
-        if where.dtype != jnp.bool_:
-            raise TypeError(f"{op}: `where` must be a boolean mask, got {where.dtype}{list(where.shape)}")
+        where = bool_mask(op, where)
         where = jnp.broadcast_to(where, broadcast_shapes(op, x=x.shape, where=where.shape))
     if mean is None and variance is None:
         return _normalize(x, where=where, axes=axes, epsilon=epsilon, center=True, algorithm=algorithm)
-    # given statistics: elementwise (x - mean)·rsqrt(variance + ε) in plain jnp, whose autodiff is exact; the
-    # twin is that code (compared with jax.nn.standardize directly in tests/test_dropin.py)
-    return twin.standardize(x, axes, mean, variance, epsilon, where, algorithm=algorithm)
+    return _with_statistics(x, axes, mean, variance, epsilon, where, algorithm)
+
+
+def _with_statistics(x, axes, mean, variance, epsilon, where, algorithm):
+    """Given statistics: ``(x - mean)·rsqrt(variance + ε)`` in plain jnp, as ``jax.nn.standardize``.
+
+    The missing statistic comes from ``x`` (and the given one); autodiff of this elementwise code is exact.
+    """
+    if mean is None:
+        mean = jnp.mean(x, axes, keepdims=True, where=where)
+    if variance is None:
+        second = (lambda v: jnp.mean(v, axes, keepdims=True, where=where))
+        variance = (second(jnp.square(x - mean)) if algorithm == "stable"
+                    else jnp.maximum(second(jnp.square(x)) - jnp.square(mean), 0))
+    return (x - mean) * jax.lax.rsqrt(variance + epsilon)
 
 
 # ------------------------------------------------------------- layer_norm, rms_norm

@@ -6,10 +6,11 @@ masked terms use a double ``where``, so that autodiff gives the manual rules'
 0 (not 0·inf = NaN) at masked-out entries.
 """
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops._common import LOG_FLOOR, weight_leaves
+from funcnet.ops.numerics import LOG_FLOOR
 from funcnet.reference.nn import log_softmax, sparse_plus
 
 __all__ = [
@@ -95,6 +96,13 @@ def multiclass_svm_loss(scores, labels, margin=1.0):
     return jnp.sum(jnp.where(wrong & (margins > 0), margins, 0.0), axis=-1)
 
 
+def _weights(params, is_weight):
+    """The penalised leaves, selected here independently of the op's own filter (floating, ndim ≥ 2 by default)."""
+    if is_weight is None:
+        return [w for w in jax.tree.leaves(params) if jnp.ndim(w) >= 2 and jnp.issubdtype(jnp.result_type(w), jnp.floating)]
+    return [w for path, w in jax.tree_util.tree_flatten_with_path(params)[0] if is_weight(path, w)]
+
+
 def _total(terms):
     terms = list(terms)
     return sum(terms) if terms else jnp.zeros((), jnp.float32)
@@ -103,11 +111,11 @@ def _total(terms):
 def l1_penalty(params, is_weight=None):
     # |w| with the manual rule's subgradient 0 at w = 0 (autodiff of jnp.abs takes +1 there), so that a
     # zero-initialised model's manual and autodiff gradients agree
-    return _total(jnp.sum(jnp.where(w == 0, 0, jnp.abs(w))) for w in weight_leaves(params, is_weight))
+    return _total(jnp.sum(jnp.where(w == 0, 0, jnp.abs(w))) for w in _weights(params, is_weight))
 
 
 def l2_penalty(params, is_weight=None):
-    return _total(jnp.sum(w * w) for w in weight_leaves(params, is_weight))
+    return _total(jnp.sum(w * w) for w in _weights(params, is_weight))
 
 
 def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=None, label_smoothing=0.0,
@@ -194,11 +202,13 @@ def multiclass_perceptron_loss(scores, labels):
 
 
 def _sparsemax(z):
-    desc = -jnp.sort(-z, axis=-1)
-    cumulative = jnp.cumsum(desc, axis=-1)
-    k = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
-    support = jnp.sum(1 + k * desc > cumulative, axis=-1, keepdims=True)
-    tau = (jnp.take_along_axis(cumulative, support - 1, axis=-1) - 1) / support
+    # The Euclidean projection onto the simplex, without sorting (the op sorts): z_j is in the support
+    # iff 1 + k_j z_j > S_j, with k_j the number of entries >= z_j and S_j their sum.
+    ge = z[..., None, :] >= z[..., :, None]
+    k = jnp.sum(ge, axis=-1)
+    s = jnp.sum(jnp.where(ge, z[..., None, :], 0.0), axis=-1)
+    support = 1 + k * z > s
+    tau = (jnp.sum(jnp.where(support, z, 0.0), axis=-1, keepdims=True) - 1) / jnp.sum(support, axis=-1, keepdims=True)
     return jnp.maximum(z - tau, 0.0)
 
 

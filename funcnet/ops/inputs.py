@@ -1,16 +1,17 @@
-"""Helpers shared by the manual ops: input checks, broadcasting, precision.
+"""Argument checks and promotion shared by the ops: dtypes, shapes, axes, masks, labels, static numbers.
 
 Everything here runs at trace time (shapes and dtypes are static), so the
-errors it raises point at the user's call, not at a compiled program.
+errors name the op and the offending shapes or values.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 
 def _describe(x: Any) -> str:
     return f"{x.dtype}{list(x.shape)}"
@@ -122,56 +123,8 @@ def broadcast_shapes(op: str, **shapes: tuple) -> tuple[int, ...]:
         raise ValueError(f"{op}: shapes do not broadcast: {listed}") from None
 
 
-def sum_to_shape(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Reverse a broadcast: sum ``g`` over the axes that broadcasting added or stretched."""
-    shape = tuple(shape)
-    lead = g.ndim - len(shape)
-    stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    axes = tuple(range(lead)) + stretched
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
-
-def compute_dtype(dtype: Any) -> Any:
-    """The dtype a rule computes in: float16/bfloat16 are widened to float32.
-
-    Half-precision exponentials and cubes overflow at modest inputs (GELU's x^3
-    is inf at |x| > 40 in float16), so the elementwise math runs in float32 and
-    only the stored result is rounded back to the input dtype.
-    """
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def widen(x: jax.Array) -> jax.Array:
-    return x.astype(compute_dtype(x.dtype))
-
-
 def is_concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
-
-
-#: ``binary_cross_entropy`` clamps each log term at this value (PyTorch's
-#: ``BCELoss`` convention), so a probability of exactly 0 or 1 gives a finite loss.
-LOG_FLOOR = -100.0
-
-
-def default_is_weight(path: tuple, leaf: Any) -> bool:
-    """The default weight test of the penalties: a floating leaf with ndim ≥ 2.
-
-    Dense kernels ``w`` of shape ``(n_in, n_out)`` are weights; biases ``b``
-    (1-D), PReLU slopes and other scalars or vectors are not. Pass your own
-    ``is_weight(path, leaf) -> bool`` to change the rule (``path`` is the leaf's
-    key path as given by ``jax.tree_util.tree_flatten_with_path``).
-    """
-    leaf = jnp.asarray(leaf)
-    return leaf.ndim >= 2 and jnp.issubdtype(leaf.dtype, jnp.floating)
-
-
-def weight_leaves(params, is_weight: Callable | None = None) -> list:
-    """The leaves of ``params`` that the penalties act on, in tree order."""
-    is_weight = default_is_weight if is_weight is None else is_weight
-    flat, _ = jax.tree_util.tree_flatten_with_path(params)
-    return [leaf for path, leaf in flat if is_weight(path, leaf)]
 
 
 def check_class_labels(op: str, labels, num_classes: int) -> None:
@@ -188,3 +141,11 @@ def check_class_labels(op: str, labels, num_classes: int) -> None:
                 f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes, "
                 f"got values from {lo} to {hi}"
             )
+
+
+def bool_mask(op: str, where: Any) -> jax.Array:
+    """``where`` as a boolean array; a TypeError naming ``op`` for any other dtype."""
+    where = jnp.asarray(where)
+    if where.dtype != jnp.bool_:
+        raise TypeError(f"{op}: `where` must be a boolean mask, got {where.dtype}{list(where.shape)}")
+    return where
