@@ -98,8 +98,8 @@ API = [  # (a call that must fail, error, fragments of its one-line message)
     (lambda p: data.split(np.ones((9, 2)), np.zeros(9), seed=1.5), DataError, ["funcnet.data.split", "1.5"]),
     (lambda p: data.xor(seed=-1), DataError, ["funcnet.data.xor", "`seed`", "-1"]),
     (lambda p: data.spiral(arms=3.0), DataError, ["funcnet.data.spiral", "`arms`", "3.0"]),  # NumPy TypeError
-    (lambda p: data.standardize(ONES, eps=NAN), DataError, ["funcnet.data.standardize", "`eps`", "nan"]),  # NaNs
-    (lambda p: data.standardize(ONES, eps=0), DataError, ["funcnet.data.standardize", "`eps`", "got 0"]),  # x/0
+    (lambda p: data.standardize(ONES, epsilon=NAN), DataError, ["funcnet.data.standardize", "`epsilon`", "nan"]),  # NaN
+    (lambda p: data.standardize(ONES, epsilon=0), DataError, ["funcnet.data.standardize", "`epsilon`", "got 0"]),  # x/0
     (lambda p: data.standardize(WITH_NAN), DataError, ["training split", "1 NaN or infinite", "row 1"]),  # all NaN
     (lambda p: data.standardize(ONES, ONES, ALL_INF), DataError, ["split 2 of *others", "4 NaN or infinite"]),
     (lambda p: data.standardize(np.ones((3, 2))), DataError, ["funcnet.data.standardize", "Split(x, y)", "ndarray"]),

@@ -212,6 +212,32 @@ def test_standardize_rejects_mismatched_features():
         data.standardize(Split(np.zeros((5, 4)), None), Split(np.zeros((3, 2)), None))
 
 
+def test_standardize_epsilon_is_a_threshold_on_the_training_std():
+    x = np.array([[0.0, 0.0], [0.2, 2.0]], np.float32)  # training stds 0.1 and 1
+    *_, std = data.standardize(Split(x, None), epsilon=0.5)
+    np.testing.assert_allclose(std, [1.0, 1.0])  # 0.1 < epsilon: divided by 1
+    *_, std = data.standardize(Split(x, None), epsilon=0.05)
+    np.testing.assert_allclose(std, [0.1, 1.0], rtol=1e-6)
+
+
+def test_standardize_eps_is_a_deprecated_alias_of_epsilon():
+    x = np.array([[0.0, 0.0], [0.2, 2.0]], np.float32)
+    with pytest.warns(DeprecationWarning, match="funcnet.data.standardize: `eps` is deprecated, use `epsilon`") as w:
+        old = data.standardize(Split(x, None), eps=0.5)
+    assert len(w) == 1 and w[0].filename == __file__  # points at the caller
+    new = data.standardize(Split(x, None), epsilon=0.5)
+    for a, b in zip(old, new):
+        np.testing.assert_array_equal(a.x if isinstance(a, Split) else a, b.x if isinstance(b, Split) else b)
+    with pytest.warns(DeprecationWarning), raises("funcnet.data.standardize", "`epsilon`", "got 0"):
+        data.standardize(Split(x, None), eps=0)  # the alias's value is checked as epsilon's
+    with raises("funcnet.data.standardize", "got both `epsilon` and `eps`", "pass `epsilon` only"):
+        data.standardize(Split(x, None), epsilon=0.5, eps=0.5)
+    with raises("funcnet.data.standardize", "got both"):
+        data.standardize(Split(x, None), epsilon=1e-8, eps=0.5)  # even epsilon's default, given explicitly
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epsilom'"):
+        data.standardize(Split(x, None), epsilom=0.5)
+
+
 # ---------------------------------------------------------------- IDX
 
 

@@ -25,7 +25,9 @@ import numpy as np
 import pytest
 
 from funcnet import data
-from funcnet.data import DataError
+from funcnet.data import DataError, files
+from funcnet.data import csv as csv_format
+from funcnet.data import idx as idx_format
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="devices, links and named pipes are POSIX")
 
@@ -185,16 +187,17 @@ def _release_fifo_writers():
                 os.close(fd)
 
 
-def patched(name: str, value, load: Callable) -> Callable:
-    """``load`` with the module's limit ``name`` set to ``value`` (small, to test it cheaply)."""
+def patched(module, name: str, value, load: Callable) -> Callable:
+    """``load`` with the limit ``name`` set to ``value`` (small, to test it cheaply) in ``module``, the one of
+    funcnet.data's modules where the loader looks it up."""
 
     def call(path):
-        old = getattr(data, name, None)
-        setattr(data, name, value)
+        old = getattr(module, name)  # no default: patching a name the module lacks would test nothing
+        setattr(module, name, value)
         try:
             return load(path)
         finally:
-            setattr(data, name, old)
+            setattr(module, name, old)
 
     return call
 
@@ -290,13 +293,14 @@ ATTACKS = {
     "csv-feature-beyond-float32": A(csv("1,0\n1e39,1\n"), CSV, "line 2, column 1", "'1e39'", "float32 range"),
     "csv-target-beyond-float32": A(csv("1,0.5\n2,-1e39\n"), CSV, "line 2, column 2", "'-1e39'", "float32 range"),
     "csv-quoted-newline-not-joined": A(csv('"1\n2",0\n3,1\n'), CSV, "line 2, column 1", "'1\\n2' is not a finite number"),
-    "csv-line-over-limit": A(csv("1," * 600 + "0\n"), patched("_CSV_LINE_LIMIT", 1000, CSV), "line 1 is longer than"),
+    "csv-line-over-limit": A(csv("1," * 600 + "0\n"), patched(csv_format, "_CSV_LINE_LIMIT", 1000, CSV),
+                             "line 1 is longer than"),
     # 3. .npz headers that claim more than the archive holds: refused before allocating
     "npz-header-claims-745GiB": A(claims((10**11,)), NPZ, "`x`", "header says shape (100000000000,) float64", max_mb=5),
     "npz-header-claims-16PB": A(claims((2, 10**15)), NPZ, "`x`", "header says shape (2, 1000000000000000)", max_mb=5),
     "npz-forged-zip-size": A(claims((4 * 10**8,), DEFLATED, {"x.npy": 128 + 32 * 10**8}), NPZ, "more than deflate can"),
-    "npz-past-memory": A(xy([0, 1], np.ones((2, 200))), patched("_memory_limit", lambda: 1000, NPZ), "3200 bytes",
-                         "more than this machine's"),
+    "npz-past-memory": A(xy([0, 1], np.ones((2, 200))), patched(files, "_memory_limit", lambda: 1000, NPZ),
+                         "3200 bytes", "more than this machine's"),
     "npz-bzip2-claims-745GiB": A(claims((10**11,), BZIP2), NPZ, "`x` is compressed with zip method 12", max_mb=5),
     # 4. shapes NumPy cannot make, and nothing to train on
     "idx-65-dims": A(raw("a.idx", idx_header((1,) * 65) + b"\0"), IDX, "65 dimensions, more than the"),
@@ -314,7 +318,8 @@ ATTACKS = {
     "idx-gz-bad-magic-then-20MB": A(gz("a.gz", lambda: b"\1\2\10\1" + bytes(MB20)), IDX, "bad magic number", max_mb=2),
     "idx-gz-header-claims-10GB": A(gz("a.gz", lambda: idx_header((10**5, 10**5)) + bytes(100)), IDX,
                                    "100000x100000 ubyte", "a gzip file of", "decompresses to at most", max_mb=2),
-    "idx-past-memory": A(raw("a.idx", idx(np.zeros((4, 500), np.uint8))), patched("_memory_limit", lambda: 1000, IDX),
+    "idx-past-memory": A(raw("a.idx", idx(np.zeros((4, 500), np.uint8))),
+                         patched(files, "_memory_limit", lambda: 1000, IDX),
                          "4x500 ubyte = 2000 bytes", "more than this machine's"),
     "idx-plain-20MB-after-10-bytes": A(raw("a.idx", idx(np.zeros(10, np.uint8)), sparse_tail=MB20), IDX,
                                        "trailing bytes", "file has 20000010 after the 8-byte header", max_mb=2),
@@ -326,11 +331,13 @@ ATTACKS = {
     "mnist-link-to-dev-urandom": A(mnist(b"", idx(np.zeros(3, np.uint8)), link_images_to="/dev/urandom"), MNIST,
                                    "train-images-idx3-ubyte", "is a character device", posix=True),
     "csv-named-pipe": A(pipe(b"1,0\n2,1\n"), CSV, "is a named pipe (FIFO)", "allow_special_files=True", posix=True),
-    "csv-endless-pipe-allowed": A(pipe(b"1,0\n" * 100_000), patched("_SPECIAL_FILE_LIMIT", 10**5, special(CSV)),
+    "csv-endless-pipe-allowed": A(pipe(b"1,0\n" * 100_000),
+                                  patched(csv_format, "_SPECIAL_FILE_LIMIT", 10**5, special(CSV)),
                                   "more than 100000 bytes", "not regular", posix=True),
     "idx-dev-zero-allowed": A(link("a.idx", "/dev/zero"), special(IDX), "unknown dtype code 0x00", posix=True),
-    "idx-pipe-claims-past-limit": A(pipe(idx_header((2000, 1000)), "a.idx"), patched("_SPECIAL_FILE_LIMIT", 10**6,
-                                    special(IDX)), "2000x1000 ubyte", "more than the 1000000 bytes", posix=True),
+    "idx-pipe-claims-past-limit": A(pipe(idx_header((2000, 1000)), "a.idx"),
+                                    patched(idx_format, "_SPECIAL_FILE_LIMIT", 10**6, special(IDX)),
+                                    "2000x1000 ubyte", "more than the 1000000 bytes", posix=True),
     # 7. values that would reach training as NaN or inf, whatever the message said
     "npz-feature-beyond-float32": A(xy([0, 1], [[1.0], [1e39]]), NPZ, "`x` holds 1e+39", "row 1", "float32 range"),
     "npz-target-beyond-float32": A(xy([1.0, -1e300]), NPZ, "`y` holds -1e+300", "float32 range"),
