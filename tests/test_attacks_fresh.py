@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from funcnet import checkpoint, data, layers, train
-from funcnet.apps import bench, cli, run
+from funcnet.apps import cli, run
+from funcnet.apps.bench import suite
 from funcnet.checkpoint import CheckpointError
 from funcnet.data import DataError, Split
 
@@ -79,7 +80,7 @@ CLI = [  # (arguments after `funcnet`, exit status, fragments of the one line on
 @pytest.mark.parametrize("args, code, fragments", CLI, ids=[" ".join(a) for a, _, _ in CLI])
 def test_hostile_command_lines_get_one_line_and_leave_no_run_folder(files, capsys, monkeypatch, args, code,
                                                                      fragments):
-    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured despite a bad option"))
+    monkeypatch.setattr(suite, "run", lambda *a, **k: pytest.fail("measured despite a bad option"))
     extra = ["--no-progress", "--epochs", "1"] if args[0] == "train" and "--resume" not in args else []
     assert status([*args, *extra]) == code
     err = capsys.readouterr().err

@@ -10,7 +10,8 @@ import os
 import jax
 import pytest
 
-from funcnet.apps import bench, cli, run
+from funcnet.apps import cli, run
+from funcnet.apps.bench import suite
 
 TRAIN = [  # (arguments after `funcnet train --no-progress --data xor`, exit status, fragments of the message)
     (["--epochs", "0"], 1, ["--epochs", "got 0"]),
@@ -86,7 +87,7 @@ def test_bad_train_options_give_one_line_naming_the_option(tmp_path, capsys, arg
 
 @pytest.mark.parametrize("args, fragments", BENCH, ids=[" ".join(a) for a, _ in BENCH])
 def test_bad_bench_options_give_one_line_before_measuring(tmp_path, capsys, monkeypatch, args, fragments):
-    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured despite a bad option"))
+    monkeypatch.setattr(suite, "run", lambda *a, **k: pytest.fail("measured despite a bad option"))
     os.chdir(tmp_path)
     with_overwrite = ["--overwrite"] if "." in args else []
     assert status(["bench", *args, *with_overwrite]) == 2
@@ -96,7 +97,7 @@ def test_bad_bench_options_give_one_line_before_measuring(tmp_path, capsys, monk
 @pytest.mark.skipif(not PEERS, reason="every peer framework is installed")
 @pytest.mark.parametrize("framework", PEERS)
 def test_an_asked_for_peer_that_is_not_installed_is_named_with_the_install_command(capsys, monkeypatch, framework):
-    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured without the framework"))
+    monkeypatch.setattr(suite, "run", lambda *a, **k: pytest.fail("measured without the framework"))
     assert cli.main(["bench", "--configs", "small", "--frameworks", framework]) == 2
     one_line(capsys.readouterr().err, framework, PACKAGES[framework], "pip install '.[bench]'")
 

@@ -159,7 +159,7 @@ def test_integer_labels_get_no_gradient_and_float_labels_do():
 import importlib.util  # noqa: E402
 
 from funcnet import data, layers, train  # noqa: E402
-from funcnet.apps import bench  # noqa: E402
+from funcnet.apps.bench import suite  # noqa: E402
 from funcnet.gradcheck import check_gradients  # noqa: E402
 
 
@@ -286,4 +286,4 @@ BENCH_CASES += [({"configs": ["small"], "frameworks": (f,)}, ImportError, [f, p,
 def test_bench_run_rejects_bad_arguments_before_measuring(kwargs, exc, fragments):
     kwargs = {"configs": [], "frameworks": ("funcnet",), "scaling_devices": 0, **_QUIET, **kwargs}
     with raises(exc, *fragments):
-        bench.run(**kwargs)
+        suite.run(**kwargs)

@@ -108,10 +108,10 @@ def test_without_the_ordering_ties_xla_keeps_the_forward_activations(monkeypatch
 
 def _medium_step_temp(fused_layers=True):
     """XLA's temporary memory of one SGD-with-momentum step of the medium network of ``funcnet bench``."""
-    from funcnet.apps import bench
+    from funcnet.apps.bench import steps
 
     x, y = jax.ShapeDtypeStruct((256, 784), jnp.float32), jax.ShapeDtypeStruct((256,), jnp.int32)
-    return bench.funcnet_step([784, 1024, 1024, 10], "relu", fused=fused_layers).temp_bytes(x, y)
+    return steps.funcnet_step([784, 1024, 1024, 10], "relu", fused=fused_layers).temp_bytes(x, y)
 
 
 def test_small_batches_need_no_more_memory_than_unfused_layers(monkeypatch):
@@ -216,10 +216,10 @@ def test_bad_input_is_a_clear_error(call, fragment):
 
 def _wide_head_temp(fused_layers=True):
     """XLA's temporary memory of one SGD step of 64-512-512-1000 (tanh) with squared error, batch 4096."""
-    from funcnet.apps import bench
+    from funcnet.apps.bench import steps
 
     x, y = jax.ShapeDtypeStruct((4096, 64), jnp.float32), jax.ShapeDtypeStruct((4096,), jnp.int32)
-    return bench.funcnet_step([64, 512, 512, 1000], "tanh", loss="squared_error", fused=fused_layers).temp_bytes(x, y)
+    return steps.funcnet_step([64, 512, 512, 1000], "tanh", loss="squared_error", fused=fused_layers).temp_bytes(x, y)
 
 
 def test_a_wide_head_keeps_no_output_sized_buffer(monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 
 import funcnet
 from funcnet import layers, nn, reference
-from funcnet.apps import bench
+from funcnet.apps.bench import steps
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(3, 5)) * 4 + 2
@@ -88,8 +88,8 @@ def test_norm_layers_check_their_parameters():
 def test_layer_norm_keeps_less_temporary_memory_than_autodiff_on_the_deep_network():
     # XLA's buffer assignment is deterministic. At batch 4096 (the size issue 11 measures) the manual rule
     # keeps x and two numbers per row; see docs/benchmarks.md for smaller batches, where it does not win.
-    sizes, batch = bench.CONFIGS["deep"]["sizes"], 4096
-    x, y = bench._data(sizes, batch)
-    manual = bench.funcnet_step(sizes, "relu", norm="layer_norm").temp_bytes(x, y)
-    auto = bench.funcnet_step(sizes, "relu", reference, norm="layer_norm").temp_bytes(x, y)
+    sizes, batch = steps.CONFIGS["deep"]["sizes"], 4096
+    x, y = steps._data(sizes, batch)
+    manual = steps.funcnet_step(sizes, "relu", norm="layer_norm").temp_bytes(x, y)
+    auto = steps.funcnet_step(sizes, "relu", reference, norm="layer_norm").temp_bytes(x, y)
     assert manual <= 0.85 * auto, (manual / 2**20, auto / 2**20)

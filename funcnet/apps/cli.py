@@ -263,7 +263,7 @@ def _bench(args: argparse.Namespace) -> int:
     import pathlib
     import shlex
 
-    from funcnet.apps import bench
+    from funcnet.apps.bench import report, steps, suite
 
     if args.quick:  # about a minute on a 2-core CPU: the small network, the dispatch table, the memory figures
         args.configs = args.configs or "small"
@@ -272,21 +272,21 @@ def _bench(args: argparse.Namespace) -> int:
     args.rounds = args.rounds if args.rounds is not None else (5 if args.quick else 10)
     args.steps = args.steps if args.steps is not None else (5 if args.quick else 10)
     args.scaling_devices = 8 if args.scaling_devices is None else args.scaling_devices
-    configs = bench.default_configs() if args.configs is None else [c.strip() for c in args.configs.split(",")
+    configs = suite.default_configs() if args.configs is None else [c.strip() for c in args.configs.split(",")
                                                                      if c.strip()]
     if not configs:
-        raise _UsageError(f"--configs names no configuration; known: {', '.join(bench.CONFIGS)}")
-    unknown = [c for c in configs if c not in bench.CONFIGS]
+        raise _UsageError(f"--configs names no configuration; known: {', '.join(steps.CONFIGS)}")
+    unknown = [c for c in configs if c not in steps.CONFIGS]
     if unknown:
-        raise _UsageError(f"unknown configuration {', '.join(unknown)}; known: {', '.join(bench.CONFIGS)}")
+        raise _UsageError(f"unknown configuration {', '.join(unknown)}; known: {', '.join(steps.CONFIGS)}")
     explicit = args.frameworks is not None
-    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()] if explicit else list(bench.FRAMEWORKS)
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()] if explicit else list(steps.FRAMEWORKS)
     if not frameworks:
-        raise _UsageError(f"--frameworks names no framework; known: {', '.join(bench.FRAMEWORKS)}")
-    unknown = [f for f in frameworks if f not in bench.FRAMEWORKS]
+        raise _UsageError(f"--frameworks names no framework; known: {', '.join(steps.FRAMEWORKS)}")
+    unknown = [f for f in frameworks if f not in steps.FRAMEWORKS]
     if unknown:
-        raise _UsageError(f"unknown framework {', '.join(unknown)}; known: {', '.join(bench.FRAMEWORKS)}")
-    missing = bench.missing_packages(frameworks)
+        raise _UsageError(f"unknown framework {', '.join(unknown)}; known: {', '.join(steps.FRAMEWORKS)}")
+    missing = steps.missing_packages(frameworks)
     if explicit and missing:  # by default the peers that are not installed are skipped, with a note
         needs = ", ".join(f"{f} needs {pkg}" for f, pkg in missing.items())
         raise _UsageError(f"--frameworks: {needs}, not installed; install the peer frameworks with "
@@ -316,16 +316,16 @@ def _bench(args: argparse.Namespace) -> int:
         if path and (pathlib.Path(path).is_dir() or not pathlib.Path(path).resolve().parent.is_dir()):
             what = "is a folder" if pathlib.Path(path).is_dir() else "is in a folder that does not exist"
             raise _UsageError(f"{option} {path} {what}; give a file path in an existing folder")
-    result = bench.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
+    result = suite.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
                        activations_sweep=not args.no_sweep, scan=not args.no_scan, dispatch=not args.no_dispatch,
                        scaling_devices=args.scaling_devices, roofline=not args.no_roofline,
                        head_vocabs=heads, head_rounds=args.head_rounds, log=lambda m: print(m, file=sys.stderr))
-    text = bench.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
-    print(bench.dumps(result) if args.json else text)
+    text = report.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
+    print(report.dumps(result) if args.json else text)
     if args.markdown:
         pathlib.Path(args.markdown).write_text(text)
     if args.plot:
-        bench.plot(result, args.plot)
+        report.plot(result, args.plot)
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from funcnet import layers, losses, nn
-from funcnet.apps.bench import _data, plain_jax_mlp, sgd_step
+from funcnet.apps.bench.steps import _data, plain_jax_mlp, sgd_step
 
 __all__ = ["measure", "markdown_lines"]
 
