@@ -10,14 +10,16 @@ with readable keys::
     # params == {"dense_0": {"w": (64, 128), "b": (128,)}, "dense_1": {...}}
     logits = net.apply(params, x)
 
-Every layer is built from an op namespace, ``ops=funcnet`` (the hand-written
-rules, the default) or ``ops=funcnet.reference`` (the autodiff twins), so the
-same network can be built twice and its gradients compared.
+Every layer is built from an op namespace, :data:`MANUAL` (``funcnet.manual``:
+the hand-written rules, the default; ``ops=funcnet`` names the same ops) or
+``ops=funcnet.reference`` (the autodiff twins), so the same network can be built
+twice and its gradients compared.
 """
 
 from __future__ import annotations
 
 import types
+import warnings
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -25,22 +27,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import funcnet  # the package itself is the manual op namespace (ops=funcnet); read only when a layer is built
 from funcnet import init as initializers
-from funcnet import nn as _nn  # noqa: F401  (importing it declares the activations)
+from funcnet import manual, reference
 from funcnet.ops.declaration import activations as declared_activations
 from funcnet.ops.fused_dense import FUSABLE
-from funcnet import reference
 
 Shape = tuple[int, ...]
-MANUAL: types.ModuleType = funcnet
+#: The op namespaces: the hand-written rules (the default ``ops=``) and their autodiff twins.
+MANUAL: types.ModuleType = manual
 REFERENCE: types.ModuleType = reference
+#: What an op namespace holds; two namespaces with the same three modules are the same ops.
+OP_FAMILIES = ("gates", "nn", "losses")
 
 __all__ = [
-    "Layer", "serial", "parallel", "Dense", "ActivationDense", "Activation", "Identity", "Sigmoid", "Tanh", "HardTanh",
-    "Relu", "LeakyRelu", "Elu", "PReLU", "Softplus", "Silu", "Gelu", "Softmax", "LogSoftmax",
+    "Layer", "serial", "branches", "Dense", "ActivationThenDense", "Activation", "Identity", "Sigmoid", "Tanh",
+    "HardTanh", "Relu", "LeakyRelu", "Elu", "PReLU", "Softplus", "Silu", "Gelu", "Softmax", "LogSoftmax",
     "Dropout", "Flatten", "LayerNorm", "RMSNorm", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS", "NORMS",
     "ParameterError",
+    "parallel", "ActivationDense",  # deprecated names of branches and ActivationThenDense
 ]
 
 
@@ -53,7 +57,7 @@ class Layer(NamedTuple):
       name: the stem of its parameter key inside :func:`serial` (``"dense"`` ->
         ``"dense_0"``); layers without parameters are not stored.
       description: a readable description used in error messages.
-      ops: the op namespace it is built on (``funcnet`` or ``funcnet.reference``);
+      ops: the op namespace it is built on (:data:`MANUAL` or ``funcnet.reference``);
         :mod:`funcnet.train` takes the named losses and the penalty from it, so a
         model and its loss cannot disagree. None for a layer that uses no ops.
     """
@@ -65,12 +69,17 @@ class Layer(NamedTuple):
     ops: types.ModuleType | None = MANUAL
 
 
+def _same_ops(a: Any, b: Any) -> bool:
+    """Whether two op namespaces hold the same ops (``funcnet`` and ``funcnet.manual`` do)."""
+    return a is b or all(getattr(a, f, None) is getattr(b, f, None) is not None for f in OP_FAMILIES)
+
+
 def _common_ops(desc: str, layers: Sequence[Layer]) -> types.ModuleType | None:
     """The one op namespace of ``layers`` (ignoring layers that use none), or a ValueError if they mix."""
     found = []
     for layer in layers:
         ops = getattr(layer, "ops", None)
-        if ops is not None and all(ops is not f for f in found):
+        if ops is not None and not any(_same_ops(ops, f) for f in found):
             found.append(ops)
     if len(found) > 1:
         raise ValueError(f"{desc}: its layers are built on different op namespaces "
@@ -86,7 +95,7 @@ class ParameterError(ValueError):
     """Parameters that do not fit the layer they are applied with: missing, unexpected or mis-shaped.
 
     Raised at trace time (shapes are static under ``jit``). Inside :func:`serial`
-    and :func:`parallel` the message starts with the path of the layer's entry,
+    and :func:`branches` the message starts with the path of the layer's entry,
     e.g. ``params['dense_1']: Dense(8): parameter 'w' has shape (16, 8), expected (8, 8)``.
     """
 
@@ -157,7 +166,7 @@ def Dense(units: int, w_init: Callable | None = None, b_init: Callable = initial
       units: number of outputs.
       w_init: initializer of ``w`` (default Glorot uniform).
       b_init: initializer of ``b`` (default zeros).
-      ops: the op namespace (``funcnet`` or ``funcnet.reference``).
+      ops: the op namespace (:data:`MANUAL` or ``funcnet.reference``).
     """
     return _dense("Dense", units, w_init, b_init, ops, None, {})
 
@@ -192,20 +201,36 @@ def _dense(fn: str, units, w_init, b_init, ops, activation: str | None, activati
     return Layer(init, apply, "dense", desc, ops)
 
 
-def ActivationDense(activation: str, units: int, w_init: Callable | None = None,
-                    b_init: Callable = initializers.zeros, *, ops: types.ModuleType = MANUAL,
-                    **activation_kwargs) -> Layer:
-    """``serial(Activation(activation), Dense(units))`` as one layer: ``f(z) @ w + b`` (``gates.activation_affine``).
+def ActivationThenDense(activation: str, units: int, w_init: Callable | None = None,
+                        b_init: Callable = initializers.zeros, *, ops: types.ModuleType = MANUAL,
+                        **activation_kwargs) -> Layer:
+    """The activation, then a Dense layer, as one layer: ``f(z) @ w + b`` (``gates.activation_affine``).
 
-    The same parameters (``{"w", "b"}`` under a ``dense_<i>`` key) and values as the
-    pair, but its reverse rule keeps only the input ``z``, so a chain of them (what
-    :func:`mlp` builds) keeps one tensor per layer for the backward pass, whatever
-    the activation.
+    ``serial(Activation(activation), Dense(units))`` with the same parameters
+    (``{"w", "b"}`` under a ``dense_<i>`` key) and values, but its reverse rule
+    keeps only the input ``z``, so a chain of them (what :func:`mlp` builds) keeps
+    one tensor per layer for the backward pass, whatever the activation.
     """
     if activation not in FUSABLE:
-        raise ValueError(f"ActivationDense: unknown activation {activation!r}; known: {', '.join(FUSABLE)} "
+        raise ValueError(f"ActivationThenDense: unknown activation {activation!r}; known: {', '.join(FUSABLE)} "
                          "(prelu has parameters: use serial(PReLU(), Dense(units)))")
-    return _dense("ActivationDense", units, w_init, b_init, ops, activation, activation_kwargs)
+    return _dense("ActivationThenDense", units, w_init, b_init, ops, activation, activation_kwargs)
+
+
+def _deprecated(old: str, new: Callable) -> Callable:
+    """``new`` under its old name ``old``, warning (DeprecationWarning) on every call; for one release."""
+
+    def call(*args, **kwargs):
+        warnings.warn(f"layers.{old} is deprecated: use layers.{new.__name__} (the same layer)", DeprecationWarning,
+                      stacklevel=2)
+        return new(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = old
+    call.__doc__ = f"Deprecated name of :func:`{new.__name__}`."
+    return call
+
+
+ActivationDense = _deprecated("ActivationDense", ActivationThenDense)
 
 
 # ---------------------------------------------------------------- activations
@@ -405,18 +430,22 @@ def serial(*layers: Layer) -> Layer:
     return Layer(init, apply, "serial", desc, _common_ops(desc, layers))
 
 
-def parallel(*layers: Layer) -> Layer:
-    """Apply ``layers[i]`` to the i-th element of a tuple input; parameters under ``branch_i``."""
+def branches(*layers: Layer) -> Layer:
+    """Apply ``layers[i]`` to the i-th element of a tuple input (stax's ``parallel``); parameters under ``branch_i``.
+
+    The layer's own entry inside :func:`serial` keeps the stem ``parallel``
+    (``parallel_0``), as the parameters saved before the rename have it.
+    """
     if not layers:
-        raise ValueError("parallel: needs at least one layer")
-    _check_layers("parallel", layers)
+        raise ValueError("branches: needs at least one layer")
+    _check_layers("branches", layers)
 
     def init(key, input_shapes=None):
         if input_shapes is None:
-            raise ValueError(f"parallel: init needs one input shape per branch ({len(layers)}), "
+            raise ValueError(f"branches: init needs one input shape per branch ({len(layers)}), "
                              "e.g. init(key, ((-1, 4), (-1, 2)))")
         if len(input_shapes) != len(layers):
-            raise ValueError(f"parallel: {len(layers)} branches but {len(input_shapes)} input shapes")
+            raise ValueError(f"branches: {len(layers)} branches but {len(input_shapes)} input shapes")
         outs, params = [], {}
         for i, (layer, shape, k) in enumerate(zip(layers, input_shapes, jax.random.split(key, len(layers)))):
             out, p = layer.init(k, shape)
@@ -426,11 +455,11 @@ def parallel(*layers: Layer) -> Layer:
 
     def apply(params, xs, *, key=None, train=False):
         if len(xs) != len(layers):
-            raise ValueError(f"parallel: {len(layers)} branches but {len(xs)} inputs")
+            raise ValueError(f"branches: {len(layers)} branches but {len(xs)} inputs")
         names = [f"branch_{i}" for i in range(len(layers))]
         if not isinstance(params, Mapping) or sorted(map(str, params)) != sorted(names):
             got = sorted(map(str, params)) if isinstance(params, Mapping) else type(params).__name__
-            raise ParameterError(f"parallel: parameters must be a dict with entries {', '.join(names)}, got {got}")
+            raise ParameterError(f"branches: parameters must be a dict with entries {', '.join(names)}, got {got}")
         subkeys = [None] * len(layers) if key is None else list(jax.random.split(key, len(layers)))
         outs = []
         for name, layer, x, k in zip(names, layers, xs, subkeys):
@@ -440,8 +469,11 @@ def parallel(*layers: Layer) -> Layer:
                 raise _in_entry(name, err) from None
         return tuple(outs)
 
-    desc = "parallel(" + ", ".join(l.description for l in layers) + ")"
+    desc = "branches(" + ", ".join(l.description for l in layers) + ")"
     return Layer(init, apply, "parallel", desc, _common_ops(desc, layers))
+
+
+parallel = _deprecated("parallel", branches)
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str | None = None, *,
@@ -455,12 +487,12 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
     ``output_activation`` (none by default: logits).
 
     With ``fused=True`` (the default) each activation and the Dense layer after
-    it are one :func:`ActivationDense` (``gates.activation_affine``), so the
+    it are one :func:`ActivationThenDense` (``gates.activation_affine``), so the
     backward pass keeps one tensor per layer (each layer's pre-activation)
     whatever the activation; the parameters and values are those of
     ``fused=False``. Dropout and ``prelu`` (whose slope is a parameter) sit
     between the two, so with them the layers stay apart; so they do with any
-    ``ops`` but ``funcnet`` itself (``funcnet.reference`` builds the unfused
+    ``ops`` but :data:`MANUAL` (``funcnet.reference`` builds the unfused
     network on autodiff, and a namespace of your own keeps its own affine and
     activation ops).
     """
@@ -476,7 +508,7 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
         layers: list[Layer] = []
         for i, width in enumerate(sizes[1:]):
             if i and fuse:
-                layers.append(ActivationDense(activation, width, w_init, ops=ops, **activation_kwargs))
+                layers.append(ActivationThenDense(activation, width, w_init, ops=ops, **activation_kwargs))
             else:
                 if i:
                     layers.append(Activation(activation, ops=ops, **activation_kwargs))
@@ -491,7 +523,7 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
 
     unfused = build(False)
     # the same parameters either way: the unfused network draws them (its keys split per layer)
-    fuse = fused and ops is MANUAL and not dropout and activation != "prelu" and len(sizes) > 2
+    fuse = fused and _same_ops(ops, MANUAL) and not dropout and activation != "prelu" and len(sizes) > 2
     net = build(True) if fuse else unfused
 
     def init(key, input_shape=None):

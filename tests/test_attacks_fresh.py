@@ -128,7 +128,7 @@ API = [  # (a call that must fail, error, fragments of its one-line message)
     (lambda p: layers.Dense(True), ValueError, ["Dense: units", "True"]),
     (lambda p: layers.mlp(5), TypeError, ["mlp: sizes must be a list", "5"]),  # 'int' object is not iterable
     (lambda p: layers.serial(1), TypeError, ["serial: expected layers", "1"]),  # AttributeError
-    (lambda p: layers.parallel(layers.Dense(2), "x"), TypeError, ["parallel: expected layers", "'x'"]),
+    (lambda p: layers.branches(layers.Dense(2), "x"), TypeError, ["branches: expected layers", "'x'"]),
 ]
 
 

@@ -28,7 +28,7 @@ def test_default_run_reaches_the_accuracy_target_and_writes_the_run_folder(tmp_p
     assert {p.name for p in folder.iterdir()} == {"checkpoint.safetensors", "history.json", "curves.png"}
     summary = json.loads((folder / "history.json").read_text())
     assert summary["scores"]["test"]["accuracy"] >= 0.975
-    assert summary["config"]["data"] == "digits" and summary["loss"] == "softmax_cross_entropy"
+    assert summary["config"]["data"] == "digits" and summary["loss"] == "softmax_cross_entropy_with_integer_labels"
     assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second run never reuses the folder; the time it prints is the command's wall time, start-up included
     started = time.perf_counter()
@@ -55,7 +55,7 @@ def test_existing_out_folder_is_refused_and_left_untouched(tmp_path):
     [
         (["--data", "nope"], "unknown"),
         (["--data", "missing.npz"], "missing.npz"),
-        (["--data", "sine", "--loss", "softmax_cross_entropy"], "regression"),
+        (["--data", "sine", "--loss", "softmax_cross_entropy_with_integer_labels"], "regression"),
         (["--data", "xor", "--lr", "-1"], "--lr must be positive"),
         (["--resume", "no-such-run"], "no-such-run"),
     ],
@@ -101,6 +101,20 @@ def test_resume_continues_into_a_new_folder(tmp_path, capsys):
     assert resumed["history"]["epoch"] == [1, 2, 3, 4]
     assert resumed["history"]["val_loss"] == full["history"]["val_loss"]
     assert resumed["scores"] == full["scores"]
+
+
+def test_the_old_loss_name_is_accepted_with_a_note_and_old_runs_resume_under_the_new_one(tmp_path, capsys):
+    from funcnet.apps import run
+
+    parsed = cli.build_parser().parse_args(["train", "--loss", "softmax_cross_entropy"])
+    assert parsed.loss == "softmax_cross_entropy_with_integer_labels"
+    assert "--loss softmax_cross_entropy is deprecated" in capsys.readouterr().err
+    # a run saved with the old name: its settings read back under the new one, and a --loss given as the new
+    # name is no change
+    saved = {**run.RunConfig(data="xor").to_json(), "loss": "softmax_cross_entropy"}
+    cfg = run.resumed_config(saved, {"loss": "softmax_cross_entropy_with_integer_labels"}, tmp_path)
+    assert cfg.loss == "softmax_cross_entropy_with_integer_labels"
+    cfg.validate()
 
 
 def test_reference_option_trains_on_autodiff(tmp_path, capsys):

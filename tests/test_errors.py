@@ -233,7 +233,7 @@ LAYER_CASES = [  # (a call that must fail, error, fragments)
      ValueError, ["params['dense_1']", "Dense(3)", "missing parameter 'b'"]),
     (lambda: layers.mlp([4, 8, 3]).apply({**_P8, "dense_2": _P8["dense_1"]}, jnp.ones((2, 4))), ValueError,
      ["unexpected parameter entry 'dense_2'"]),
-    (lambda: layers.parallel(layers.Dense(3)).apply({"branch_0": {"w": jnp.ones((2, 3))}}, (jnp.ones((1, 2)),)),
+    (lambda: layers.branches(layers.Dense(3)).apply({"branch_0": {"w": jnp.ones((2, 3))}}, (jnp.ones((1, 2)),)),
      ValueError, ["params['branch_0']", "Dense(3)", "missing parameter 'b'"]),
     (lambda: layers.serial(layers.Dense(3)).init(_K), ValueError, ["serial(Dense(3))", "input shape", "(-1, 4)"]),
     (lambda: layers.Dense(3).init(_K), ValueError, ["Dense(3)", "input shape"]),

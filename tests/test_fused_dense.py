@@ -205,12 +205,12 @@ def test_signed_zero_and_nan_cotangents_pass_through_exactly():
     (lambda: gates.activation_affine(jnp.ones((2, 3)), jnp.ones((3, 4)), jnp.ones(3)), "`b` must have shape (4,)"),
     (lambda: gates.activation_affine(jnp.ones((2, 3)), jnp.ones((3, 4)), jnp.ones(4), "relu", alpha=1.0),
      "does not take {'alpha': 1.0}"),
-    (lambda: layers.ActivationDense("prelu", 3), "use serial(PReLU(), Dense(units))"),
+    (lambda: layers.ActivationThenDense("prelu", 3), "use serial(PReLU(), Dense(units))"),
 ])
 def test_bad_input_is_a_clear_error(call, fragment):
     with pytest.raises((ValueError, TypeError)) as err:
         call()
-    assert "activation_affine" in str(err.value) or "ActivationDense" in str(err.value)
+    assert "activation_affine" in str(err.value) or "ActivationThenDense" in str(err.value)
     assert fragment in str(err.value)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import funcnet
 from funcnet import layers
-from funcnet.layers import ACTIVATIONS, Dense, Dropout, Flatten, Relu, mlp, parallel, serial
+from funcnet.layers import ACTIVATIONS, Dense, Dropout, Flatten, Relu, branches, mlp, serial
 
 
 def test_serial_parameter_names_and_shapes():
@@ -85,18 +85,40 @@ def test_dropout_in_serial_gets_distinct_keys_and_gradients_flow():
     assert np.any(np.asarray(g["dense_0"]["w"]) != 0)
 
 
-def test_flatten_and_parallel():
+def test_flatten_and_branches():
     net = serial(Flatten(), Dense(3))
     shape, params = net.init(jax.random.key(0), (-1, 2, 4))
     assert shape == (-1, 3) and params["dense_0"]["w"].shape == (8, 3)
     assert net.apply(params, jnp.ones((5, 2, 4))).shape == (5, 3)
-    par = parallel(Dense(2), Dense(3))
+    par = branches(Dense(2), Dense(3))
     shapes, params = par.init(jax.random.key(0), ((-1, 4), (-1, 5)))
     assert shapes == ((-1, 2), (-1, 3)) and set(params) == {"branch_0", "branch_1"}
     a, b = par.apply(params, (jnp.ones((1, 4)), jnp.ones((1, 5))))
     assert a.shape == (1, 2) and b.shape == (1, 3)
     with pytest.raises(ValueError, match="2 branches but 1 input"):
         par.apply(params, (jnp.ones((1, 4)),))
+
+
+@pytest.mark.parametrize("old, new, args", [
+    ("parallel", "branches", lambda: (Dense(2), Dense(3))),
+    ("ActivationDense", "ActivationThenDense", lambda: ("tanh", 3)),
+])
+def test_deprecated_names_build_the_same_layer_with_a_warning(old, new, args):
+    with pytest.warns(DeprecationWarning, match=f"layers.{old} is deprecated: use layers.{new}") as caught:
+        before = getattr(layers, old)(*args())
+    assert caught[0].filename == __file__  # the warning points at the caller
+    after = getattr(layers, new)(*args())
+    assert (before.name, before.description) == (after.name, after.description)
+    shape = ((-1, 4), (-1, 5)) if new == "branches" else (-1, 4)
+    (s1, p1), (s2, p2) = before.init(jax.random.key(0), shape), after.init(jax.random.key(0), shape)
+    assert s1 == s2 and jax.tree.all(jax.tree.map(lambda u, v: bool(jnp.array_equal(u, v)), p1, p2))
+
+
+def test_activation_then_dense_applies_the_activation_first():
+    layer = layers.ActivationThenDense("relu", 2)
+    _, params = layer.init(jax.random.key(0), (-1, 3))
+    x = jnp.asarray([[-1.0, 2.0, -3.0]])
+    np.testing.assert_allclose(layer.apply(params, x), jnp.maximum(x, 0) @ params["w"] + params["b"], rtol=1e-6)
 
 
 def test_layers_jit_and_vmap():

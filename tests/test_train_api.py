@@ -1,7 +1,8 @@
-"""The training API in pieces: TrainState, make_step, make_epoch, EarlyStopping, callable losses, model ops."""
+"""The training API in pieces: TrainState, make_step, make_epoch, EarlyStopping, callable losses, model ops, hooks."""
 
 import json
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,8 @@ import optax
 import pytest
 
 import funcnet
-from funcnet import data, layers, train
+from funcnet import checkpoint, data, layers, train
+from funcnet.train.steps import loss_function
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def test_a_loop_of_your_own_from_the_pieces_is_fit_exactly(spiral):
     fitted = train.fit(net, params, spiral, optimizer=optimizer, epochs=3, batch_size=16, lam=1e-3, seed=5,
                        progress=False)
     # the same three epochs, written by hand from the public pieces
-    step = train.make_step(train.make_objective(net, "softmax_cross_entropy", lam=1e-3), optimizer)
+    step = train.make_step(train.make_objective(net, "softmax_cross_entropy_with_integer_labels", lam=1e-3), optimizer)
     epoch = jax.jit(train.make_epoch(step, 16))
     state = train.TrainState.create(params, optimizer)
     x, y = jnp.asarray(spiral.train.x), jnp.asarray(spiral.train.y)
@@ -55,7 +57,7 @@ def test_a_callable_loss_trains_like_the_named_one(spiral):
     net = layers.mlp([2, 16, 2], "tanh")
     _, params = net.init(jax.random.key(1))
     kw = dict(optimizer=optax.sgd(0.1), epochs=2, progress=False)
-    named = train.fit(net, params, spiral, loss="softmax_cross_entropy", **kw)
+    named = train.fit(net, params, spiral, loss="softmax_cross_entropy_with_integer_labels", **kw)
     mine = train.fit(net, params, spiral, loss=optax.softmax_cross_entropy_with_integer_labels, **kw)
     for a, b in zip(jax.tree.leaves(named.params), jax.tree.leaves(mine.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -66,11 +68,16 @@ def test_a_callable_loss_trains_like_the_named_one(spiral):
 
 def test_the_model_carries_its_ops_so_model_and_loss_cannot_disagree():
     manual, twin = layers.mlp([2, 4, 2]), layers.mlp([2, 4, 2], ops=funcnet.reference)
-    assert manual.ops is funcnet and twin.ops is funcnet.reference
-    assert train.loss_function("softmax_cross_entropy", twin) is \
+    assert manual.ops is layers.MANUAL and twin.ops is funcnet.reference
+    assert loss_function("softmax_cross_entropy_with_integer_labels", twin) is \
         funcnet.reference.losses.softmax_cross_entropy_with_integer_labels
-    assert train.loss_function("softmax_cross_entropy", manual) is \
+    assert loss_function("softmax_cross_entropy_with_integer_labels", manual) is \
         funcnet.losses.softmax_cross_entropy_with_integer_labels
+    # ops=funcnet names the same ops as the default: they mix, and mlp fuses on them as on the default
+    assert layers.serial(layers.Dense(3), layers.Relu(ops=funcnet)).ops is layers.MANUAL
+    fused = layers.mlp([2, 4, 4, 2], ops=funcnet)
+    _, params = fused.init(jax.random.key(0))
+    assert "activation_affine" in str(jax.make_jaxpr(lambda p: fused.apply(p, jnp.ones((1, 2))))(params))
     assert layers.serial(layers.Flatten(), layers.Dense(3, ops=funcnet.reference)).ops is funcnet.reference
     with pytest.raises(ValueError, match="different op namespaces"):
         layers.serial(layers.Dense(3), layers.Relu(ops=funcnet.reference))
@@ -138,3 +145,127 @@ def test_make_epoch_refuses_targets_that_do_not_match_the_examples(y_rows):
     state = train.TrainState.create(jnp.zeros(()), optax.sgd(0.1))
     with pytest.raises(ValueError, match=rf"x has 64 rows but y has shape \({y_rows},\)"):
         epoch(state, jnp.ones((64, 2)), jnp.zeros((y_rows,), jnp.int32), jax.random.key(0))
+
+
+def test_the_old_name_of_the_integer_label_loss_still_works_with_a_warning(spiral):
+    net = layers.mlp([2, 4, 2])
+    with pytest.warns(DeprecationWarning, match="'softmax_cross_entropy_with_integer_labels'"):
+        old = loss_function("softmax_cross_entropy", net)
+    assert old is loss_function("softmax_cross_entropy_with_integer_labels", net) is \
+        funcnet.losses.softmax_cross_entropy_with_integer_labels
+    assert "softmax_cross_entropy" not in train.LOSSES  # the CLI offers the new name only
+    _, params = net.init(jax.random.key(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # the default loss is the new name: no warning
+        assert train.evaluate(net, params, spiral.val) == train.evaluate(
+            net, params, spiral.val, "softmax_cross_entropy_with_integer_labels")
+        assert not [w for w in caught if "loss name" in str(w.message)]
+        old_fit = train.fit(net, params, spiral, loss="softmax_cross_entropy", epochs=1, progress=False)
+    ours = [w for w in caught if "loss name" in str(w.message)]
+    assert len(ours) == 1 and ours[0].category is DeprecationWarning and ours[0].filename == __file__
+    assert old_fit.history == train.fit(net, params, spiral, epochs=1, progress=False).history
+
+
+# ------------------------------------------------------------------------ hooks
+class Recorder:
+    """A hook by shape alone (no base class): records each call, and asks to stop after epoch ``stop_at``."""
+
+    def __init__(self, name, log, stop_at=None):
+        self.name, self.log, self.stop_at = name, log, stop_at
+
+    def on_start(self, start, epochs):
+        self.log.append((self.name, "start", start, epochs))
+
+    def on_epoch(self, epoch, state, stopper, history):
+        self.log.append((self.name, "epoch", epoch, history.train_loss[-1], history.val_loss[-1],
+                         history.val_accuracy[-1], history.stopped_epoch, state.params))
+        return epoch == self.stop_at
+
+    def on_end(self, history):
+        self.log.append((self.name, "end", len(history.epoch)))
+
+
+def test_a_hook_receives_its_calls_in_order_with_each_epochs_metrics(spiral):
+    net = layers.mlp([2, 8, 2], "tanh")
+    _, params = net.init(jax.random.key(0))
+    log = []
+    hook = Recorder("hook", log)
+    assert isinstance(hook, train.Hook)
+    res = train.fit(net, params, spiral, epochs=3, progress=False, hooks=[hook],
+                    callback=lambda epoch, p, history: log.append(("callback", epoch)))
+    h = res.history
+    assert [entry[:3] if entry[1:2] == ("epoch",) else entry for entry in log] == [
+        ("hook", "start", 0, 3),
+        ("callback", 1), ("hook", "epoch", 1), ("callback", 2), ("hook", "epoch", 2),
+        ("callback", 3), ("hook", "epoch", 3),
+        ("hook", "end", 3)]
+    epochs = [entry for entry in log if entry[:2] == ("hook", "epoch")]
+    assert [e[3:6] for e in epochs] == list(zip(h.train_loss, h.val_loss, h.val_accuracy))
+    assert leaves_equal(epochs[-1][7], res.params)  # the state after the epoch
+
+
+def test_a_hook_that_asks_to_stop_stops_fit_as_the_callback_does(spiral, tmp_path):
+    net = layers.mlp([2, 8, 2], "tanh")
+    _, params = net.init(jax.random.key(0))
+    log = []
+    path = tmp_path / "run.safetensors"
+    res = train.fit(net, params, spiral, epochs=10, progress=False, checkpoint=str(path),
+                    hooks=[Recorder("first", log, stop_at=2), Recorder("second", log)])
+    by_callback = train.fit(net, params, spiral, epochs=10, progress=False, callback=lambda e, p, h: e == 2)
+    assert res.history == by_callback.history
+    assert (res.history.epoch, res.history.stopped_early, res.history.stopped_epoch) == ([1, 2], True, 2)
+    assert leaves_equal(res.params, by_callback.params)
+    # every hook sees the last epoch, the later ones with the stop already recorded, and every hook ends
+    assert [(e[0], e[2], e[6]) for e in log if e[1] == "epoch"] == [
+        ("first", 1, None), ("second", 1, None), ("first", 2, None), ("second", 2, 2)]
+    assert [e for e in log if e[1] == "end"] == [("first", "end", 2), ("second", "end", 2)]
+    # fit's own checkpoint runs after the hooks given, so it records the stop
+    assert checkpoint.read_config(path)[1]["history"]["stopped_epoch"] == 2
+
+
+def test_every_started_hook_ends_when_a_hook_fails(spiral):
+    net = layers.mlp([2, 4, 2])
+    _, params = net.init(jax.random.key(0))
+    log = []
+
+    class Failing(train.Hook):  # a subclass inherits the methods it leaves out
+        def on_epoch(self, epoch, state, stopper, history):
+            raise RuntimeError("hook failed")
+
+    with pytest.raises(RuntimeError, match="hook failed"):
+        train.fit(net, params, spiral, epochs=3, progress=False, hooks=[Recorder("before", log), Failing(),
+                                                                         Recorder("after", log)])
+    assert [e[:2] for e in log] == [("before", "start"), ("after", "start"), ("before", "epoch"),
+                                    ("before", "end"), ("after", "end")]
+
+
+@pytest.mark.parametrize("hooks, fragment", [
+    ([object()], "has no on_start, on_epoch, on_end method"),
+    ([Recorder("one", []), type("OnlyEpoch", (), {"on_epoch": lambda *a: None})()], "has no on_start, on_end"),
+    (Recorder("alone", []), "hooks must be a list"),
+    ("progress", "hooks must be a list"),
+])
+def test_hooks_are_checked_before_training(spiral, hooks, fragment):
+    net = layers.mlp([2, 4, 2])
+    _, params = net.init(jax.random.key(0))
+    with pytest.raises(TypeError, match=fragment):
+        train.fit(net, params, spiral, epochs=1, progress=False, hooks=hooks)
+
+
+def test_the_deprecated_callbacks_module_reexports_the_hooks_with_their_old_calls(spiral, tmp_path):
+    from funcnet import callbacks
+    from funcnet.train import hooks
+
+    assert callbacks.Checkpointer is hooks.Checkpointer and callbacks.ProgressBar is hooks.ProgressBar
+    net = layers.mlp([2, 4, 2])
+    _, params = net.init(jax.random.key(0))
+    optimizer = optax.sgd(0.1)
+    state, stopper = train.TrainState.create(params, optimizer), train.EarlyStopping.create(params)
+    history = train.History()
+    history.record(1, 0.5, 0.75, 0.6, 0.5)
+    saver = callbacks.Checkpointer(tmp_path / "c.safetensors")
+    saver(1, state, stopper, history)  # hook(epoch, state, stopper, history) and close(), as before
+    saver.close()
+    restored = callbacks.Checkpointer.restore(tmp_path / "c.safetensors", state, stopper)
+    assert restored[2] == history and leaves_equal(restored[0].params, params)

@@ -23,10 +23,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _check_seed(seed: int) -> None:
-    from funcnet.train import SEED_LIMIT
+    from funcnet.train.loop import SEED_LIMIT
 
     if not 0 <= seed < SEED_LIMIT:
         raise _UsageError(f"--seed must be an integer in [0, {SEED_LIMIT - 1}], got {seed}")
+
+
+def _loss_name(name: str) -> str:
+    """``--loss``: a deprecated name is replaced by its new one, with a note on stderr."""
+    from funcnet.train.steps import DEPRECATED_LOSSES
+
+    if name in DEPRECATED_LOSSES:
+        print(f"funcnet train: --loss {name} is deprecated; use --loss {DEPRECATED_LOSSES[name]}", file=sys.stderr)
+    return DEPRECATED_LOSSES.get(name, name)
 
 
 def _check_at_least(option: str, value: int, low: int) -> None:
@@ -332,7 +341,7 @@ def _bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from funcnet.apps.run import OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, RunConfig
     from funcnet.layers import ACTIVATIONS
-    from funcnet.train import LOSSES
+    from funcnet.train.steps import DEFAULT_LOSS, LOSSES
 
     parser = _Parser(prog="funcnet", description="Functional neural networks with hand-written gradients.")
     from funcnet import __version__
@@ -354,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--hidden", type=_hidden_sizes, help=f"hidden layer sizes, e.g. 256,128 [default: "
                     f"{','.join(map(str, d.hidden))}]")
     tr.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation [default: {d.activation}]")
-    tr.add_argument("--loss", choices=list(LOSSES), help="default: softmax_cross_entropy for classes, "
-                    "squared_error for regression")
+    tr.add_argument("--loss", type=_loss_name, choices=list(LOSSES), help=f"default: {DEFAULT_LOSS} for "
+                    "classes, squared_error for regression")
     tr.add_argument("--optimizer", choices=OPTIMIZERS, help=f"[default: {d.optimizer}]")
     tr.add_argument("--lr", type=float, help=f"learning rate [default: {d.lr}]")
     tr.add_argument("--schedule", choices=SCHEDULES, help="constant, inverse_time lr/(1+decay*t), or power "

@@ -129,6 +129,12 @@ class RunConfig:
     seed: int = 0
     reference: bool = False
 
+    def __post_init__(self):
+        if self.loss is not None:  # a run saved with an old loss name resumes under the new one
+            from funcnet.train.steps import DEPRECATED_LOSSES
+
+            self.loss = DEPRECATED_LOSSES.get(self.loss, self.loss)
+
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
@@ -137,7 +143,8 @@ class RunConfig:
     def validate(self) -> None:
         """Raise :class:`RunError` naming the option of the first bad setting (before any data is loaded)."""
         from funcnet.layers import ACTIVATIONS
-        from funcnet.train import LOSSES, PENALTIES, SEED_LIMIT  # seeds keep 32 bits in jax.random.key
+        from funcnet.train.loop import SEED_LIMIT  # seeds keep 32 bits in jax.random.key
+        from funcnet.train.steps import LOSSES, PENALTIES
 
         if not isinstance(self.data, str) or not self.data:
             raise RunError(f"--data must be a dataset name or a path, got {self.data!r}")
@@ -302,6 +309,7 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     from funcnet.apps import plotting as _plotting
     from funcnet import data as datasets
     from funcnet import layers, reference, train
+    from funcnet.train.steps import DEFAULT_LOSS, LOSSES
 
     t0 = time.perf_counter()
     cfg.validate()
@@ -311,8 +319,8 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     if ds.num_classes == 1:  # a one-output softmax has loss 0 and gradient 0 whatever the weights: nothing to learn
         raise RunError(f"--data {cfg.data}: every class label is 0, one class; a classifier needs at least two "
                        "(write regression targets as floats, e.g. 0.0)")
-    loss = cfg.loss or ("softmax_cross_entropy" if classifies else "squared_error")
-    if classifies != train.LOSSES[loss][1]:
+    loss = cfg.loss or (DEFAULT_LOSS if classifies else "squared_error")
+    if classifies != LOSSES[loss][1]:
         kind = "classification" if classifies else "regression"
         raise RunError(f"--loss {loss} does not fit {ds.name!r}, a {kind} dataset")
     n_in = ds.train.x.shape[1]
