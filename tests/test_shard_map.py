@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     import jax.numpy as jnp, numpy as np, optax
     from jax.sharding import PartitionSpec as P
     from funcnet import gates, losses, nn
-    from funcnet.ops.binding import custom_vjp_form
+    from funcnet import custom_vjp_form
     import contextlib
     from funcnet.registry import OPS, cast_args
     import funcnet.ops.binding as rule_module
@@ -51,13 +51,11 @@ SCRIPT = textwrap.dedent("""
         def loss(*a):
             return jnp.sum(per_example(*a) ** 2)
         argnums = spec.diff_argnums
-        want = jax.grad(loss, argnums)(*args)
         def sharded_loss(*a):
             return jax.lax.psum(loss(*a), "data")
         specs = (P("data"),) + (P(),) * (len(args) - 1)
         outs = tuple(P("data") if i == 0 else P() for i in argnums)
-        grad_fn = lambda: jax.jit(jax.shard_map(jax.grad(sharded_loss, argnums), mesh=mesh, in_specs=specs,  # noqa
-                                                out_specs=outs))
+        sharded_grad = jax.shard_map(jax.grad(sharded_loss, argnums), mesh=mesh, in_specs=specs, out_specs=outs)
         def sharded_jvp(*a_and_u):
             a, u = a_and_u[:len(args)], a_and_u[len(args):]
             def of_diff(*d):
@@ -66,16 +64,24 @@ SCRIPT = textwrap.dedent("""
                     full[i] = v
                 return sharded_loss(*full)
             return jax.jvp(of_diff, tuple(a[i] for i in argnums), u)[1]
-        jvp_fn = lambda: jax.jit(jax.shard_map(sharded_jvp, mesh=mesh, in_specs=specs + tuple(specs[i] for i in argnums),  # noqa
-                                               out_specs=P()))
+        sharded_tangent = jax.shard_map(sharded_jvp, mesh=mesh, in_specs=specs + tuple(specs[i] for i in argnums),
+                                        out_specs=P())
         u = tuple(jnp.asarray(rng.standard_normal(np.shape(args[i]))) for i in argnums)
+        # one program per op (traced afresh for each form and for the planted rules):
+        # the unsharded gradient, and the gradient and tangent inside shard_map
+        # (the custom_vjp form has no forward mode: no tangent there)
+        program = lambda tangent=True: jax.jit(lambda args, u: (  # noqa: E731
+            jax.grad(loss, argnums)(*args), sharded_grad(*args), sharded_tangent(*args, *u) if tangent else None))
         # the custom_vjp form on a few ops (its shard_map path is the same cast), the rules on every op
         routes = [("rules", contextlib.nullcontext)] + (
             [("custom_vjp", custom_vjp_form)] if spec.name in ("affine", "prelu", "softmax_cross_entropy") else [])
         for route, form in routes:
             with form():
                 try:
-                    got = grad_fn()(*args)
+                    if route == "rules":
+                        want, got, tangent = program(True)(args, u)
+                    else:
+                        got = program(False)(args, u)[1]
                     for i, (g, w) in enumerate(zip(got, want)):
                         if not np.allclose(g, w, rtol=1e-9, atol=1e-12):
                             failures.append(f"{spec.name} {route} arg {argnums[i]}")
@@ -86,13 +92,12 @@ SCRIPT = textwrap.dedent("""
             continue
         # the rules that run inside shard_map are the written ones: planted x3 reverse and x5 forward rules
         try:
-            tangent = jvp_fn()(*args, *u)
             saved = [(r, r.vjp, r.jvp) for r in spec.forms]
             for r, vjp, jvp in saved:
                 r.vjp = lambda res, g, _v=vjp, **st: tuple(None if c is None else 3.0 * c for c in _v(res, g, **st))
                 r.jvp = lambda res, *t, _j=jvp, **st: (lambda y: None if y is None else 5.0 * y)(_j(res, *t, **st))
             try:
-                planted_grad, planted_tangent = grad_fn()(*args), jvp_fn()(*args, *u)
+                _, planted_grad, planted_tangent = program()(args, u)
             finally:
                 for r, vjp, jvp in saved:
                     r.vjp, r.jvp = vjp, jvp

@@ -1,4 +1,4 @@
-"""Issue 13, second round: the same kinds of attack with fresh cases.
+"""Hostile input across the API, the CLI and the files: one clear line, never a wrong result or a lost file.
 
 Each row is a hostile input that once gave a traceback, a silent wrong result or
 a lost file, and now gives one line naming the function or option and the value
