@@ -53,7 +53,13 @@ def test_activation_values_and_gradients_at_edges(name):
     ours, theirs = getattr(nn, name), getattr(jax.nn, name)
     axis = {"axis": 0} if "softmax" in name else {}
     finite = EDGES[:-1] if "softmax" in name else EDGES  # one NaN poisons a whole softmax
-    got, want = ours(finite, **axis), theirs(finite, **axis)
+    mid = jnp.array([-3.0, -0.5, 0.5, 2.0, 20.0])
+
+    def finite_sum_grad(f):
+        return jax.grad(lambda x: jnp.sum(jnp.where(jnp.isfinite(f(x, **axis)), f(x, **axis), 0.0)))
+
+    got, want, g_ours, g_theirs = jax.jit(lambda x, mid: (ours(x, **axis), theirs(x, **axis), finite_sum_grad(ours)(
+        mid), finite_sum_grad(theirs)(mid)))(finite, mid)  # one program
     if name in LIMIT_WHERE_JAX_IS_NAN:  # a documented difference: funcnet gives the limit where jax.nn gives NaN
         assert "NaN at -inf" in ours.declaration.differs, name
         at = np.asarray(finite) == -np.inf
@@ -61,10 +67,7 @@ def test_activation_values_and_gradients_at_edges(name):
         np.testing.assert_array_equal(np.asarray(got)[at], LIMIT_WHERE_JAX_IS_NAN[name])
         got, want = np.asarray(got)[~at], np.asarray(want)[~at]
     close(got, want, equal_nan=True)
-    g_ours = jax.grad(lambda x: jnp.sum(jnp.where(jnp.isfinite(ours(x, **axis)), ours(x, **axis), 0.0)))
-    g_theirs = jax.grad(lambda x: jnp.sum(jnp.where(jnp.isfinite(theirs(x, **axis)), theirs(x, **axis), 0.0)))
-    mid = jnp.array([-3.0, -0.5, 0.5, 2.0, 20.0])
-    close(g_ours(mid), g_theirs(mid))
+    close(g_ours, g_theirs)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
@@ -108,18 +111,23 @@ def test_softmax_axes_and_masks(name, axis):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 3, 4)))
     masks = [None, jnp.asarray(rng.random((2, 3, 4)) > 0.3), jnp.asarray(rng.random((3, 4)) > 0.3)]
-    for where in masks:
-        close(ours(x, axis=axis, where=where), theirs(x, axis=axis, where=where), equal_nan=True)
-        keep = jnp.ones_like(x, bool) if where is None else jnp.broadcast_to(where, x.shape)
-        w = jnp.asarray(rng.normal(size=x.shape))
+    weights = [jnp.asarray(rng.normal(size=x.shape)) for _ in masks]
 
-        def loss(f):
-            return lambda x: jnp.sum(jnp.where(keep, f(x, axis=axis, where=where) * w, 0.0))
+    @jax.jit
+    def everything(x):  # value, gradient and tangent of both, for each mask: one program
+        out = []
+        for where, w in zip(masks, weights):
+            keep = jnp.ones_like(x, bool) if where is None else jnp.broadcast_to(where, x.shape)
+            for f in (ours, theirs):
+                loss = lambda x, f=f: jnp.sum(jnp.where(keep, f(x, axis=axis, where=where) * w, 0.0))  # noqa: E731
+                out.append((f(x, axis=axis, where=where), jax.grad(loss)(x), jax.jvp(loss, (x,), (w,))[1]))
+        return out
 
-        close(jax.grad(loss(ours))(x), jax.grad(loss(theirs))(x), equal_nan=True)
-        _, t_ours = jax.jvp(loss(ours), (x,), (w,))
-        _, t_theirs = jax.jvp(loss(theirs), (x,), (w,))
-        close(t_ours, t_theirs)
+    results = everything(x)
+    for (y, g, t), (y_j, g_j, t_j) in zip(results[::2], results[1::2]):
+        close(y, y_j, equal_nan=True)
+        close(g, g_j, equal_nan=True)
+        close(t, t_j)
 
 
 def test_empty_mask_matches_jax_nn():
