@@ -5,7 +5,7 @@ forward rule (``jax.jvp``, ``jax.jacfwd``), declared once in ``funcnet/ops``; it
 autodiff twin lives under the same name in :mod:`funcnet.reference`.
 """
 
-from funcnet import (callbacks, checkpoint, data, gates, gradcheck, init, layers, losses, nn, parallel, reference,
+from funcnet import (checkpoint, data, gates, gradcheck, init, layers, losses, manual, nn, parallel, reference,
                      schedules, train)
 from funcnet.custom import CustomOp, Kink, custom_op, custom_vjp_form
 from funcnet.gradcheck import check_gradients, check_op
@@ -16,5 +16,13 @@ __version__ = "0.1.0"
 __all__ = [
     "gates", "nn", "losses", "reference", "hessian", "hessian_matrix", "hvp", "gradcheck", "check_gradients",
     "custom_op", "CustomOp", "Kink", "check_op", "custom_vjp_form",
-    "init", "layers", "parallel", "schedules", "data", "train", "callbacks", "checkpoint", "__version__",
+    "init", "layers", "parallel", "schedules", "data", "train", "checkpoint", "manual", "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name == "callbacks":  # deprecated for one release: funcnet.train.hooks (imported on first use, with the warning)
+        import importlib
+
+        return importlib.import_module("funcnet.callbacks")
+    raise AttributeError(f"module 'funcnet' has no attribute {name!r}")

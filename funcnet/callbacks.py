@@ -6,7 +6,12 @@ now (``on_start``, ``on_epoch``, ``on_end``); calling one as
 still works.
 """
 
+import warnings
+
 from funcnet.train.hooks import Checkpointer as Checkpointer
 from funcnet.train.hooks import ProgressBar as ProgressBar
+
+warnings.warn("funcnet.callbacks is deprecated; use funcnet.train.hooks (Checkpointer, ProgressBar, Hook)",
+              DeprecationWarning, stacklevel=2)
 
 __all__ = ["Checkpointer", "ProgressBar"]

@@ -171,8 +171,9 @@ def test_a_planted_kink_convention_fails_the_kink_column():
     assert check_op(by_name("relu")).kinks[0].passed
 
 
-@pytest.mark.parametrize("name", ["tanh", "maximum", "affine", "prelu", "relu", "hard_tanh", "softmax_cross_entropy"])
+@pytest.mark.parametrize("name", ["tanh", "affine", "softmax_cross_entropy"])
 def test_checker_passes_the_real_rules(name):
+    """The full check (every shape, second order) on a few ops; every op's quick check: tests/test_registry_ops.py."""
     if name not in {spec.name for spec in funcnet.registry.OPS}:
         pytest.skip(f"{name} is not in funcnet.registry.OPS yet")
     result = check_op(by_name(name))

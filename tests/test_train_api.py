@@ -254,7 +254,12 @@ def test_hooks_are_checked_before_training(spiral, hooks, fragment):
 
 
 def test_the_deprecated_callbacks_module_reexports_the_hooks_with_their_old_calls(spiral, tmp_path):
-    from funcnet import callbacks
+    import importlib
+    import sys
+
+    sys.modules.pop("funcnet.callbacks", None)
+    with pytest.warns(DeprecationWarning, match="funcnet.callbacks is deprecated"):
+        callbacks = importlib.import_module("funcnet.callbacks")
     from funcnet.train import hooks
 
     assert callbacks.Checkpointer is hooks.Checkpointer and callbacks.ProgressBar is hooks.ProgressBar

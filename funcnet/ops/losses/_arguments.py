@@ -9,8 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import broadcast_shapes, canonical_axis, check_class_labels, float_input
 from funcnet.ops.binding import Op, with_optional
+from funcnet.ops.inputs import (
+    as_integer_array,
+    bool_mask,
+    broadcast_shapes,
+    canonical_axis,
+    check_class_labels,
+    float_input,
+)
 
 
 def check_same_shape(op: str, names_: tuple[str, str], a, b) -> None:
@@ -33,6 +40,24 @@ def broadcast_args(op: str, **arrays) -> list[jax.Array]:
     """The arrays broadcast to their common shape, or a ValueError naming the shapes."""
     shape = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
     return [jnp.broadcast_to(v, shape) for v in arrays.values()]
+
+
+def broadcast_with_mask(op: str, where, **arrays) -> tuple[list[jax.Array], tuple[int, ...]]:
+    """The arrays and the boolean mask ``where`` (if given, last) broadcast together, and their common shape."""
+    if where is not None:
+        arrays["where"] = bool_mask(op, where)
+    args = broadcast_args(op, **arrays)
+    return args, tuple(args[0].shape)
+
+
+def class_scores_and_labels(op: str, scores, labels):
+    """Float ``scores`` with a class axis (the last) and integer ``labels`` checked and broadcast against them."""
+    scores = float_input(op, "scores", scores)
+    labels = as_integer_array(op, "labels", labels)
+    if scores.ndim < 1:
+        raise ValueError(f"{op}: `scores` must have a class axis, got a scalar")
+    scores, labels, _, _ = class_axis_labels(op, scores, labels, -1, name="scores")
+    return scores, labels
 
 
 def expand_mask(op: str, where, axis, ndim: int) -> jax.Array:

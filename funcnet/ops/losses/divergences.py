@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet.ops.inputs import bool_mask, broadcast_shapes, canonical_axis, float_input, promote_floats
+from funcnet.ops.inputs import canonical_axis, float_input, promote_floats
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
-from funcnet.ops.losses._arguments import mask_optional, pair_of_shapes
+from funcnet.ops.losses._arguments import broadcast_with_mask, mask_optional, pair_of_shapes
 
 declare = declarer("losses", twins=twin, upstream=optax.losses)
 
@@ -82,11 +82,7 @@ def _divergence(op: str, rules: tuple[Op, Op], log_predictions, targets, axis, w
     log_predictions = float_input(op, "log_predictions", log_predictions)
     targets = float_input(op, names_[0], targets)
     log_predictions, targets = promote_floats(op, log_predictions=log_predictions, targets=targets)
-    arrays = dict(log_predictions=log_predictions, targets=targets)
-    if where is not None:
-        arrays["where"] = bool_mask(op, where)
-    full = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
-    args = [jnp.broadcast_to(v, full) for v in arrays.values()]
+    args, full = broadcast_with_mask(op, where, log_predictions=log_predictions, targets=targets)
     axes = canonical_axis(op, axis, len(full))
     return (rules[1] if where is not None else rules[0])(*args, axes=axes)
 

@@ -14,13 +14,21 @@ import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import as_integer_array, float_input, static_float
+from funcnet.ops.inputs import float_input, static_float
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
-from funcnet.ops.losses._arguments import broadcast_args, float_labels, pair_of_shapes, check_same_shape
-from funcnet.ops.losses.softmax import at_labels, class_axis_labels, label_index, take
+from funcnet.ops.losses._arguments import (
+    at_labels,
+    broadcast_args,
+    check_same_shape,
+    class_scores_and_labels,
+    label_index,
+    take,
+    float_labels,
+    pair_of_shapes,
+)
 
 declare = declarer("losses", twins=twin, upstream=optax.losses)
 
@@ -227,11 +235,7 @@ def multiclass_svm_loss(scores, labels, margin=1.0):
     out-of-range label gives a NaN loss and a NaN gradient row and tangent.
     """
     op = "funcnet.losses.multiclass_svm_loss"
-    scores = float_input(op, "scores", scores)
-    labels = as_integer_array(op, "labels", labels)
-    if scores.ndim < 1:
-        raise ValueError(f"{op}: `scores` must have a class axis, got a scalar")
-    scores, labels, _, _ = class_axis_labels(op, scores, labels, -1, name="scores")
+    scores, labels = class_scores_and_labels(op, scores, labels)
     return _SVM(scores, labels, margin=static_float(op, "margin", margin))
 
 
@@ -273,11 +277,7 @@ def _untied_scores(margin):
 
 
 def _crammer_singer(op: str, scores, labels, margin: float):
-    scores = float_input(op, "scores", scores)
-    labels = as_integer_array(op, "labels", labels)
-    if scores.ndim < 1:
-        raise ValueError(f"{op}: `scores` must have a class axis, got a scalar")
-    scores, labels, _, _ = class_axis_labels(op, scores, labels, -1, name="scores")
+    scores, labels = class_scores_and_labels(op, scores, labels)
     return _CRAMMER_SINGER(scores, labels, margin=margin)
 
 
@@ -379,11 +379,7 @@ def multiclass_sparsemax_loss(scores, labels):
     out-of-range label gives NaN.
     """
     op = "funcnet.losses.multiclass_sparsemax_loss"
-    scores = float_input(op, "scores", scores)
-    labels = as_integer_array(op, "labels", labels)
-    if scores.ndim < 1:
-        raise ValueError(f"{op}: `scores` must have a class axis, got a scalar")
-    scores, labels, _, _ = class_axis_labels(op, scores, labels, -1, name="scores")
+    scores, labels = class_scores_and_labels(op, scores, labels)
     return _SPARSEMAX(scores, labels)
 
 

@@ -10,20 +10,19 @@ import numpy as np
 import optax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import (
-    bool_mask,
-    broadcast_shapes,
-    canonical_axis,
-    float_input,
-    is_number,
-    promote_floats,
-    static_float,
-)
+from funcnet.ops.inputs import canonical_axis, float_input, is_number, promote_floats, static_float
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
-from funcnet.ops.losses._arguments import broadcast_args, mask_optional, normal_pair, pair_of_shapes, check_same_shape
+from funcnet.ops.losses._arguments import (
+    broadcast_args,
+    broadcast_with_mask,
+    check_same_shape,
+    mask_optional,
+    normal_pair,
+    pair_of_shapes,
+)
 
 declare = declarer("losses", twins=twin, upstream=optax.losses)
 
@@ -231,11 +230,7 @@ _COSINE = mask_optional("cosine_similarity", _cosine_save, _cosine_vjp, _cosine_
 
 def _cosine(op: str, predictions, targets, epsilon, axis, where, distance: bool):
     predictions, targets = promote_floats(op, predictions=predictions, targets=targets)
-    arrays = dict(predictions=predictions, targets=targets)
-    if where is not None:
-        arrays["where"] = bool_mask(op, where)
-    full = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
-    args = [jnp.broadcast_to(v, full) for v in arrays.values()]
+    args, full = broadcast_with_mask(op, where, predictions=predictions, targets=targets)
     static = dict(axes=canonical_axis(op, axis, len(full)), epsilon=static_float(op, "epsilon", epsilon),
                   distance=distance)
     return (_COSINE[1] if where is not None else _COSINE[0])(*args, **static)

@@ -23,8 +23,15 @@ from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.ops.reductions import log_softmax_core
 from funcnet.reference import losses as twin
-from funcnet.ops.losses._arguments import at_labels, class_axis_labels, label_index, take
-from funcnet.ops.losses._arguments import expand_mask, mask_optional, pair_of_shapes
+from funcnet.ops.losses._arguments import (
+    at_labels,
+    class_axis_labels,
+    expand_mask,
+    label_index,
+    mask_optional,
+    pair_of_shapes,
+    take,
+)
 
 declare = declarer("losses", twins=twin, upstream=optax.losses)
 
