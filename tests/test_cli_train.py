@@ -20,6 +20,7 @@ def run_cli(*args, cwd):
                           timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_default_run_reaches_the_accuracy_target_and_writes_the_run_folder(tmp_path):
     proc = run_cli("train", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -40,6 +41,7 @@ def test_default_run_reaches_the_accuracy_target_and_writes_the_run_folder(tmp_p
     assert 0.75 * wall <= printed <= wall + 0.05, (printed, wall)
 
 
+@pytest.mark.slow
 def test_existing_out_folder_is_refused_and_left_untouched(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
@@ -77,6 +79,7 @@ def test_corrupt_data_file_gives_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "bad.csv" in err and "line 2" in err
 
 
+@pytest.mark.slow
 def test_argparse_errors_exit_2_without_traceback(tmp_path):
     proc = run_cli("train", "--hidden", "12,x", cwd=tmp_path)
     assert proc.returncode == 2 and "comma-separated" in proc.stderr and "Traceback" not in proc.stderr
@@ -123,6 +126,7 @@ def test_reference_option_trains_on_autodiff(tmp_path, capsys):
     assert "autodiff twins" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_devices_option_trains_data_parallel(tmp_path):
     proc = run_cli("train", "--no-progress", "--data", "xor", "--epochs", "2", "--devices", "4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -191,6 +195,7 @@ def test_early_stopping_is_reported_and_regression_runs_write_strict_json_and_a_
     assert png_size(tmp_path / "xor" / "curves.png")[0] == 1000
 
 
+@pytest.mark.slow
 def test_the_compile_cache_fills_once_and_changes_no_result(tmp_path):
     def train(name, cache):
         proc = subprocess.run([sys.executable, "-m", "funcnet", "train", "--no-progress", "--data", "xor",

@@ -91,6 +91,7 @@ def test_check_sees_a_changed_docstring(fresh_docs, monkeypatch):
     assert docs.stale_pages(fresh_docs) == [fresh_docs / "nn.md"]
 
 
+@pytest.mark.slow
 def test_check_command_exits_1_on_a_stale_page(fresh_docs):
     (fresh_docs / "gates.md").write_text("# out of date\n", encoding="utf-8")
     proc = subprocess.run(
@@ -101,6 +102,7 @@ def test_check_command_exits_1_on_a_stale_page(fresh_docs):
     assert "gates.md" in proc.stderr and "nn.md" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_adding_an_op_worked_example_runs_and_declares_the_op():
     """The Python block of docs/adding-an-op.md, run as written, in a fresh process."""
     text = (DOCS / "adding-an-op.md").read_text(encoding="utf-8")

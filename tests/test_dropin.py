@@ -366,6 +366,7 @@ def _documents(name, *phrases):
         assert phrase in differs and phrase in tail, (name, phrase)
 
 
+@pytest.mark.xdist_group("optax-loss-cases")  # one worker computes the cases' one program (--dist loadgroup)
 @pytest.mark.parametrize("case", LOSS_CASES, ids=[c[0] for c in LOSS_CASES])
 def test_loss_value_gradient_and_tangent_as_optax(case):
     case_id, name, _, args, _ = case

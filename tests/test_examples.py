@@ -50,6 +50,7 @@ def test_free_path_never_overwrites(example, tmp_path):
     assert plotting.free_path(tmp_path / "new" / "dir", "fig.png").name == "fig.png"
 
 
+@pytest.mark.slow
 def test_scripts_run_as_scripts_from_anywhere(tmp_path):
     # as `python examples/spiral.py`: its helper module is found next to it, whatever the working folder
     done = subprocess.run([sys.executable, str(EXAMPLES / "spiral.py"), "--help"], cwd=tmp_path,

@@ -7,6 +7,7 @@ the same outputs as the live functions.
 
 from __future__ import annotations
 
+import pytest
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,7 @@ LOADER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_exported_apply_and_gradient_run_in_a_fresh_process(tmp_path):
     net = layers.mlp([6, 16, 16, 3], "gelu", norm="layer_norm")
     _, params = net.init(jax.random.key(0))

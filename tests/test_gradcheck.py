@@ -250,6 +250,7 @@ def test_cli_fails_a_relu_with_gradient_1_at_0(monkeypatch, capsys):
     assert not op["passed"] and op["failures"] == ["kink x = 0 (rev)", "kink x = 0 (fwd)"]
 
 
+@pytest.mark.slow
 def test_cli_unknown_op_is_one_line_and_nonzero():
     proc = subprocess.run([sys.executable, "-m", "funcnet", "gradcheck", "--op", "nope"],
                           capture_output=True, text=True, timeout=120)
@@ -258,6 +259,7 @@ def test_cli_unknown_op_is_one_line_and_nonzero():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_bad_option_is_nonzero_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "funcnet", "gradcheck", "--seed", "x"],
                           capture_output=True, text=True, timeout=120)

@@ -161,6 +161,7 @@ def test_a_resume_that_fails_leaves_no_folder_and_the_old_run_untouched(tmp_path
     assert {p.name: p.read_bytes() for p in (tmp_path / "r1").iterdir()} == before
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_no_empty_folder(tmp_path):
     script = textwrap.dedent("""
         import os, signal, sys, time

@@ -84,6 +84,7 @@ def test_library_module_never_imports_the_apps(path):
     assert apps_imports(source, module) == []
 
 
+@pytest.mark.slow
 def test_each_library_module_imports_alone_without_the_apps():
     """In a fresh process: other tests' imports would hide an import that only works in some order."""
     modules = [module_name(p) for p in LIBRARY]
@@ -206,6 +207,7 @@ def test_neighbours_are_imported_directly_not_through_the_package():
     assert through_package == []
 
 
+@pytest.mark.slow
 def test_every_module_the_readme_names_is_reachable_after_import_funcnet():
     """``import funcnet`` then ``funcnet.<module>.<name>`` works for each library module the README names
     (``funcnet.parallel.data_mesh(4)`` raised AttributeError). Checked in a fresh process: other tests'

@@ -1,9 +1,11 @@
 """``python -m funcnet`` is the same command line as ``funcnet``."""
 
+import pytest
 import subprocess
 import sys
 
 
+@pytest.mark.slow
 def test_python_dash_m_funcnet_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "funcnet", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -59,26 +59,31 @@ def result():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_one_epoch_on_8_devices_equals_1_device(result):
     assert result["devices"] == 8
     assert result["rel"] <= 1e-5
     assert result["rel_plain"] <= 1e-5
 
 
+@pytest.mark.slow
 def test_data_and_model_parallel_mesh_equals_1_device(result):
     # a (4 data x 2 model) mesh: each device holds half of every hidden layer's units
     assert result["rel_2d"] <= 1e-5
     assert result["w0_spec"] == [None, "model"] and result["w0_shard"] == [2, 8]
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_split_over_the_devices_is_a_clear_error(result):
     assert "batch_size 30 does not split over the 8 devices" in result["error"]
     assert "multiple of 8" in result["error"]
 
 
+@pytest.mark.slow
 def test_auto_mesh_spans_every_visible_device(result):
     assert result["auto_devices"] == 8 and result["rel_auto"] == 0.0
 
 
+@pytest.mark.slow
 def test_mesh_without_a_data_axis_is_a_clear_error(result):
     assert "fit: the mesh needs a 'data' axis" in result["axis_error"] and "('x',)" in result["axis_error"]

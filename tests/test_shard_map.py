@@ -7,6 +7,7 @@ same MLP step on ``jax.nn``/``optax`` must agree with funcnet's. Runs in a
 subprocess because the device count is fixed when JAX starts.
 """
 
+import pytest
 import json
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def run(*argv):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_every_op_inside_shard_map_matches_unsharded_gradients():
     out = run()
     assert out["failures"] == [], out["failures"]
@@ -145,6 +147,7 @@ def test_every_op_inside_shard_map_matches_unsharded_gradients():
     assert out["mlp_ok"]
 
 
+@pytest.mark.slow
 def test_the_check_catches_rules_that_skip_the_cast_to_common_varying_axes():
     out = run("planted")
     assert not out["mlp_ok"]
