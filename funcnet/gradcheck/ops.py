@@ -302,13 +302,13 @@ def check_kinks(spec: OpSpec) -> list[KinkCheck]:
                 return jnp.sum(spec.fn(x, *args[1:], **kw))
 
             try:
-                grad = np.asarray(jax.grad(total)(args[0]), np.float64)
+                grad = np.asarray(jax.jit(jax.grad(total))(args[0]), np.float64)  # one program, not op by op
                 reverse = grad.shape == want.shape and bool(np.array_equal(grad, want))
                 detail = "" if reverse else f"rev gives {grad.tolist()}, documented {want.tolist()}"
             except Exception as err:  # noqa: BLE001 - a rule that cannot run at its kink fails it
                 reverse, detail = False, f"rev: {_short(err)}"
             try:
-                _, dot = jax.jvp(total, (args[0],), (jnp.ones_like(args[0]),))
+                _, dot = jax.jit(lambda x: jax.jvp(total, (x,), (jnp.ones_like(x),)))(args[0])
                 tol = tolerances.tolerance("autodiff", "float64")
                 forward = bool(np.isclose(float(dot), float(np.sum(want)), rtol=tol.rtol, atol=tol.atol))
                 if not forward:

@@ -215,7 +215,7 @@ def _lse_save(a, b, where, axes, keepdims, mean, nan_negative):
     if b is not None:
         keep = (b != 0) if keep is None else keep & (b != 0)
     masked = aw if keep is None else jnp.where(keep, aw, -jnp.inf)
-    m = jnp.max(masked, axis=axes, keepdims=True)
+    m = jnp.max(masked, axis=axes, keepdims=True, initial=-jnp.inf)  # an empty row: -inf, as jax.nn
     m = jnp.where(jnp.isfinite(m), m, 0.0)
     e = jnp.exp(masked - m)
     if b is not None:
@@ -294,9 +294,10 @@ def _reduce_exp(op: str, a, axis, b, keepdims, where, mean: bool, return_sign: b
     if not return_sign:
         return out
     # the sign of Σ b e^a, outside the rule (no gradient), only when asked for
-    a, b = args[0], args[1]
-    keep = b != 0 if where is None else (b != 0) & args[2]
-    m = lax.stop_gradient(jnp.max(jnp.where(keep, a, -jnp.inf), axis=axes, keepdims=True))
+    a = args[0]
+    b = args[1] if b is not None else jnp.ones_like(a)
+    keep = b != 0 if where is None else (b != 0) & args[-1]
+    m = lax.stop_gradient(jnp.max(jnp.where(keep, a, -jnp.inf), axis=axes, keepdims=True, initial=-jnp.inf))
     total = jnp.sum(jnp.where(keep, jnp.exp(a - jnp.where(jnp.isfinite(m), m, 0.0)) * b, 0.0), axis=axes,
                     keepdims=keepdims)
     return out, lax.stop_gradient(jnp.sign(total))

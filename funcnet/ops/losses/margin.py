@@ -252,7 +252,9 @@ def _cs_save(scores, labels, margin):
 def _cs_local(res):
     """d loss / d scores: the maximisers share 1 equally (as jnp.max's gradient), minus the one-hot label."""
     winners, is_label = res
-    share = winners / jnp.sum(winners, axis=-1, keepdims=True)
+    count = jnp.sum(winners, axis=-1, keepdims=True)
+    # no maximiser: a NaN score (NaN == NaN is False), whose gradient row is NaN, as optax's autodiff gives
+    share = jnp.where(count > 0, winners / jnp.maximum(count, 1), jnp.nan)
     valid = jnp.any(is_label, axis=-1, keepdims=True)
     return jnp.where(valid, share - is_label, jnp.nan)
 
