@@ -23,3 +23,12 @@ import jax  # noqa: E402
 
 os.environ["FUNCNET_COMPILE_CACHE"] = "off"
 jax.config.update("jax_enable_x64", True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that start a fresh process (marked ``slow``, the longest) first.
+
+    Under ``pytest -n auto`` a long test dealt out last leaves the other workers idle at the end; dealt out
+    first, it runs beside the many short ones. The order of the others is kept.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
