@@ -14,7 +14,7 @@ Per op, two compiled batteries (each traced into as few programs as it can be):
   ``funcnet.hessian`` (reverse over reverse) build it, each equal to the twin's
   exactly (stronger than ``jax.test_util.check_grads(order=2)``'s finite
   differences, which runs on a few ops, forward over forward included);
-  ``jacfwd`` and ``linearize``; ``vmap`` of the value over every argument
+  ``linearize``; ``vmap`` of the value over every argument
   (integer labels and masks too); the classic
   ``jax.custom_vjp`` form. That the written rules are the ones that run under
   ``jit``, ``vmap``, ``scan``, loops and ``jax.checkpoint`` is
@@ -128,10 +128,9 @@ def _program(spec: OpSpec):
         # rule is the one that runs there, and check_op that it is right; here what only composition shows
         got = {"fwd∘rev hessian": jax.hessian(s_op, argnums)(*d),
                "rev∘rev hessian": funcnet.hessian(s_op, argnums)(*d),
-               "jacfwd": jax.jacfwd(s_op, argnums)(*d), "linearize": jax.linearize(s_op, *d)[1](*u)}
+               "linearize": jax.linearize(s_op, *d)[1](*u)}
         hessian = jax.hessian(s_twin, argnums)(*d)
-        want = {"jacfwd": jax.jacfwd(s_twin, argnums)(*d), "linearize": jax.jvp(s_twin, d, u)[1],
-                "fwd∘rev hessian": hessian, "rev∘rev hessian": hessian}
+        want = {"linearize": jax.jvp(s_twin, d, u)[1], "fwd∘rev hessian": hessian, "rev∘rev hessian": hessian}
         with custom_vjp_form():  # read at trace time: this part of the program is built in the custom_vjp form
             got["custom_vjp grad"] = jax.grad(scalarized(spec.op, spec, args, ct), argnums)(*d)
             got["custom_vjp value"] = spec.op(*args)
