@@ -130,6 +130,7 @@ def declarer(family: str, *, twins: types.ModuleType, upstream: types.ModuleType
     ``getattr(upstream, name)`` if it exists (``upstream=None`` in the call
     says there is none).
     """
+    upstream_namespace = upstream  # the module default; ``upstream`` in a call names one function
 
     def declare(*, forms, saves: str, checks: Checks, twin: Callable | None = None,
                 upstream: Callable | None = _UNSET, **more) -> Callable:
@@ -147,7 +148,6 @@ def declarer(family: str, *, twins: types.ModuleType, upstream: types.ModuleType
 
         return record
 
-    upstream_namespace = upstream
     return declare
 
 

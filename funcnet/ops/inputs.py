@@ -149,3 +149,17 @@ def bool_mask(op: str, where: Any) -> jax.Array:
     if where.dtype != jnp.bool_:
         raise TypeError(f"{op}: `where` must be a boolean mask, got {where.dtype}{list(where.shape)}")
     return where
+
+
+def broadcast_args(op: str, **arrays) -> list[jax.Array]:
+    """The arrays broadcast to their common shape, or a ValueError naming the shapes."""
+    shape = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
+    return [jnp.broadcast_to(v, shape) for v in arrays.values()]
+
+
+def broadcast_with_mask(op: str, where, **arrays) -> tuple[list[jax.Array], tuple[int, ...]]:
+    """The arrays and the boolean mask ``where`` (if given, last) broadcast together, and their common shape."""
+    if where is not None:
+        arrays["where"] = bool_mask(op, where)
+    args = broadcast_args(op, **arrays)
+    return args, tuple(args[0].shape)

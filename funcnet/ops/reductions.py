@@ -15,7 +15,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import bool_mask, broadcast_shapes, canonical_axis, check_broadcast_to, float_input, promote_floats
+from funcnet.ops.inputs import (
+    bool_mask,
+    broadcast_with_mask,
+    canonical_axis,
+    check_broadcast_to,
+    float_input,
+    promote_floats,
+)
 from funcnet.ops.numerics import widen
 from funcnet.ops.binding import Op, with_optional
 from funcnet.ops.declaration import Checks, declarer, names
@@ -39,20 +46,26 @@ def log_softmax_core(xw, where, axes, *, finite_max: bool = False):
     stays finite there. Used by ``softmax``, ``log_softmax`` and the softmax
     cross-entropy losses.
     """
+    shifted, _, s = _exponentials(xw, where, axes, finite_max)
+    return shifted, jnp.log(s)
+
+
+def _exponentials(xw, where, axes, finite_max=False):
+    """``(x - m, e, s)`` of :func:`log_softmax_core`: ``e = exp(x - m)`` (0 where masked), ``s = Σ e`` (keepdims)."""
     m = jnp.max(xw, axis=axes, where=where, initial=-jnp.inf, keepdims=True)
     if where is not None or finite_max:
         m = jnp.where(jnp.isfinite(m), m, 0.0)
     m = lax.stop_gradient(m)
-    s = jnp.sum(jnp.exp((xw if where is None else jnp.where(where, xw, -jnp.inf)) - m), axis=axes, keepdims=True)
+    e = jnp.exp((xw if where is None else jnp.where(where, xw, -jnp.inf)) - m)
+    s = jnp.sum(e, axis=axes, keepdims=True)
     if where is not None:
         s = jnp.where(jnp.any(where, axis=axes, keepdims=True), s, 1.0)
-    return xw - m, jnp.log(s)
+    return xw - m, e, s
 
 
 def _softmax_value(x, where, axis):
-    shifted, _ = log_softmax_core(widen(x), where, axis)
-    e = jnp.exp(shifted if where is None else jnp.where(where, shifted, -jnp.inf))
-    y = e / jnp.sum(e, axis=axis, keepdims=True)
+    _, e, s = _exponentials(widen(x), where, axis)  # one exp and one sum, as jax.nn.softmax
+    y = e / s
     return (y if where is None else jnp.where(where, y, 0.0)).astype(x.dtype)
 
 
@@ -283,11 +296,7 @@ def _reduce_exp(op: str, a, axis, b, keepdims, where, mean: bool, return_sign: b
     if b is not None:
         a, b = promote_floats(op, a=a, b=b)
         arrays = {"a": a, "b": b}
-    if where is not None:
-        where = bool_mask(op, where)
-        arrays["where"] = where
-    shape = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
-    args = [jnp.broadcast_to(v, shape) for v in arrays.values()]
+    args, shape = broadcast_with_mask(op, where, **arrays)
     axes = canonical_axis(op, axis, len(shape))
     static = dict(axes=axes, keepdims=bool(keepdims), mean=mean, nan_negative=b is not None and not return_sign)
     out = _LSE[b is not None, where is not None](*args, **static)

@@ -10,14 +10,7 @@ import numpy as np
 
 from funcnet.ops import _samples as S
 from funcnet.ops.binding import Op, with_optional
-from funcnet.ops.inputs import (
-    as_integer_array,
-    bool_mask,
-    broadcast_shapes,
-    canonical_axis,
-    check_class_labels,
-    float_input,
-)
+from funcnet.ops.inputs import as_integer_array, canonical_axis, check_class_labels, float_input
 
 
 def check_same_shape(op: str, names_: tuple[str, str], a, b) -> None:
@@ -34,20 +27,6 @@ def float_labels(op: str, labels, like, name: str = "labels") -> jax.Array:
     if jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
         return labels.astype(like.dtype)
     return float_input(op, name, labels).astype(like.dtype)
-
-
-def broadcast_args(op: str, **arrays) -> list[jax.Array]:
-    """The arrays broadcast to their common shape, or a ValueError naming the shapes."""
-    shape = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
-    return [jnp.broadcast_to(v, shape) for v in arrays.values()]
-
-
-def broadcast_with_mask(op: str, where, **arrays) -> tuple[list[jax.Array], tuple[int, ...]]:
-    """The arrays and the boolean mask ``where`` (if given, last) broadcast together, and their common shape."""
-    if where is not None:
-        arrays["where"] = bool_mask(op, where)
-    args = broadcast_args(op, **arrays)
-    return args, tuple(args[0].shape)
 
 
 def class_scores_and_labels(op: str, scores, labels):

@@ -9,12 +9,12 @@ import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import float_input, is_concrete, is_number
+from funcnet.ops.inputs import broadcast_args, float_input, is_concrete, is_number
 from funcnet.ops.numerics import LOG_FLOOR, add_tangents, widen
 from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
-from funcnet.ops.losses._arguments import broadcast_args, float_labels, pair_of_shapes
+from funcnet.ops.losses._arguments import float_labels, pair_of_shapes
 
 declare = declarer("losses", twins=twin, upstream=optax.losses)
 

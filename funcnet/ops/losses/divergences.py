@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet.ops.inputs import canonical_axis, float_input, promote_floats
+from funcnet.ops.inputs import broadcast_with_mask, canonical_axis, float_input, promote_floats
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
-from funcnet.ops.losses._arguments import broadcast_with_mask, mask_optional, pair_of_shapes
+from funcnet.ops.losses._arguments import mask_optional, pair_of_shapes
 
 declare = declarer("losses", twins=twin, upstream=optax.losses)
 

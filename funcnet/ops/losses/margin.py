@@ -14,14 +14,13 @@ import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import float_input, static_float
+from funcnet.ops.inputs import broadcast_args, float_input, static_float
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
 from funcnet.ops.losses._arguments import (
     at_labels,
-    broadcast_args,
     check_same_shape,
     class_scores_and_labels,
     label_index,

@@ -10,14 +10,20 @@ import numpy as np
 import optax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import canonical_axis, float_input, is_number, promote_floats, static_float
+from funcnet.ops.inputs import (
+    broadcast_args,
+    broadcast_with_mask,
+    canonical_axis,
+    float_input,
+    is_number,
+    promote_floats,
+    static_float,
+)
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
 from funcnet.ops.losses._arguments import (
-    broadcast_args,
-    broadcast_with_mask,
     check_same_shape,
     mask_optional,
     normal_pair,

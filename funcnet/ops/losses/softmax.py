@@ -9,9 +9,9 @@ import optax
 
 from funcnet.ops import _samples as S
 from funcnet.ops.inputs import (
+    broadcast_args,
     as_integer_array,
     bool_mask,
-    broadcast_shapes,
     canonical_axis,
     check_broadcast_to,
     float_input,
@@ -262,11 +262,12 @@ def _class_axes(op: str, logits, labels, axis, where=None):
     arrays = dict(logits=logits, labels=labels)
     if where is not None:
         arrays["where"] = expand_mask(op, bool_mask(op, where), axis, logits.ndim)
-    full = broadcast_shapes(op, **{k: v.shape for k, v in arrays.items()})
+    args = broadcast_args(op, **arrays)
+    full = args[0].shape
     lead = len(full) - logits.ndim
     sm_axes = tuple(a + lead for a in canonical_axis(op, axis, logits.ndim))
     sum_axes = canonical_axis(op, axis, len(full))
-    return [jnp.broadcast_to(v, full) for v in arrays.values()], sm_axes, sum_axes
+    return args, sm_axes, sum_axes
 
 
 @declare(forms=_SAFE_SCE, saves="the log-probabilities and the labels", diff_argnums=(0, 1),
