@@ -31,10 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from funcnet.ops.declaration import Kink
-from funcnet.ops.binding import Op, custom_vjp_form
+from funcnet.ops.binding import Op, custom_vjp_form, jvp_of, vjp_of
 from funcnet.registry import OpSpec
 
-__all__ = ["CustomOp", "Kink", "custom_op", "custom_vjp_form", "ops_in"]
+__all__ = ["CustomOp", "Kink", "custom_op", "custom_vjp_form", "jvp_of", "ops_in", "vjp_of"]
 
 
 def _normal_sample(rng: np.random.Generator, case) -> tuple:

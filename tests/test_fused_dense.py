@@ -73,6 +73,37 @@ def test_a_planted_reverse_rule_that_forgets_the_activation_is_caught(monkeypatc
     assert all(g > 1e-2 for g in gaps.values()), gaps
 
 
+def test_the_activation_s_own_rules_run_inside_the_fused_op(monkeypatch):
+    """dz is the activation's hand-written reverse rule and the ż term its forward rule: called directly on
+    the saved residuals for a one-op activation (binding.vjp_of, cheap to trace), through jax.vjp/jax.jvp for
+    a composite (hard_sigmoid = relu6(z + 3) / 6). Planted x3/x5 rules of relu and relu6 show in both."""
+    from funcnet.ops import activations, binding
+
+    z, w, b = _problem()
+    assert binding._one_op(funcnet.nn.relu, z) is not None
+    assert binding._one_op(fused_dense._activation("gelu", (("approximate", False),)), z) is not None
+    assert binding._one_op(funcnet.nn.hard_sigmoid, z) is None
+    ct = jnp.ones((z.shape[0], w.shape[1]))
+
+    def dz_and_tangent(z, w, b):  # traced afresh each call (jit would reuse the first trace)
+        out = {}
+        for act in ("relu", "hard_sigmoid"):
+            f = lambda z: gates.activation_affine(z, w, b, act)  # noqa: E731
+            out[act] = (jax.vjp(f, z)[1](ct)[0], jax.jvp(f, (z,), (jnp.ones_like(z),))[1])
+        return out
+
+    want = jax.jit(lambda *a: dz_and_tangent(*a))(z, w, b)
+    for op in (activations._RELU, activations._RELU6):
+        vjp, jvp = op.vjp, op.jvp
+        monkeypatch.setattr(op, "vjp", lambda res, g, _v=vjp, **s: tuple(3 * c for c in _v(res, g, **s)))
+        monkeypatch.setattr(op, "jvp", lambda res, t, _j=jvp, **s: 5 * _j(res, t, **s))
+    got = jax.jit(lambda *a: dz_and_tangent(*a))(z, w, b)
+    for act in want:
+        np.testing.assert_allclose(got[act][0], 3 * want[act][0], rtol=1e-12, err_msg=act)
+        np.testing.assert_allclose(got[act][1], 5 * want[act][1], rtol=1e-12, err_msg=act)
+        assert float(jnp.max(jnp.abs(want[act][0]))) > 0
+
+
 def _deep_step_temp(activation, fused_layers=True, batch=4096):
     """XLA's temporary memory of one gradient of the deep network of ``funcnet bench`` (784-(512×8)-10)."""
     net = layers.mlp([784] + [512] * 8 + [10], activation, fused=fused_layers)
@@ -120,7 +151,7 @@ def test_small_batches_need_no_more_memory_than_unfused_layers(monkeypatch):
     unfused = _medium_step_temp(fused_layers=False)
     assert _medium_step_temp() <= unfused
     # the planted fault: order the two products whatever the batch (a 4 MiB copy of each 1024 × 1024 w)
-    monkeypatch.setattr(fused_dense, "_order_pays", lambda rows, n_out: True)
+    monkeypatch.setattr(fused_dense, "_order_pays", lambda rows, n_in, n_out: True)
     assert _medium_step_temp() >= unfused + 4 * MiB
 
 

@@ -126,7 +126,7 @@ def measure(rounds: int = 15, calls: int = 200, log=print) -> list[dict]:
     f_state, j_state = (f_params, f_init(f_params)), (j_params, j_init(j_params))
     row(f"compile: first call's lower + compile of the training step, {net_name}",
         _timed(lambda: jax.jit(_fresh(f_step)).lower(f_state, x, y).compile()),
-        _timed(lambda: jax.jit(_fresh(j_step)).lower(j_state, x, y).compile()), n=max(3, rounds // 3))
+        _timed(lambda: jax.jit(_fresh(j_step)).lower(j_state, x, y).compile()))
     return rows
 
 
