@@ -483,6 +483,28 @@ def test_focal_label_gradient_at_hard_labels_is_exact_where_optax_drops_a_term()
     assert abs(float(grad_t(optax.losses.sigmoid_focal_loss)[0])) > 0.3  # optax: log 2 · ½ (the term it drops)
 
 
+def test_second_order_at_hard_labels_is_optax_s(monkeypatch):
+    """``jax.hessian`` (forward over reverse) of the focal loss at confident logits and hard labels 0 and 1,
+    as optax's own test checks it. The labels are a residual with a zero tangent there; instantiated, that
+    zero met the rule's ``log t = -inf`` (0 · inf = NaN). Planted fault: the zeros instantiated."""
+    x = jnp.array([100.0, -100.0, 50.0, -50.0, 1e4, -1e4, 0.3])
+    t = jnp.array([0.9, 0.1, 1.0, 0.0, 1.0, 1.0, 0.0])
+
+    def diagonals(f):  # one fresh program per call: the planted binding is traced again
+        return jax.jit(lambda x: [jnp.diag(jax.hessian(lambda x: f(x, t, gamma=g).sum())(x)) for g in (0.5, 2.0)])(x)
+
+    for ours, theirs in zip(diagonals(losses.sigmoid_focal_loss), diagonals(optax.losses.sigmoid_focal_loss)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-30)
+    from funcnet.ops import binding
+
+    def instantiated(f, primals, tangents, zero_type):
+        return jax.jvp(f, tuple(primals), tuple(jnp.zeros_like(p) if isinstance(t, zero_type) else t
+                                                for p, t in zip(primals, tangents)))
+
+    monkeypatch.setattr(binding, "_jvp_along", instantiated)
+    assert not all(bool(jnp.all(jnp.isfinite(d))) for d in diagonals(losses.sigmoid_focal_loss))
+
+
 Z = jnp.array([[0.0, 1.0, 2.0], [0.5, -1.0, 0.0], [1.0, 1.0, -2.0], [1.0, 2.0, 3.0]])
 BAD = jnp.array([1, 7, -1, 3])  # rows 1-3 out of range for 3 classes (-1 included: no wrap-around)
 

@@ -51,7 +51,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
-from jax.extend.core import Primitive
+from jax.extend.core import Literal, Primitive, jaxpr_as_fun
 from jax.interpreters import ad, batching, mlir
 
 from funcnet.ops.numerics import sum_to_shape
@@ -213,7 +213,8 @@ def _custom_jvp(rule: Op, static_items: tuple):
     # blocks of w: 276 MiB instead of 72). A custom_jvp call with known inputs is bound whole instead;
     # differentiated (second order), it is autodiff of `save`.
     save = jax.custom_jvp(save)
-    save.defjvp(lambda primals, tangents: jax.jvp(save.fun, primals, tangents))
+    save.defjvp(lambda primals, tangents: _jvp_along(save.fun, primals, tangents, SymbolicZero),
+                symbolic_zeros=True)
 
     def f_jvp(primals, tangents):
         y, res = save(*primals)
@@ -307,8 +308,7 @@ def _linear_primitive(rule: Op) -> Primitive:
             terms.append(p.bind(*res, *d_lin, **params))
         if any(type(t) is not ad.Zero for t in d_res):
             # the forward rule is linear in the tangents only: in the residuals, autodiff of the rule
-            d_res = [ad.instantiate_zeros(t) for t in d_res]
-            terms.append(jax.jvp(lambda *r: forward(*r, *lin, **params), tuple(res), tuple(d_res))[1])
+            terms.append(_jvp_along(lambda *r: forward(*r, *lin, **params), res, d_res, ad.Zero)[1])
         if not terms:
             return y, ad.Zero.from_primal_value(y)
         return y, functools.reduce(jnp.add, terms)
@@ -327,6 +327,42 @@ def _linear_primitive(rule: Op) -> Primitive:
     batching.primitive_batchers[p] = batch
     mlir.register_lowering(p, mlir.lower_fun(forward, multiple_results=False))
     return p
+
+
+def _jvp_along(f, primals, tangents, zero_type):
+    """``jax.jvp(f, primals, tangents)`` for second order, with the zeros kept symbolic.
+
+    Only the arguments whose tangent is not a symbolic zero (of ``zero_type``) are
+    differentiated; the others are constants, and an output that depends on none of the
+    differentiated ones gets a symbolic zero tangent. Instantiated zeros would be multiplied by
+    partial derivatives, and 0 · inf is NaN: a residual label t = 0 passed through ``save`` and
+    read as ``log t`` by a rule made ``jacfwd(grad(sigmoid_focal_loss))`` NaN at hard labels.
+    """
+    live = [i for i, t in enumerate(tangents) if not isinstance(t, zero_type)]
+
+    def along(*values):
+        args = list(primals)
+        for i, v in zip(live, values):
+            args[i] = v
+        return f(*args)
+
+    values = tuple(primals[i] for i in live)
+    closed, shapes = jax.make_jaxpr(along, return_shape=True)(*values)
+    out, out_dot = jax.jvp(jaxpr_as_fun(closed), values, tuple(tangents[i] for i in live))
+    out_dot = [t if dep else (ad.Zero.from_primal_value(y) if zero_type is ad.Zero
+                              else SymbolicZero(jax.typeof(y).to_tangent_aval()))
+               for y, t, dep in zip(out, out_dot, _depends_on_inputs(closed.jaxpr))]
+    tree = jax.tree.structure(shapes)
+    return jax.tree.unflatten(tree, out), jax.tree.unflatten(tree, out_dot)
+
+
+def _depends_on_inputs(jaxpr) -> list[bool]:
+    """For each output of ``jaxpr``, whether it depends on an input (a sub-jaxpr counts as a whole)."""
+    dependent = set(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in dependent for v in eqn.invars):
+            dependent.update(eqn.outvars)
+    return [not isinstance(v, Literal) and v in dependent for v in jaxpr.outvars]
 
 
 def _vmap_transpose(f, res_mask, tangent_mask):

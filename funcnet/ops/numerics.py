@@ -32,6 +32,18 @@ def widen(x: jax.Array) -> jax.Array:
     return x.astype(compute_dtype(x.dtype))
 
 
+def log_add_exp(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``log(eᵃ + eᵇ)`` whose derivatives of every order are 0 along an argument that is ``-inf``.
+
+    ``jnp.logaddexp`` replaces a ``-inf`` argument by 0 in its derivative, which gives a
+    NaN second derivative (the focal loss's Hessian at hard labels). Written as
+    ``hi + log1p(e^(lo - hi))``, every derivative along ``lo`` carries the factor
+    ``e^(lo - hi)``, exactly 0 where ``lo = -inf``. At most one argument may be ``-inf``.
+    """
+    hi, lo = jnp.maximum(a, b), jnp.minimum(a, b)
+    return hi + jnp.log1p(jnp.exp(lo - hi))
+
+
 def add_tangents(*terms: Any, shape: tuple[int, ...] | None = None) -> Any:
     """The sum of the terms that are not ``None`` (a ``None`` tangent is zero), broadcast to ``shape`` if given.
 

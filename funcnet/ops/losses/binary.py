@@ -10,7 +10,7 @@ from jax import lax
 
 from funcnet.ops import _samples as S
 from funcnet.ops.inputs import broadcast_args, float_input, is_concrete, is_number
-from funcnet.ops.numerics import LOG_FLOOR, add_tangents, widen
+from funcnet.ops.numerics import LOG_FLOOR, add_tangents, log_add_exp, widen
 from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import losses as twin
@@ -163,7 +163,7 @@ def _focal_base(x, t, gamma):
     sp_pos, sp_neg = jnp.logaddexp(0.0, x), jnp.logaddexp(0.0, -x)  # -log σ(-x), -log σ(x)
     ce = t * sp_neg + (1 - t) * sp_pos
     # log(1 - p_t) = log((1 - t)σ(x) + tσ(-x)), in logs so that it stays finite when σ underflows
-    log_q = jnp.logaddexp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
+    log_q = log_add_exp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
     return ce, log_q, jnp.exp(gamma * log_q), sp_pos, sp_neg
 
 
