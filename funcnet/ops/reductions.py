@@ -349,6 +349,11 @@ def logmeanexp(x, axis=None, where=None, keepdims=False):
 
 
 # ------------------------------------------------------------------------- one_hot
+#: jax.nn's function object, taken at import: code that puts funcnet's one_hot in place of jax.nn's (as
+#: tests/test_upstream_jax.py does with jax's own tests) must not make it call itself.
+_jax_one_hot = jax.nn.one_hot
+
+
 def one_hot(x, num_classes, *, dtype=None, axis=-1):
     """One-hot encoding of integer class indices, as ``jax.nn.one_hot`` (which it calls).
 
@@ -369,7 +374,7 @@ def one_hot(x, num_classes, *, dtype=None, axis=-1):
         x = jnp.asarray(x)
     except TypeError as err:
         raise TypeError(f"{op}: `x` must be an array of class indices, got {type(x).__name__}") from err
-    return jax.nn.one_hot(x, int(num_classes), dtype=dtype, axis=axis)
+    return _jax_one_hot(x, int(num_classes), dtype=dtype, axis=axis)
 
 
 __all__ = names("nn", __name__) + ["one_hot"]
