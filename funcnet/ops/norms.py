@@ -24,13 +24,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import bool_mask, broadcast_shapes, canonical_axis, float_input, promote_floats, static_float
+from funcnet.ops.inputs import (bool_mask, broadcast_shapes, canonical_axis, check_range, float_input, promote_floats,
+                                static_float)
 from funcnet.ops.numerics import sum_to_shape, widen
 from funcnet.ops.binding import with_optional
 from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.reference import nn as twin
 
 declare = declarer("nn", twins=twin, upstream=jax.nn)
+
+
+def epsilon_argument(op: str, epsilon) -> float:
+    """``epsilon`` as a Python float >= 0 (0 keeps a constant row's 0/0 NaN, as jax.nn), or an error naming ``op``."""
+    epsilon = static_float(op, "epsilon", epsilon)
+    check_range(op, "epsilon", epsilon, low=0, meaning="added to the variance")
+    return epsilon
 
 
 def _statistics(x, where, axes, epsilon, center, algorithm):
@@ -141,7 +149,7 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None,
     x = float_input(op, "x", x)
     if algorithm not in ("fast", "stable"):
         raise ValueError(f"{op}: unknown algorithm {algorithm!r}; expected 'fast' or 'stable'")
-    epsilon = static_float(op, "epsilon", epsilon)
+    epsilon = epsilon_argument(op, epsilon)
     axes = canonical_axis(op, axis, x.ndim)
     if where is not None:
         where = bool_mask(op, where)
@@ -205,7 +213,7 @@ def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
     """
     op = "funcnet.nn.layer_norm"
     x, scale, bias = _affine_args(op, x, scale, bias)
-    return _normalize(x, scale, bias, axes=(x.ndim - 1,), epsilon=static_float(op, "epsilon", epsilon), center=True)
+    return _normalize(x, scale, bias, axes=(x.ndim - 1,), epsilon=epsilon_argument(op, epsilon), center=True)
 
 
 def _features_no_bias(rng, case):
@@ -226,7 +234,7 @@ def rms_norm(x, scale=None, *, epsilon=1e-6):
     """
     op = "funcnet.nn.rms_norm"
     x, scale, _ = _affine_args(op, x, scale, None)
-    return _normalize(x, scale, axes=(x.ndim - 1,), epsilon=static_float(op, "epsilon", epsilon), center=False)
+    return _normalize(x, scale, axes=(x.ndim - 1,), epsilon=epsilon_argument(op, epsilon), center=False)
 
 
 __all__ = names("nn", __name__)

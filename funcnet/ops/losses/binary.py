@@ -9,7 +9,7 @@ import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import broadcast_args, float_input, is_concrete, is_number
+from funcnet.ops.inputs import broadcast_args, check_range, float_input, is_concrete, is_number
 from funcnet.ops.numerics import LOG_FLOOR, add_tangents, widen
 from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, Kink, declarer, names
@@ -245,6 +245,7 @@ def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
     logits = float_input(op, "logits", logits)
     labels = float_labels(op, labels, logits)
     args = broadcast_args(op, logits=logits, labels=labels)
+    check_range(op, "alpha", alpha, 0, 1, meaning="the weight of the positive class")
     if is_number(gamma) and (alpha is None or is_number(alpha)):
         return _FOCAL(*args, alpha=None if alpha is None else float(alpha), gamma=float(gamma))
     gamma = float_input(op, "gamma", gamma)

@@ -14,6 +14,7 @@ from funcnet.ops.inputs import (
     broadcast_args,
     broadcast_with_mask,
     canonical_axis,
+    check_range,
     float_input,
     is_number,
     promote_floats,
@@ -169,6 +170,7 @@ def huber_loss(predictions, targets=None, *, delta=1.0):
     δ term). The gradient is continuous (the second derivative jumps at |d| = δ).
     """
     op = "funcnet.losses.huber_loss"
+    check_range(op, "delta", delta, low=0, meaning="the half-width of the quadratic zone")
     if is_number(delta):
         return _error_loss(op, _HUBER, predictions, targets, broadcast=True, delta=float(delta))
     return _error_loss(op, _HUBER_ARRAY, predictions, targets, broadcast=True,

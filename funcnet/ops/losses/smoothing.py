@@ -6,7 +6,7 @@ import math
 
 import jax.numpy as jnp
 
-from funcnet.ops.inputs import bool_mask, canonical_axis
+from funcnet.ops.inputs import bool_mask, canonical_axis, check_range
 
 
 # ------------------------------------------------------------------- label smoothing
@@ -21,6 +21,7 @@ def smooth_labels(labels, alpha, *, axis=-1, where=None):
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.floating):
         raise TypeError(f"{op}: `labels` must be floating-point (as in optax), got {labels.dtype}{list(labels.shape)}")
+    check_range(op, "alpha", alpha, 0, 1, meaning="the share of the uniform distribution")
     axes = canonical_axis(op, axis, labels.ndim)
     if where is None:
         count = math.prod(labels.shape[a] for a in axes)
