@@ -144,6 +144,18 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None,
     Derivative (μ and var from x): dx = r [g - w(Σg + x̂ Σg x̂)/n], with
     r = 1/sqrt(var + ε), x̂ the output, n the number of entries kept and w = 1
     on them.
+
+    Precision (as ``jax.nn.standardize``, whose formula this is; peers do no
+    better): a constant row gives 0 only while x - μ is exact. The mean of
+    equal entries c is rounded, so x - μ is of the order of c's spacing, and
+    once that exceeds sqrt(ε) the output of ``"stable"`` is ±1 instead of 0
+    (in most rows from |c| ≈ 1e4 on in float32, from about 1e12 in float64),
+    and ``"fast"``'s cancellation in E[x²] - μ² gives anything (float32
+    rows of 1e7 up to ±1.3e3, a float64 row of 1e30 -4.45e16). Entries beyond
+    about 1.8e19 (the root of float32's largest number) overflow x² in the
+    float32 statistics of float32 and bfloat16 rows: var = inf, and the row
+    standardizes to 0 (NaN where inf - inf appears). Scale such features down
+    (and drop constant ones) first, or compute in float64.
     """
     op = "funcnet.nn.standardize"
     x = float_input(op, "x", x)
@@ -210,6 +222,10 @@ def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
 
     Derivative, with g' = g·scale and r = 1/sqrt(var + ε): dx = r [g' -
     (Σg' + x̂ Σg'x̂)/n], d scale = Σ_rows g x̂, d bias = Σ_rows g.
+
+    Precision: that of :func:`standardize` with ``algorithm="stable"`` (a
+    constant row of float32 entries beyond about 1e4 gives ±1, not 0; entries
+    beyond about 1.8e19 give 0 in float32 and bfloat16).
     """
     op = "funcnet.nn.layer_norm"
     x, scale, bias = _affine_args(op, x, scale, bias)
@@ -231,6 +247,10 @@ def rms_norm(x, scale=None, *, epsilon=1e-6):
 
     Derivative, with g' = g·scale, r = 1/sqrt(mean(x²) + ε) and x̂ = x·r:
     dx = r [g' - x̂ Σg'x̂ / n], d scale = Σ_rows g x̂.
+
+    Precision: there is no mean to cancel, but as in :func:`standardize`,
+    entries beyond about 1.8e19 overflow x² in the float32 statistics of
+    float32 and bfloat16 rows, and the row normalizes to 0.
     """
     op = "funcnet.nn.rms_norm"
     x, scale, _ = _affine_args(op, x, scale, None)

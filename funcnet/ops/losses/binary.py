@@ -223,7 +223,8 @@ _FOCAL_BOTH = with_array_hypers(_FOCAL, ("alpha", "gamma"), _focal_dhypers)
 @declare(forms=(_FOCAL, _FOCAL_GAMMA, _FOCAL_BOTH), saves="both inputs", diff_argnums=(0, 1),
          differs="integer logits are promoted to float (optax raises); the labels' gradient is exact at hard "
                  "labels 0 and 1, where optax's (through a logsumexp with a zero weight) drops the focal weight's "
-                 "term", checks=Checks(sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
+                 "term; a concrete alpha outside [0, 1] raises (optax returns a negative loss)",
+         checks=Checks(sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
                        extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 50.0, -50.0]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 0.5]))))
 def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
     """Sigmoid focal loss (Lin et al., 2017), as ``optax.losses.sigmoid_focal_loss``.

@@ -152,7 +152,8 @@ _error_cases = ((), (4, 3), ((4, 3), (3,)))
 @declare(forms=_HUBER + _HUBER_ARRAY, saves="both inputs (only the predictions when targets is None)",
          diff_argnums=(0, 1),
          kink="none in the gradient (Huber is once differentiable); the second derivative jumps from 1 to 0 at |p "
-              "- t| = delta", differs="integer predictions are promoted to float (optax raises)",
+              "- t| = delta", differs="integer predictions are promoted to float (optax raises); a concrete delta < 0 "
+                                     "or NaN raises (optax returns a negative loss)",
          checks=Checks(sample=_errors_away_from(-1.0, 1.0), cases=_error_cases, extreme=S.extreme_pair,
                        kinks=(Kink("|p - t| = delta = 1", (np.array([1.0, -1.0, 0.0]), np.array([0.0, 0.0, 0.0])), np.array([1.0, -1.0, 0.0])),)))
 def huber_loss(predictions, targets=None, *, delta=1.0):

@@ -16,6 +16,8 @@ def smooth_labels(labels, alpha, *, axis=-1, where=None):
     K is the number of classes along ``axis`` (or of unmasked classes per row
     when ``where`` is given). A linear map of the labels, written in plain
     ``jnp`` with no rule of its own: autodiff of it is exact and costs nothing.
+    Unlike Optax, a concrete ``alpha`` outside [0, 1] raises (it would give
+    negative labels); a traced one is the caller's to keep there.
     """
     op = "funcnet.losses.smooth_labels"
     labels = jnp.asarray(labels)
