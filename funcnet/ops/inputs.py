@@ -25,10 +25,11 @@ def default_float():
 def as_array(op: str, name: str, x: Any) -> jax.Array:
     """``x`` as a JAX array, or an error naming ``op``, ``name`` and the value.
 
-    ``jnp.asarray`` refuses None with no name, reads a string as a dtype name (``'1e-5'`` is refused as a
-    bad dtype format, ``'2'`` read as one), refuses NumPy string arrays with a
-    message about staging, and nested lists of unequal lengths with NumPy's
-    "inhomogeneous shape": each gets one line here instead.
+    ``jnp.asarray`` refuses None without naming the argument, reads a string
+    as a dtype name (``'1e-5'`` is refused as a bad dtype format, ``'2'`` read
+    as one), refuses NumPy string arrays with a message about staging, and
+    nested lists of unequal lengths with NumPy's "inhomogeneous shape": each
+    gets one line here instead.
     """
     if x is None or isinstance(x, (str, bytes)) or getattr(getattr(x, "dtype", None), "kind", "") in ("U", "S", "O"):
         raise TypeError(f"{op}: `{name}` must be a number or an array of numbers, got {x!r:.60} "
