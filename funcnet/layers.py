@@ -31,6 +31,8 @@ from funcnet import init as initializers
 from funcnet import manual, reference
 from funcnet.ops.declaration import activations as declared_activations
 from funcnet.ops.fused_dense import FUSABLE
+from funcnet.ops.inputs import static_float
+from funcnet.ops.norms import epsilon_argument
 
 Shape = tuple[int, ...]
 #: The op namespaces: the hand-written rules (the default ``ops=``) and their autodiff twins.
@@ -140,6 +142,27 @@ def _is_size(n: Any) -> bool:
     return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) and n >= 1
 
 
+def _split_key(desc: str, key: Any, n: int):
+    """``jax.random.split(key, n)``, or a TypeError naming the layer when ``key`` is not a PRNG key."""
+    _check_key(desc, key)
+    return jax.random.split(key, n)
+
+
+def _check_key(desc: str, key: Any) -> None:
+    is_key = isinstance(key, (jax.Array, np.ndarray)) and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == np.uint32 and key.shape[-1:] == (2,)))
+    if not is_key:
+        raise TypeError(f"{desc}: init needs a PRNG key, e.g. init(jax.random.key(0), ...), got {key!r:.60}")
+
+
+def _rate(fn: str, name: str, rate: Any) -> float:
+    """A dropout rate: a number in [0, 1), or an error naming ``fn`` and ``name``."""
+    rate = static_float(fn, name, rate)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{fn}: {name} must be in [0, 1) (the probability of dropping a unit), got {rate!r}")
+    return rate
+
+
 def _check_layers(fn: str, layers: Sequence[Any]) -> None:
     bad = [layer for layer in layers if not isinstance(layer, Layer)]
     if bad:
@@ -183,7 +206,7 @@ def _dense(fn: str, units, w_init, b_init, ops, activation: str | None, activati
         input_shape = _input_shape(desc, input_shape)
         if len(input_shape) < 1 or input_shape[-1] is None or input_shape[-1] < 1:
             raise _shape_error(desc, f"needs inputs with a known last axis, got input shape {input_shape}")
-        k_w, k_b = jax.random.split(key)
+        k_w, k_b = _split_key(desc, key, 2)
         params = {"w": w_init(k_w, (input_shape[-1], units)), "b": b_init(k_b, (units,))}
         return input_shape[:-1] + (units,), params
 
@@ -295,7 +318,9 @@ ACTIVATIONS = tuple(declared_activations())
 
 # ------------------------------------------------------------ LayerNorm, RMSNorm
 def _norm_layer(kind: str, epsilon: float, ops: types.ModuleType) -> Layer:
-    desc = f"{'LayerNorm' if kind == 'layer_norm' else 'RMSNorm'}(epsilon={epsilon})"
+    name = "LayerNorm" if kind == "layer_norm" else "RMSNorm"
+    epsilon = epsilon_argument(name, epsilon)  # now, not at the first apply
+    desc = f"{name}(epsilon={epsilon})"
     fn = getattr(ops.nn, kind)
     centred = kind == "layer_norm"
 
@@ -341,8 +366,7 @@ def Dropout(rate: float, *, ops: types.ModuleType = MANUAL) -> Layer:
 
     Needs ``key`` when ``train=True``; the identity when ``train=False``.
     """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
+    rate = _rate("Dropout", "rate", rate)
     desc = f"Dropout({rate})"
 
     def init(key, input_shape=None):
@@ -405,7 +429,7 @@ def serial(*layers: Layer) -> Layer:
     def init(key, input_shape=None):
         params = {}
         shape = _input_shape(desc, input_shape)
-        for layer, name, k in zip(layers, keys, jax.random.split(key, len(layers))):
+        for layer, name, k in zip(layers, keys, _split_key(desc, key, len(layers))):
             shape, p = layer.init(k, shape)
             if p:
                 params[name] = p
@@ -447,7 +471,7 @@ def branches(*layers: Layer) -> Layer:
         if len(input_shapes) != len(layers):
             raise ValueError(f"branches: {len(layers)} branches but {len(input_shapes)} input shapes")
         outs, params = [], {}
-        for i, (layer, shape, k) in enumerate(zip(layers, input_shapes, jax.random.split(key, len(layers)))):
+        for i, (layer, shape, k) in enumerate(zip(layers, input_shapes, _split_key("branches", key, len(layers)))):
             out, p = layer.init(k, shape)
             outs.append(out)
             params[f"branch_{i}"] = p
@@ -504,6 +528,9 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
     if len(sizes) < 2 or not all(_is_size(n) for n in sizes):
         raise ValueError(f"mlp: sizes must be at least two positive ints (input, ..., output), got {sizes}")
     sizes = [int(n) for n in sizes]
+    if not isinstance(fused, (bool, np.bool_)):  # "no" would be true
+        raise TypeError(f"mlp: fused must be True or False, got {fused!r:.60}")
+    dropout = _rate("mlp", "dropout", dropout)
     def build(fuse: bool) -> Layer:
         layers: list[Layer] = []
         for i, width in enumerate(sizes[1:]):
@@ -526,10 +553,13 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
     fuse = fused and _same_ops(ops, MANUAL) and not dropout and activation != "prelu" and len(sizes) > 2
     net = build(True) if fuse else unfused
 
+    desc = f"mlp({sizes}, {activation})"
+
     def init(key, input_shape=None):
+        _check_key(desc, key)
         input_shape = (-1, sizes[0]) if input_shape is None else tuple(input_shape)
         if input_shape[-1] != sizes[0]:
             raise ValueError(f"mlp{tuple(sizes)}: input width is {sizes[0]}, got input shape {input_shape}")
         return unfused.init(key, input_shape)
 
-    return Layer(init, net.apply, "mlp", f"mlp({sizes}, {activation})", ops)
+    return Layer(init, net.apply, "mlp", desc, ops)

@@ -743,6 +743,23 @@ def test_focal_label_gradient_at_gamma_0_and_confident_hard_labels_is_finite_as_
     np.testing.assert_array_equal(np.asarray(ours, np.float32), np.asarray(theirs, np.float32))
 
 
+HALF_SLOPES = [  # (activation, keyword arguments, x): float16 slopes against jax.nn's at the same x in float32
+    ("celu", {"alpha": 1e-7}, [-1.0, -1e-7, -20.0]),  # -0.19 at x = -1 (true ≈ 0), 0.40 at -1e-7 (true 0.30)
+    ("elu", {"alpha": 1e-7}, [-1.0, -20.0, -1e-7]),
+    ("selu", {}, [-20.0, -0.5, 0.5]),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, xs", HALF_SLOPES, ids=[f"{n}{k}" for n, k, _ in HALF_SLOPES])
+def test_elu_family_slopes_in_float16_keep_their_sign_and_digits(name, kwargs, xs):
+    """Issue 23, item 11: the slope rebuilt from a subnormal float16 output (alpha below 6.1e-5) was wrong."""
+    x = jnp.asarray(xs, jnp.float16)
+    ours = np.asarray(jax.grad(lambda v: getattr(nn, name)(v, **kwargs).astype(jnp.float32).sum())(x), np.float32)
+    theirs = jax.grad(lambda v: getattr(jax.nn, name)(v, **kwargs).sum())(x.astype(jnp.float32))
+    assert np.all(ours >= 0), ours
+    np.testing.assert_allclose(ours, theirs, rtol=2e-3, atol=1e-3)  # float16 keeps the slope to about eps
+
+
 def test_logsumexp_sign_without_b_and_empty_rows_as_jax_nn():
     """Issue 23, item 16: return_sign without b raised IndexError; an empty reduction raised NumPy's error."""
     for a in (jnp.array([1.0, 2.0]), jnp.array([-jnp.inf, -jnp.inf])):

@@ -197,6 +197,7 @@ FIT_CASES = [  # (fit keyword arguments, or a function of the dataset for `data`
     ({"data": lambda ds: _with(ds, "val", y=-ds.val.y)}, ValueError, ["fit", "validation labels", "from -1 to 0"]),
     ({"data": lambda ds: _with(ds, x=_nan_row(ds.train.x))}, ValueError,
      ["fit", "training inputs", "1 NaN or infinite", "row 3"]),
+    ({"loss": lambda out, y: "abc"}, TypeError, ["the loss <lambda> returned 'abc'", "float array"]),  # traceback
 ]
 
 
@@ -245,6 +246,12 @@ LAYER_CASES = [  # (a call that must fail, error, fragments)
 def test_layers_check_parameters_and_input_shapes(call, exc, fragments):
     with raises(exc, *fragments):
         call()
+
+
+def test_a_traced_z_loss_of_the_fused_head_is_refused_at_trace_time():
+    with raises(TypeError, "linear_softmax_cross_entropy", "`z_loss`", "traced", "static_argnames"):  # ConcretizationError
+        jax.jit(lambda z: losses.linear_softmax_cross_entropy(jnp.ones((2, 3)), jnp.ones((3, 4)), jnp.array([0, 3]),
+                                                              z_loss=z))(0.1)
 
 
 def test_check_gradients_refuses_to_pass_with_nothing_checked():

@@ -14,13 +14,15 @@ import textwrap
 
 import jax
 import numpy as np
+import optax
 import pytest
 
-from funcnet import checkpoint, data, layers, train
+from funcnet import checkpoint, data, layers, losses, nn, train
 from funcnet.apps import cli, run
 from funcnet.apps.bench import suite
 from funcnet.checkpoint import CheckpointError
 from funcnet.data import DataError, Split
+from funcnet.gradcheck import check_gradients
 
 NAN = float("nan")
 ONES = Split(np.ones((4, 2), np.float32), None)
@@ -129,14 +131,99 @@ API = [  # (a call that must fail, error, fragments of its one-line message)
     (lambda p: layers.mlp(5), TypeError, ["mlp: sizes must be a list", "5"]),  # 'int' object is not iterable
     (lambda p: layers.serial(1), TypeError, ["serial: expected layers", "1"]),  # AttributeError
     (lambda p: layers.branches(layers.Dense(2), "x"), TypeError, ["branches: expected layers", "'x'"]),
+    # issue 23, items 8, 15 and 18: invalid values once accepted, or refused with a traceback
+    (lambda p: train.evaluate(_NET, _P, Split(_XOR.test.x, _XOR.test.y + 5)), ValueError,
+     ["evaluate", "labels must lie in [0, 2)", "from 5 to 6"]),  # was {'loss': nan, 'accuracy': 0.0}
+    (lambda p: train.evaluate(_NET, _P, {"test": Split(_nan_at_1(_XOR.test.x), _XOR.test.y)}), ValueError,
+     ["evaluate", "'test' inputs", "1 NaN", "row 1"]),  # evaluated silently
+    (lambda p: losses.huber_loss(np.ones(2), delta=-1), ValueError, ["huber_loss", "`delta`", ">= 0", "-1"]),  # -3.5
+    (lambda p: losses.sigmoid_focal_loss(np.ones(2), np.ones(2), alpha=2), ValueError,
+     ["sigmoid_focal_loss", "`alpha`", "[0, 1]", "2"]),  # a negative loss
+    (lambda p: losses.smooth_labels(np.eye(3), 2), ValueError, ["smooth_labels", "`alpha`", "[0, 1]"]),  # labels < 0
+    (lambda p: losses.smooth_labels(np.eye(3), "0.1"), TypeError, ["smooth_labels", "`alpha`", "'0.1'"]),  # traceback
+    (lambda p: nn.leaky_relu(np.ones(2), "1e-5"), TypeError, ["leaky_relu", "`negative_slope`", "'1e-5'"]),  # dtype
+    (lambda p: losses.multiclass_svm_loss(np.ones((2, 3)), np.zeros(2, int), "2"), TypeError,
+     ["multiclass_svm_loss", "`margin`", "'2'"]),  # was taken as 2.0
+    (lambda p: layers.mlp([2, 3], fused="no"), TypeError, ["mlp: fused must be True or False", "'no'"]),  # was True
+    (lambda p: losses.linear_softmax_cross_entropy(*_HEAD, where=np.array([1.0, 0.0])), TypeError,
+     ["linear_softmax_cross_entropy", "`where`", "boolean", "float"]),  # was cast to bool
+    (lambda p: losses.linear_softmax_cross_entropy(*_HEAD, where="yes"), TypeError,
+     ["linear_softmax_cross_entropy", "`where`", "'yes'"]),
+    (lambda p: layers.LayerNorm(epsilon=-1), ValueError, ["LayerNorm", "`epsilon`", ">= 0", "-1"]),  # until apply
+    (lambda p: layers.LayerNorm(epsilon="a"), TypeError, ["LayerNorm", "`epsilon`", "'a'"]),
+    (lambda p: layers.RMSNorm(epsilon=NAN), ValueError, ["RMSNorm", "`epsilon`", "nan"]),
+    (lambda p: check_gradients(_SQ, np.ones(3), probes=0), ValueError, ["check_gradients", "`probes`", "got 0"]),
+    (lambda p: check_gradients(_SQ, np.ones(3), step=-1e-6), ValueError, ["check_gradients", "step", "> 0"]),
+    (lambda p: check_gradients(_SQ, np.ones(3), step=0), ValueError, ["check_gradients", "step", "got 0"]),
+    (lambda p: check_gradients(_SQ, np.ones(3), tolerances={"float64": {"autodif": 1}}), ValueError,
+     ["check_gradients", "tolerances['float64']", "autodiff, finite_diff", "'autodif'"]),  # ignored
+    (lambda p: check_gradients(_SQ, np.ones(3), tolerances={"f64": {}}), ValueError, ["unknown dtype key 'f64'"]),
+    (lambda p: check_gradients(_SQ, np.ones(3), argnums=1.0), TypeError, ["check_gradients", "argnums", "1.0"]),
+    (lambda p: check_gradients(_SQ, np.ones(3), tolerances=5), TypeError, ["check_gradients", "tolerances", "5"]),
+    (lambda p: check_gradients(_SQ, np.ones(3), seed=-1), ValueError, ["check_gradients", "`seed`", "-1"]),
+    (lambda p: check_gradients(_SQ, np.arange(3)), TypeError, ["check_gradients", "args[0]", "integer"]),
+    (lambda p: nn.squareplus([[1, 2], [3]]), ValueError, ["squareplus", "`x`", "rectangular", "[[1, 2], [3]]"]),
+    (lambda p: nn.glu(np.ones((2, 4)), axis=None), TypeError, ["glu", "`axis` must be one int", "None"]),
+    (lambda p: nn.glu(np.ones((2, 4)), axis=(0, 1)), TypeError, ["glu", "`axis` must be one int", "(0, 1)"]),
+    (lambda p: nn.squareplus(np.ones(2), b=None), TypeError, ["squareplus", "`b`", "None"]),
+    (lambda p: losses.perceptron_loss(np.ones(2), np.array(["a", "b"])), TypeError,
+     ["perceptron_loss", "`targets`", "<U1"]),  # a staging error
+    (lambda p: losses.sparsemax_loss(np.ones(2), np.array(["a", "b"])), TypeError, ["sparsemax_loss", "`labels`"]),
+    (lambda p: losses.linear_softmax_cross_entropy(*_HEAD, label_smoothing=None), TypeError,
+     ["linear_softmax_cross_entropy", "`label_smoothing`", "None"]),
+    (lambda p: losses.linear_softmax_cross_entropy(*_HEAD, where=np.ones(3, bool)), ValueError,
+     ["linear_softmax_cross_entropy", "`where` of shape (3,)", "(2,)"]),  # NumPy's broadcast error
+    (lambda p: layers.mlp([2, 3, 2], dropout="0.1"), TypeError, ["mlp", "`dropout`", "'0.1'"]),
+    (lambda p: layers.mlp([2, 3]).init(None), TypeError, ["mlp", "PRNG key", "None"]),
+    (lambda p: layers.Dense(3).init(None, (-1, 2)), TypeError, ["Dense(3)", "PRNG key", "None"]),
+    (lambda p: train.TrainState.create(_P, "adam"), TypeError, ["TrainState.create", "optax", "'adam'"]),
+    (lambda p: train.make_epoch(_STEP, 0), ValueError, ["make_epoch", "`batch_size`", "got 0"]),
+    (lambda p: train.make_epoch(_STEP, -2), ValueError, ["make_epoch", "`batch_size`", "-2"]),
+    (lambda p: train.make_epoch(_STEP, 2.0), TypeError, ["make_epoch", "`batch_size`", "2.0"]),
+    (lambda p: train.make_epoch(_STEP, 10**6)(_STATE, *_XOR.train, jax.random.key(0)), ValueError,
+     ["make_epoch", "batch_size 1000000", "140 examples"]),  # was a NaN loss from no step
+    (lambda p: train.EarlyStopping.create(_P).update({"w": np.ones(2)}, 1.0, 1), ValueError,
+     ["EarlyStopping.update", "different trees"]),
+    (lambda p: _fit(p, callback=42), TypeError, ["fit: callback must be a function", "42"]),  # after epoch 1
+    (lambda p: _fit(p, checkpoint=123), CheckpointError, ["fit: checkpoint must be a file path", "123"]),
+    (lambda p: _fit(p, config=[1, 2]), CheckpointError, ["fit: config must be a dict", "[1, 2]"]),
+    (lambda p: _fit(p, params=jax.tree.map(lambda w: w.astype(np.int32), _P)), TypeError,
+     ["fit: params['dense_0']['b'] is int32", "floating"]),  # a traceback from jax.grad
+]
+
+_XOR = data.load("xor")
+_NET = layers.mlp([2, 4, 2])
+_P = _NET.init(jax.random.key(0))[1]
+_HEAD = (np.ones((2, 3)), np.ones((3, 4)), np.array([0, 3]))  # features, weight, labels of the fused head
+_STEP = train.make_step(train.make_objective(_NET), optax.sgd(0.1))
+_STATE = train.TrainState.create(_P, optax.sgd(0.1))
+_SQ = lambda x: (x * x).sum()  # noqa: E731
+
+
+ACCEPTED = [  # (a valid call once refused or crashing, a check of its result)
+    (lambda: losses.linear_softmax_cross_entropy(np.ones((0, 3)), np.ones((3, 4)), np.zeros(0, int)),
+     lambda r: r.shape == (0,)),  # a ZeroDivisionError (the unfused loss gives an empty loss too)
+    (lambda: losses.linear_softmax_cross_entropy(*_HEAD, block_rows=np.int64(1)),
+     lambda r: np.allclose(r, losses.linear_softmax_cross_entropy(*_HEAD))),  # NumPy integers were refused
+    (lambda: train.make_epoch(_STEP, 32)(_STATE, *_XOR.train, jax.random.key(0))[1],
+     np.isfinite),  # unjitted on data.load's NumPy arrays: a TracerArrayConversionError
 ]
 
 
+@pytest.mark.parametrize("call, check", ACCEPTED, ids=[str(i) for i in range(len(ACCEPTED))])
+def test_valid_calls_once_refused_now_work(call, check):
+    assert check(call())
+
+
+def _nan_at_1(x):
+    x = np.array(x, copy=True)
+    x[1, 0] = NAN
+    return x
+
+
 def _fit(p, **kwargs):
-    ds = data.load("xor")
-    net = layers.mlp([2, 4, 2])
-    return train.fit(net, net.init(jax.random.key(0))[1], ds, epochs=1, progress=False,
-                     checkpoint=str(p / "fit.safetensors"), **kwargs)
+    kwargs = {"params": _P, "checkpoint": str(p / "fit.safetensors"), **kwargs}
+    return train.fit(_NET, kwargs.pop("params"), _XOR, epochs=1, progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("call, exc, fragments", API, ids=[str(i) for i in range(len(API))])

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,8 @@ from jax.flatten_util import ravel_pytree
 
 from funcnet._trees import cast_floats, path_name
 from funcnet.gradcheck.differences import contract, probe
-from funcnet.tolerances import FINITE_DIFF, tolerance
+from funcnet.ops.inputs import static_float, static_int
+from funcnet.tolerances import AUTODIFF, FINITE_DIFF, tolerance
 
 #: A jump between the one-sided slopes larger than this (relative to the gradient scale) is a kink.
 KINK_JUMP = 1e-3
@@ -89,6 +90,28 @@ def limits(dtype: Any) -> dict[str, float]:
     auto = tolerance("autodiff", name).rtol
     fd = FINITE_DIFF[name].rtol if name in FINITE_DIFF else max(auto, FINITE_DIFF["float32"].rtol)
     return {"autodiff": auto, "finite_diff": fd}
+
+
+def _check_tolerances(tolerances: Any) -> dict:
+    """``tolerances`` (``{dtype: {"autodiff": x, "finite_diff": y}}`` or None), checked: a misspelt key would be
+    ignored and the check run at the default limits."""
+    if tolerances is None:
+        return {}
+    if not isinstance(tolerances, Mapping):
+        raise TypeError(f"check_gradients: tolerances must be a dict {{dtype: {{'autodiff': x, 'finite_diff': "
+                        f"y}}}}, got {tolerances!r:.60}")
+    kinds = set(limits("float64"))
+    for dtype, limit in tolerances.items():
+        if dtype not in AUTODIFF:
+            raise ValueError(f"check_gradients: tolerances has the unknown dtype key {dtype!r}; known: "
+                             f"{', '.join(AUTODIFF)}")
+        if not isinstance(limit, Mapping) or not set(limit) <= kinds:
+            raise ValueError(f"check_gradients: tolerances[{dtype!r}] must be a dict with keys among "
+                             f"{', '.join(sorted(kinds))}, got {limit!r:.60}")
+        for kind, value in limit.items():
+            if not static_float("check_gradients", f"tolerances[{dtype!r}][{kind!r}]", value) > 0:
+                raise ValueError(f"check_gradients: tolerances[{dtype!r}][{kind!r}] must be > 0, got {value!r}")
+    return dict(tolerances)
 
 
 def leaf_step(leaf: np.ndarray, step: float) -> float:
@@ -270,7 +293,8 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
       tolerances: ``{dtype: {"autodiff": x, "finite_diff": y}}`` overriding
         :func:`limits` (the values of :mod:`funcnet.tolerances`).
       modes: ``"rev"`` checks ``jax.grad`` (the reverse rules), ``"fwd"``
-        checks ``jax.jvp`` (the forward rules); both by default.
+        checks ``jax.jvp`` (the forward rules); both by default. One string
+        is one mode, as ``jax.test_util.check_grads`` reads it.
       order: 1, or 2 to also compare Hessian-vector products with the twin's
         (reverse-over-reverse for ``"rev"``, forward-over-reverse for ``"fwd"``).
       relative_step: ``False`` uses the absolute step ``h = step`` on every leaf.
@@ -288,9 +312,17 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
         raise ValueError(f"check_gradients: order must be 1 or 2, got {order!r}")
     if order == 2 and twin is None:
         raise ValueError("check_gradients: order=2 compares Hessian-vector products with the twin's; pass twin=")
-    overrides = tolerances or {}
-    single = isinstance(argnums, int)
-    argnums = (argnums,) if single else tuple(argnums)
+    fn = "check_gradients"
+    probes, full_max, seed = static_int(fn, "probes", probes), static_int(fn, "full_max", full_max, 0), \
+        static_int(fn, "seed", seed, 0)
+    if not static_float(fn, "step", step) > 0:  # a step of 0 divides by 0, a negative one swaps the sides
+        raise ValueError(f"check_gradients: step must be a number > 0, got {step!r}")
+    overrides = _check_tolerances(tolerances)
+    single = isinstance(argnums, (int, np.integer))
+    argnums = (argnums,) if single else argnums
+    if isinstance(argnums, (str, bytes)) or not isinstance(argnums, Sequence):
+        raise TypeError(f"check_gradients: argnums must be an int or a tuple of ints, got {argnums!r:.60}")
+    argnums = tuple(static_int(fn, "argnums", i, 0) for i in argnums)
     if not argnums or any(not 0 <= i < len(args) for i in argnums):
         raise ValueError(f"check_gradients: argnums {argnums} out of range for {len(args)} arguments")
     empty = [i for i in argnums if not jax.tree.leaves(args[i])]
@@ -300,6 +332,12 @@ def check_gradients(f: Callable, *args: Any, twin: Callable | None = None, argnu
                          f"{args[empty[0]]!r}), so there is nothing to compare; pass the parameters or inputs "
                          "whose gradients should be checked, and select them with argnums")
 
+    int_leaves = [f"args[{i}]{jax.tree_util.keystr(path)}" for i in argnums
+                  for path, leaf in jax.tree_util.tree_flatten_with_path(args[i])[0]
+                  if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    if int_leaves:
+        raise TypeError(f"check_gradients: {', '.join(int_leaves)} are integer or boolean and have no gradient; "
+                        "pass them in an argument outside argnums (or close over them in f), or as floats")
     complex_leaves = [f"args[{i}]{jax.tree_util.keystr(path)}" for i in argnums
                       for path, leaf in jax.tree_util.tree_flatten_with_path(args[i])[0] if jnp.iscomplexobj(leaf)]
     if complex_leaves:

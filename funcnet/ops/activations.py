@@ -249,18 +249,36 @@ def _elu_value(x, alpha):
     return jnp.where(xw > 0, xw, alpha * jnp.expm1(jnp.minimum(xw, 0))).astype(x.dtype)
 
 
+def _slope_from_output(dtype, alpha: float) -> bool:
+    """Whether ELU and CELU read their slope from the output (saved anyway) rather than from the input.
+
+    Below zero the output lies in (-α, 0]. While α is at least the dtype's
+    smallest normal number it is rounded to the dtype's relative precision, so
+    the slope rebuilt from it is good to about eps·α (ELU) or eps (CELU). For a
+    smaller α (float16 below 6.1e-5) the output is subnormal, its rounding
+    dwarfs α, and the slope is taken from the input instead: celu(-1, α = 1e-7)
+    in float16 gave the slope -0.19 (true ≈ 0).
+    """
+    return alpha >= jnp.finfo(dtype).tiny
+
+
+def _output_or_input(value):
+    """The ``save`` of a rule that reads its slope as :func:`_slope_from_output` says."""
+    def save(x, alpha):
+        y = value(x, alpha)
+        return y, y if _slope_from_output(x.dtype, alpha) else x
+    return save
+
+
 def _elu_local(y_or_x, alpha):
-    if alpha > 0:
-        y = widen(y_or_x)
-        return jnp.where(y > 0, 1.0, y + alpha)  # α·eˣ = y + α below zero
-    x = widen(y_or_x)
-    return jnp.where(x > 0, 1.0, alpha * jnp.exp(jnp.minimum(x, 0)))
+    v = widen(y_or_x)
+    if _slope_from_output(y_or_x.dtype, alpha):
+        # α·eˣ = y + α below zero; never below 0, where a y rounded past -α would put it
+        return jnp.where(v > 0, 1.0, jnp.maximum(v + alpha, 0.0))
+    return jnp.where(v > 0, 1.0, alpha * jnp.exp(jnp.minimum(v, 0)))
 
 
-_ELU = _elementwise(
-    "elu", _elu_value, _elu_local,
-    save=lambda x, alpha: (_elu_value(x, alpha), _elu_value(x, alpha) if alpha > 0 else x),
-)
+_ELU = _elementwise("elu", _elu_value, _elu_local, save=_output_or_input(_elu_value))
 
 
 def _elu_array_value(x, alpha):
@@ -295,7 +313,8 @@ _ELU_ARRAY = Op("elu", value=_elu_array_value, vjp=_elu_array_vjp, jvp=_elu_arra
 
 
 @declare(forms=(_ELU, _ELU_ARRAY),
-         saves="the output when alpha is a positive number (no exponential in the rule); x and alpha otherwise",
+         saves="the output when alpha is a number at least the dtype's smallest normal (no exponential in the "
+               "rule); x otherwise, and alpha when it is an array",
          kink="gradient alpha at x = 0 (the left branch), as jax.nn.elu",
          checks=Checks(sample=S.unary((0.0,)), cases=S.ACTIVATION_SHAPES, extreme=S.extreme_activation,
                        variants=({}, {"alpha": 0.5}),
@@ -306,7 +325,9 @@ def elu(x, alpha=1.0):
     Derivative: 1 for x > 0, α·eˣ = elu(x) + α for x ≤ 0; d/dα = eˣ - 1 for
     x ≤ 0 and 0 otherwise. ``alpha`` may be a Python number (for α > 0 the rule
     then saves only the output and reads the slope as elu(x) + α) or an array,
-    traced or not, that broadcasts to ``x`` (it then gets its gradient).
+    traced or not, that broadcasts to ``x`` (it then gets its gradient). For an
+    α below the dtype's smallest normal number (float16: 6.1e-5) or negative,
+    the rule saves x and computes αeˣ instead: the output would be subnormal.
 
     Precision: read from the output, the slope αeˣ is the rounding of elu(x) + α,
     so at large negative x it keeps an absolute accuracy of α times the dtype's
@@ -605,8 +626,8 @@ def _selu_value(x):
 
 
 # below zero y = λα(eˣ - 1), so the slope λαeˣ is y + λα: no exponential in the rule
-_SELU = _elementwise("selu", _selu_value,
-                     lambda y: jnp.where(widen(y) > 0, _SELU_SCALE, widen(y) + _SELU_SCALE * _SELU_ALPHA))
+_SELU = _elementwise("selu", _selu_value, lambda y: jnp.where(
+    widen(y) > 0, _SELU_SCALE, jnp.maximum(widen(y) + _SELU_SCALE * _SELU_ALPHA, 0.0)))  # ≥ 0: see _elu_local
 
 
 @declare(forms=_SELU, saves="the output", kink="gradient λα at x = 0 (the left branch), as jax.nn.selu",
@@ -625,17 +646,25 @@ def _celu_value(x, alpha):
     return (jnp.maximum(xw, 0) + alpha * jnp.expm1(jnp.minimum(xw, 0) / alpha)).astype(x.dtype)
 
 
-_CELU = _elementwise("celu", _celu_value,
-                     lambda y, alpha: jnp.where(widen(y) > 0, 1.0, widen(y) / alpha + 1))
+def _celu_local(y_or_x, alpha):
+    v = widen(y_or_x)
+    if _slope_from_output(y_or_x.dtype, alpha):
+        return jnp.where(v > 0, 1.0, jnp.maximum(v / alpha + 1, 0.0))  # e^{x/α} = y/α + 1 below zero
+    return jnp.where(v > 0, 1.0, jnp.exp(jnp.minimum(v, 0) / alpha))
 
 
-@declare(forms=_CELU, saves="the output",
+_CELU = _elementwise("celu", _celu_value, _celu_local, save=_output_or_input(_celu_value))
+
+
+@declare(forms=_CELU, saves="the output (x for an alpha below the dtype's smallest normal)",
          differs="alpha must be a positive Python number (jax.nn.celu also " "takes an array)",
          **_kink_free(variants=({}, {"alpha": 0.5})))
 def celu(x, alpha=1.0):
     """Continuously differentiable ELU ``max(x, 0) + α(e^{min(x, 0)/α} - 1)``.
 
-    Derivative: 1 for x > 0, e^{x/α} = celu(x)/α + 1 for x ≤ 0 (continuous at 0).
+    Derivative: 1 for x > 0, e^{x/α} = celu(x)/α + 1 for x ≤ 0 (continuous at 0),
+    read from the output; for an α below the dtype's smallest normal number
+    (float16: 6.1e-5) the output is subnormal, and the rule saves x instead.
     """
     if not is_number(alpha) or not float(alpha) > 0:
         raise TypeError(f"funcnet.nn.celu: alpha must be a positive number, got {alpha!r:.60}")

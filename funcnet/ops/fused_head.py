@@ -18,7 +18,8 @@ import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import as_integer_array, check_class_labels, float_input, promote_floats
+from funcnet.ops.inputs import (as_integer_array, bool_mask, check_broadcast_to, check_class_labels, check_range,
+                                float_input, promote_floats, static_float, static_int)
 from funcnet.ops.binding import Op, varying_like
 from funcnet.ops.declaration import Checks, declarer
 from funcnet.reference import losses as twin
@@ -222,6 +223,9 @@ def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=N
     block of logits is ``block_rows × block_classes`` numbers.
     ``where`` (a boolean ``(N,)`` mask) gives 0 and no gradient for the
     rows it leaves out. bfloat16/float16 inputs are accumulated in float32.
+    ``label_smoothing`` (in [0, 1]) and ``z_loss`` (>= 0) are static Python
+    numbers: a traced one raises (pass it through ``functools.partial`` or
+    ``jax.jit``'s ``static_argnames``). No rows give an empty loss.
 
     Derivative: with p = softmax(z) and g the upstream gradient of each row,
     dz = g((1 + 2λ lse) p - (1 - ε) onehot(y) - ε/V); then dx = dz wᵀ,
@@ -242,15 +246,20 @@ def linear_softmax_cross_entropy(features, weight, labels, bias=None, *, where=N
         raise ValueError(f"{op}: `bias` must have shape ({w.shape[1]},), got {tuple(b.shape)}")
     if labels.shape != (x.shape[0],):
         raise ValueError(f"{op}: `labels` must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
-    for name, value in (("block_rows", block_rows), ("block_classes", block_classes)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{op}: `{name}` must be a positive int, got {value!r}")
-    if not 0.0 <= float(label_smoothing) < 1.0 or not float(z_loss) >= 0.0:
-        raise ValueError(f"{op}: need 0 <= label_smoothing < 1 and z_loss >= 0, got {label_smoothing!r}, {z_loss!r}")
+    block_rows, block_classes = (static_int(op, "block_rows", block_rows), static_int(op, "block_classes",
+                                                                                       block_classes))
+    smoothing, z_loss = static_float(op, "label_smoothing", label_smoothing), static_float(op, "z_loss", z_loss)
+    check_range(op, "label_smoothing", smoothing, 0, 1, meaning="the weight of the uniform target")
+    check_range(op, "z_loss", z_loss, 0, meaning="the weight of lse(z)²")
     check_class_labels(op, labels, w.shape[1])
-    where = jnp.ones(x.shape[0], bool) if where is None else jnp.broadcast_to(jnp.asarray(where, bool), (x.shape[0],))
-    return _LINEAR_CE(x, w, b, labels, where, smoothing=float(label_smoothing), z_loss=float(z_loss),
-                      block_rows=block_rows, block_classes=block_classes)
+    if where is not None:
+        where = bool_mask(op, where)
+        check_broadcast_to(op, ("where", "labels"), where.shape, labels.shape)
+    if x.shape[0] == 0:  # no rows: no blocks to stream over
+        return jnp.zeros((0,), x.dtype)
+    where = jnp.ones(x.shape[0], bool) if where is None else jnp.broadcast_to(where, labels.shape)
+    return _LINEAR_CE(x, w, b, labels, where, smoothing=smoothing, z_loss=z_loss, block_rows=block_rows,
+                      block_classes=block_classes)
 
 
 __all__ = ["linear_softmax_cross_entropy"]

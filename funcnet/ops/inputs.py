@@ -22,16 +22,36 @@ def default_float():
     return jnp.result_type(float)
 
 
+def as_array(op: str, name: str, x: Any) -> jax.Array:
+    """``x`` as a JAX array, or an error naming ``op``, ``name`` and the value.
+
+    ``jnp.asarray`` refuses None without naming the argument, reads a string
+    as a dtype name (``'1e-5'`` is refused as a bad dtype format, ``'2'`` read
+    as one), refuses NumPy string arrays with a message about staging, and
+    nested lists of unequal lengths with NumPy's "inhomogeneous shape": each
+    gets one line here instead.
+    """
+    if x is None or isinstance(x, (str, bytes)) or getattr(getattr(x, "dtype", None), "kind", "") in ("U", "S", "O"):
+        raise TypeError(f"{op}: `{name}` must be a number or an array of numbers, got {x!r:.60} "
+                        f"({type(x).__name__}); convert it first (e.g. float(...) or np.asarray(..., float))")
+    try:
+        return jnp.asarray(x)
+    except ValueError as err:
+        if "inhomogeneous" not in str(err):
+            raise
+        raise ValueError(f"{op}: `{name}` must be a rectangular array, got nested lists of unequal lengths "
+                         f"{x!r:.60}; pad the rows to one length") from None
+    except TypeError as err:
+        raise TypeError(f"{op}: `{name}` must be an array of numbers, got {x!r:.60} ({type(x).__name__})") from err
+
+
 def float_input(op: str, name: str, x: Any, *, keep_int: bool = False) -> jax.Array | None:
     """``x`` as a floating JAX array, promoting integers and booleans as ``jax.nn`` does.
 
     With ``keep_int=True`` an integer input returns ``None`` instead, for the
     ops whose ``jax.nn`` namesake keeps integers integer (``relu``, ...).
     """
-    try:
-        x = jnp.asarray(x)
-    except TypeError as err:
-        raise TypeError(f"{op}: `{name}` must be an array of numbers, got {type(x).__name__}") from err
+    x = as_array(op, name, x)
     if jnp.issubdtype(x.dtype, jnp.floating):
         return x
     if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
@@ -41,7 +61,7 @@ def float_input(op: str, name: str, x: Any, *, keep_int: bool = False) -> jax.Ar
 
 def as_integer_array(op: str, name: str, x: Any) -> jax.Array:
     """``x`` as a JAX array with an integer dtype, or a TypeError naming ``op``."""
-    x = jnp.asarray(x)
+    x = as_array(op, name, x)
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{op}: `{name}` must be an integer array of class indices, got {_describe(x)}")
     return x
@@ -73,10 +93,47 @@ def static_float(op: str, name: str, value: Any) -> float:
             f"{op}: `{name}` must be a concrete number, not a traced array: it is a static parameter of this op "
             f"(pass it as a Python float, e.g. through functools.partial or jax.jit's static_argnames)"
         )
+    if isinstance(value, (str, bytes)):  # float('2') would take it
+        raise TypeError(f"{op}: `{name}` must be a number, got the string {value!r:.60}; pass a number")
     try:
         return float(value)
     except (TypeError, ValueError) as err:
-        raise TypeError(f"{op}: `{name}` must be a number, got {value!r}") from err
+        raise TypeError(f"{op}: `{name}` must be a number, got {value!r:.60}") from err
+
+
+def static_int(op: str, name: str, value: Any, low: int = 1) -> int:
+    """A count that must be a Python or NumPy integer (not a bool) ``>= low``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: `{name}` must be an int, got {value!r:.60}")
+    if value < low:
+        raise ValueError(f"{op}: `{name}` must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_range(op: str, name: str, value: Any, low: float | None = None, high: float | None = None,
+                meaning: str = "") -> None:
+    """Raise unless every value of the hyper-parameter ``value`` lies in ``[low, high]`` (NaN never does).
+
+    Only concrete values are checked (Python numbers, NumPy and unmapped JAX
+    arrays): a traced one is the caller's responsibility, as in Optax. A string
+    is a TypeError. ``meaning`` says what the parameter is, for the message.
+    """
+    if isinstance(value, jax.core.Tracer) or value is None:
+        return
+    try:
+        values = np.asarray(value)  # not jnp: a Python number would become a tracer inside jit
+    except ValueError:
+        values = None
+    if values is None or values.dtype.kind in "USO":
+        as_array(op, name, value)  # the one-line error for a string, ragged lists, ...
+    values = values.astype(float)
+    bad = np.isnan(values) | (values < (-np.inf if low is None else low)) | (values > (np.inf if high is None
+                                                                                         else high))
+    if bad.any():
+        bounds = (f"in [{low:g}, {high:g}]" if low is not None and high is not None
+                  else f">= {low:g}" if low is not None else f"<= {high:g}")
+        shown = value if values.ndim == 0 else float(values[bad][0])
+        raise ValueError(f"{op}: `{name}`{f' ({meaning})' if meaning else ''} must be {bounds}, got {shown!r}")
 
 
 def canonical_axis(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
@@ -99,6 +156,13 @@ def canonical_axis(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis!r}")
     return tuple(sorted(out))
+
+
+def single_axis(op: str, axis: Any, ndim: int, remedy: str) -> int:
+    """One axis (an int, not None or a tuple) as a positive int; ``remedy`` ends the TypeError otherwise."""
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: `axis` must be one int, got {axis!r:.60}; {remedy}")
+    return canonical_axis(op, axis, ndim)[0]
 
 
 def check_broadcast_to(op: str, names: tuple[str, str], small: tuple, big: tuple) -> None:
@@ -145,7 +209,7 @@ def check_class_labels(op: str, labels, num_classes: int) -> None:
 
 def bool_mask(op: str, where: Any) -> jax.Array:
     """``where`` as a boolean array; a TypeError naming ``op`` for any other dtype."""
-    where = jnp.asarray(where)
+    where = as_array(op, "where", where)
     if where.dtype != jnp.bool_:
         raise TypeError(f"{op}: `where` must be a boolean mask, got {where.dtype}{list(where.shape)}")
     return where

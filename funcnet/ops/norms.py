@@ -24,13 +24,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import bool_mask, broadcast_shapes, canonical_axis, float_input, promote_floats, static_float
+from funcnet.ops.inputs import (bool_mask, broadcast_shapes, canonical_axis, check_range, float_input, promote_floats,
+                                static_float)
 from funcnet.ops.numerics import sum_to_shape, widen
 from funcnet.ops.binding import with_optional
 from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.reference import nn as twin
 
 declare = declarer("nn", twins=twin, upstream=jax.nn)
+
+
+def epsilon_argument(op: str, epsilon) -> float:
+    """``epsilon`` as a Python float >= 0 (0 keeps a constant row's 0/0 NaN, as jax.nn), or an error naming ``op``."""
+    epsilon = static_float(op, "epsilon", epsilon)
+    check_range(op, "epsilon", epsilon, low=0, meaning="added to the variance")
+    return epsilon
 
 
 def _statistics(x, where, axes, epsilon, center, algorithm):
@@ -136,12 +144,24 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None,
     Derivative (μ and var from x): dx = r [g - w(Σg + x̂ Σg x̂)/n], with
     r = 1/sqrt(var + ε), x̂ the output, n the number of entries kept and w = 1
     on them.
+
+    Precision (as ``jax.nn.standardize``, whose formula this is; peers do no
+    better): a constant row gives 0 only while x - μ is exact. The mean of
+    equal entries c is rounded, so x - μ is of the order of c's spacing, and
+    once that exceeds sqrt(ε) the output of ``"stable"`` is ±1 instead of 0
+    (in most rows from |c| ≈ 1e4 on in float32, from about 1e12 in float64),
+    and ``"fast"``'s cancellation in E[x²] - μ² gives anything (float32
+    rows of 1e7 up to ±1.3e3, a float64 row of 1e30 -4.45e16). Entries beyond
+    about 1.8e19 (the root of float32's largest number) overflow x² in the
+    float32 statistics of float32 and bfloat16 rows: var = inf, and the row
+    standardizes to 0 (NaN where inf - inf appears). Scale such features down
+    (and drop constant ones) first, or compute in float64.
     """
     op = "funcnet.nn.standardize"
     x = float_input(op, "x", x)
     if algorithm not in ("fast", "stable"):
         raise ValueError(f"{op}: unknown algorithm {algorithm!r}; expected 'fast' or 'stable'")
-    epsilon = static_float(op, "epsilon", epsilon)
+    epsilon = epsilon_argument(op, epsilon)
     axes = canonical_axis(op, axis, x.ndim)
     if where is not None:
         where = bool_mask(op, where)
@@ -202,10 +222,14 @@ def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
 
     Derivative, with g' = g·scale and r = 1/sqrt(var + ε): dx = r [g' -
     (Σg' + x̂ Σg'x̂)/n], d scale = Σ_rows g x̂, d bias = Σ_rows g.
+
+    Precision: that of :func:`standardize` with ``algorithm="stable"`` (a
+    constant row of float32 entries beyond about 1e4 gives ±1, not 0; entries
+    beyond about 1.8e19 give 0 in float32 and bfloat16).
     """
     op = "funcnet.nn.layer_norm"
     x, scale, bias = _affine_args(op, x, scale, bias)
-    return _normalize(x, scale, bias, axes=(x.ndim - 1,), epsilon=static_float(op, "epsilon", epsilon), center=True)
+    return _normalize(x, scale, bias, axes=(x.ndim - 1,), epsilon=epsilon_argument(op, epsilon), center=True)
 
 
 def _features_no_bias(rng, case):
@@ -223,10 +247,14 @@ def rms_norm(x, scale=None, *, epsilon=1e-6):
 
     Derivative, with g' = g·scale, r = 1/sqrt(mean(x²) + ε) and x̂ = x·r:
     dx = r [g' - x̂ Σg'x̂ / n], d scale = Σ_rows g x̂.
+
+    Precision: there is no mean to cancel, but as in :func:`standardize`,
+    entries beyond about 1.8e19 overflow x² in the float32 statistics of
+    float32 and bfloat16 rows, and the row normalizes to 0.
     """
     op = "funcnet.nn.rms_norm"
     x, scale, _ = _affine_args(op, x, scale, None)
-    return _normalize(x, scale, axes=(x.ndim - 1,), epsilon=static_float(op, "epsilon", epsilon), center=False)
+    return _normalize(x, scale, axes=(x.ndim - 1,), epsilon=epsilon_argument(op, epsilon), center=False)
 
 
 __all__ = names("nn", __name__)

@@ -22,6 +22,7 @@ from funcnet.ops.inputs import (
     check_broadcast_to,
     float_input,
     promote_floats,
+    single_axis,
 )
 from funcnet.ops.numerics import widen
 from funcnet.ops.binding import Op, with_optional
@@ -209,7 +210,7 @@ def glu(x, axis=-1):
     x = float_input("funcnet.nn.glu", "x", x)
     if x.ndim == 0:
         raise ValueError(f"{op}: x must have at least one dimension, got a scalar")
-    (ax,) = canonical_axis(op, axis, x.ndim)
+    ax = single_axis(op, axis, x.ndim, "glu splits one axis in halves")
     if x.shape[ax] % 2:
         raise ValueError(f"{op}: the size of axis {axis} must be even, got {x.shape[ax]} (x of shape {tuple(x.shape)})")
     return _GLU(x, axis=ax)

@@ -57,7 +57,10 @@ HOOK_METHODS = tuple(name for name in vars(Hook) if name.startswith("on_"))
 class Callback(Hook):
     """``fit``'s ``callback=``: ``callback(epoch, params, history)`` after every epoch as a :class:`Hook`."""
 
-    def __init__(self, callback: Callable[[int, Any, History], bool | None]):
+    def __init__(self, callback: Callable[[int, Any, History], bool | None], *, fn: str = "Callback"):
+        if not callable(callback):
+            raise TypeError(f"{fn}: callback must be a function callback(epoch, params, history), got "
+                            f"{callback!r:.60}")
         self.callback = callback
 
     def on_epoch(self, epoch, state, stopper, history):
@@ -100,6 +103,12 @@ class Checkpointer(_PlainCalls, Hook):
 
     def __init__(self, path: str | os.PathLike, resume: str | os.PathLike | None = None,
                  config: Mapping | None = None, *, fn: str = "Checkpointer"):
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise ckpt.CheckpointError(f"{fn}: checkpoint must be a file path (a str or os.PathLike), got "
+                                       f"{path!r:.60}")
+        if config is not None and not isinstance(config, Mapping):
+            raise ckpt.CheckpointError(f"{fn}: config must be a dict of JSON-able settings, e.g. "
+                                       f"{{'lr': 1e-3}}, got {config!r:.60}")
         self.path = os.fspath(path)
         self.config = dict(config or {})
         clash = sorted(set(self.config) & set(CHECKPOINT_KEYS))

@@ -13,10 +13,11 @@ import optax
 
 from funcnet.data import Dataset
 from funcnet.layers import Layer
+from funcnet.ops.inputs import static_int
 from funcnet.train.hooks import Callback, Checkpointer, Hook, ProgressBar, as_hooks
-from funcnet.train.state import EarlyStopping, History, TrainState, restore_state
-from funcnet.train.steps import (DEFAULT_LOSS, Loss, canonical_loss, check_lam, make_epoch, make_metrics,
-                                 make_objective, make_step)
+from funcnet.train.state import EarlyStopping, History, TrainState, check_float_params, check_optimizer, restore_state
+from funcnet.train.steps import (DEFAULT_LOSS, Loss, canonical_loss, check_lam, check_splits, make_epoch,
+                                 make_metrics, make_objective, make_step)
 
 __all__ = ["FitResult", "fit", "SEED_LIMIT"]
 
@@ -30,21 +31,12 @@ class FitResult:
     history: History
 
 
-def _count(fn: str, name: str, value: Any, low: int) -> int:
-    """``value`` as an int ``>= low``, or an error naming ``fn``, ``name`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: {name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 #: Seeds of ``jax.random.key`` keep 32 bits: seeds that differ above them give the same key.
 SEED_LIMIT = 2**32
 
 
 def _check_seed(fn: str, seed: Any) -> int:
-    seed = _count(fn, "seed", seed, 0)
+    seed = static_int(fn, "seed", seed, 0)
     if seed >= SEED_LIMIT:
         raise ValueError(f"{fn}: seed must be below 2**32 = {SEED_LIMIT} (JAX keeps 32 bits of it, so larger "
                          f"seeds repeat smaller ones), got {seed}")
@@ -52,35 +44,14 @@ def _check_seed(fn: str, seed: Any) -> int:
 
 
 def _check_data(fn: str, model: Layer, params, data) -> None:
-    """Finite inputs (and regression targets), and class labels within the model's outputs, in every split.
-
-    Inside the compiled epoch the values are traced and no longer checked: a NaN
-    feature or a label past the last output would only show up as a NaN loss.
-    """
+    """``data`` is a Dataset whose splits pass :func:`~funcnet.train.steps.check_splits`."""
     if not all(hasattr(data, s) for s in ("train", "val")) or not hasattr(data.train, "x"):
         raise TypeError(f"{fn}: data must be a funcnet.data.Dataset (train, val and test splits), got "
                         f"{type(data).__name__}; load one with funcnet.data.load(...), or build "
                         "Dataset(train, val, test, ...) from the Splits of funcnet.data.split(x, y)")
     splits = {"training": data.train, "validation": data.val, **({"test": data.test} if hasattr(data, "test")
                                                                    else {})}
-    width = None
-    for split_name, split in splits.items():
-        for what, values in (("inputs", split.x), ("targets", split.y)):
-            values = np.asarray(values)
-            if values.size and np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
-                bad = ~np.isfinite(values.reshape(len(values), -1))
-                raise ValueError(f"{fn}: the {split_name} {what} hold {int(bad.sum())} NaN or infinite values "
-                                 f"(first in row {int(np.argmax(bad.any(axis=1)))}); remove or impute them")
-        labels = np.asarray(split.y)
-        if not labels.size or not np.issubdtype(labels.dtype, np.integer):
-            continue
-        if width is None:
-            width = jax.eval_shape(model.apply, params, jnp.asarray(np.asarray(split.x)[:1])).shape[-1]
-        lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= width:
-            raise ValueError(f"{fn}: the {split_name} labels must lie in [0, {width}) for a model with {width} "
-                             f"outputs, got values from {lo} to {hi}; give the output layer at least {hi + 1} "
-                             "units, or fix the labels")
+    check_splits(fn, model, params, splits)
 
 
 def _mesh(fn: str, mesh, batch_size: int):
@@ -164,20 +135,19 @@ def fit(model: Layer, params, data: Dataset, *, loss: str | Loss = DEFAULT_LOSS,
       A :class:`FitResult` with the final (or best) parameters, the optimizer
       state and the :class:`History`.
     """
-    epochs = _count("fit", "epochs", epochs, 1)
-    batch_size = _count("fit", "batch_size", batch_size, 1)
+    epochs = static_int("fit", "epochs", epochs, 1)
+    batch_size = static_int("fit", "batch_size", batch_size, 1)
     check_lam("fit", lam)
     if patience is not None:
-        patience = _count("fit", "patience", patience, 1)
+        patience = static_int("fit", "patience", patience, 1)
     seed = _check_seed("fit", seed)
     _check_data("fit", model, params, data)
     loss = canonical_loss(loss)
-    given_hooks = as_hooks("fit", hooks)
+    check_float_params("fit", params)
+    given_hooks = [*([Callback(callback, fn="fit")] if callback is not None else []), *as_hooks("fit", hooks)]
     saver = Checkpointer(checkpoint, resume, config, fn="fit") if checkpoint is not None else None
     optimizer = optax.sgd(0.1, momentum=0.9) if optimizer is None else optimizer
-    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
-        raise TypeError(f"fit: optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got "
-                        f"{optimizer!r:.60}")
+    check_optimizer("fit", optimizer)
     train_xy = (jnp.asarray(data.train.x), jnp.asarray(data.train.y))
     if train_xy[0].shape[0] < 1:
         raise ValueError("fit: the training split is empty")
@@ -222,8 +192,7 @@ def fit(model: Layer, params, data: Dataset, *, loss: str | Loss = DEFAULT_LOSS,
         raise ValueError(f"fit: the run to resume has trained {start} epochs already; ask for epochs > {start} "
                          "to train more")
 
-    run_hooks = [*([Callback(callback)] if callback is not None else []), *given_hooks,
-             *([ProgressBar()] if progress else []), *([saver] if saver is not None else [])]
+    run_hooks = [*given_hooks, *([ProgressBar()] if progress else []), *([saver] if saver is not None else [])]
     key = jax.random.key(seed)
     started = []
     try:

@@ -13,7 +13,7 @@ import optax
 
 from funcnet import checkpoint as ckpt
 
-__all__ = ["TrainState", "EarlyStopping", "History", "CHECKPOINT_KEYS", "checkpoint_state", "restore_state"]
+__all__ = ["check_float_params", "check_optimizer", "check_same_tree", "TrainState", "EarlyStopping", "History", "CHECKPOINT_KEYS", "checkpoint_state", "restore_state"]
 
 
 @jax.tree_util.register_dataclass
@@ -27,7 +27,35 @@ class TrainState:
 
     @classmethod
     def create(cls, params, optimizer: optax.GradientTransformation) -> "TrainState":
+        check_optimizer("TrainState.create", optimizer)
         return cls(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def check_optimizer(fn: str, optimizer: Any) -> None:
+    """``optimizer`` has Optax's ``init`` and ``update``, or a TypeError naming ``fn`` (a name such as 'adam' is not one)."""
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"{fn}: optimizer must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got "
+                        f"{optimizer!r:.60}")
+
+
+def check_float_params(fn: str, params: Any) -> None:
+    """Every leaf of ``params`` is a floating array (gradients need one), or a TypeError naming the first other."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(f"{fn}: params{jax.tree_util.keystr(path)} is {jnp.result_type(leaf)}, but trained "
+                            "parameters must be floating; cast them, e.g. jax.tree.map(lambda p: "
+                            "p.astype(jnp.float32), params)")
+
+
+def check_same_tree(fn: str, names: tuple[str, str], a: Any, b: Any) -> None:
+    """``a`` and ``b`` have the same tree structure and leaf shapes, or a ValueError naming the first difference."""
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        raise ValueError(f"{fn}: {names[0]} and {names[1]} are different trees ({jax.tree.structure(a)} vs "
+                         f"{jax.tree.structure(b)})"[:400] + "; pass the parameters of the same model")
+    for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
+        if jnp.shape(x) != jnp.shape(y):
+            raise ValueError(f"{fn}: {names[0]}{jax.tree_util.keystr(path)} has shape {jnp.shape(x)}, but in "
+                             f"{names[1]} {jnp.shape(y)}; pass the parameters of the same model")
 
 
 @jax.tree_util.register_dataclass
@@ -49,6 +77,7 @@ class EarlyStopping:
         return cls(params, jnp.asarray(jnp.inf, jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
     def update(self, params, loss, epoch) -> "EarlyStopping":
+        check_same_tree("EarlyStopping.update", ("params", "best_params"), params, self.best_params)
         better = loss < self.best_loss  # NaN is never better
         keep = lambda new, old: jnp.where(better, new, old)  # noqa: E731
         return EarlyStopping(jax.tree.map(keep, params, self.best_params), keep(loss, self.best_loss),

@@ -14,6 +14,7 @@ import optax
 from funcnet._trees import cast_floats
 from funcnet.data import Split
 from funcnet.layers import MANUAL, Layer
+from funcnet.ops.inputs import static_int
 from funcnet.train.state import TrainState, finite_or_none
 
 __all__ = ["LOSSES", "DEPRECATED_LOSSES", "PENALTIES", "DEFAULT_LOSS", "canonical_loss", "loss_function",
@@ -61,8 +62,46 @@ def loss_function(loss: str | Loss, model: Layer) -> Loss:
     return getattr(_ops(model).losses, LOSSES[loss][0])
 
 
+def _losses(loss_fn: Loss, outputs, targets):
+    """``loss_fn(outputs, targets)``, or a TypeError (at trace time) when it gives no floating array."""
+    values = loss_fn(outputs, targets)
+    if not (hasattr(values, "dtype") and jnp.issubdtype(values.dtype, jnp.floating)):
+        name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+        raise TypeError(f"train: the loss {name} returned {values!r:.60} ({type(values).__name__}); a loss "
+                        "returns the per-example losses as a float array")
+    return values
+
+
 def _ops(model: Layer):
     return getattr(model, "ops", None) or MANUAL
+
+
+def check_splits(fn: str, model: Layer, params, splits: Mapping[str, Split]) -> None:
+    """Finite inputs (and regression targets), and class labels within the model's outputs, in every split.
+
+    ``splits`` maps the names the errors use (``"training"``, ...) to Splits.
+    Inside a compiled program the values are traced and no longer checked: a
+    NaN feature or a label past the last output would only show up as a NaN
+    loss (or, for a label, an accuracy of 0).
+    """
+    width = None
+    for split_name, split in splits.items():
+        for what, values in (("inputs", split.x), ("targets", split.y)):
+            values = np.asarray(values)
+            if values.size and np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                bad = ~np.isfinite(values.reshape(len(values), -1))
+                raise ValueError(f"{fn}: the {split_name} {what} hold {int(bad.sum())} NaN or infinite values "
+                                 f"(first in row {int(np.argmax(bad.any(axis=1)))}); remove or impute them")
+        labels = np.asarray(split.y)
+        if not labels.size or not np.issubdtype(labels.dtype, np.integer):
+            continue
+        if width is None:
+            width = jax.eval_shape(model.apply, params, jnp.asarray(np.asarray(split.x)[:1])).shape[-1]
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= width:
+            raise ValueError(f"{fn}: the {split_name} labels must lie in [0, {width}) for a model with {width} "
+                             f"outputs, got values from {lo} to {hi}; give the output layer at least {hi + 1} "
+                             "units, or fix the labels")
 
 
 def check_lam(fn: str, lam: Any) -> None:
@@ -116,7 +155,7 @@ def make_objective(model: Layer, loss: str | Loss = DEFAULT_LOSS, *, penalty: st
 
     def objective(params, x, y, key=None):
         out = apply(params, x, key=key, train=key is not None)
-        j = jnp.mean(loss_fn(out, y).astype(jnp.float32))
+        j = jnp.mean(_losses(loss_fn, out, y).astype(jnp.float32))
         if penalty_fn is not None:
             j = j + lam * penalty_fn(params)
         return j, out
@@ -145,14 +184,20 @@ def make_epoch(step: Callable, batch_size: int, *, batch_sharding: Any = None) -
 
     ``len(x) // batch_size`` steps (the remainder of the shuffle sits the epoch
     out); step ``i`` gets the key ``fold_in(key, i)``. With ``batch_sharding``
-    each minibatch is split over the mesh's data axis.
+    each minibatch is split over the mesh's data axis. ``x`` and ``y`` may be
+    NumPy arrays (as :func:`funcnet.data.load` returns them), jitted or not.
     """
+    fn = "train.make_epoch"
+    batch_size = static_int(fn, "batch_size", batch_size)
 
     def epoch(state: TrainState, x, y, key):
+        x, y = jnp.asarray(x), jnp.asarray(y)  # a NumPy array indexed by the traced order fails in scan
         n = x.shape[0]
-        if jnp.shape(y)[:1] != (n,):  # a gather past y's end would clamp: the missing rows train on y's last row
-            raise ValueError(f"train.make_epoch: x has {n} rows but y has shape {tuple(jnp.shape(y))}; give one "
-                             "target (or label) per example")
+        if y.shape[:1] != (n,):  # a gather past y's end would clamp: the missing rows train on y's last row
+            raise ValueError(f"{fn}: x has {n} rows but y has shape {tuple(y.shape)}; give one target (or label) "
+                             "per example")
+        if batch_size > n:  # no step would run, and the epoch's mean loss would be NaN
+            raise ValueError(f"{fn}: batch_size {batch_size} is larger than the {n} examples; use at most {n}")
         steps = n // batch_size
         order = jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
@@ -179,7 +224,7 @@ def make_metrics(model: Layer, loss: str | Loss = DEFAULT_LOSS) -> Callable:
 
     def metrics(params, x, y):
         out = model.apply(params, x)
-        loss_value = jnp.mean(loss_fn(out, y).astype(jnp.float32))
+        loss_value = jnp.mean(_losses(loss_fn, out, y).astype(jnp.float32))
         accuracy = jnp.mean(jnp.argmax(out, axis=-1) == y) if jnp.issubdtype(y.dtype, jnp.integer) else jnp.nan
         return loss_value, accuracy
 
@@ -202,6 +247,7 @@ def evaluate(model: Layer, params, splits: Split | Mapping[str, Split], loss: st
                             f"{split!r:.60}")
         if len(split.x) == 0:
             raise ValueError(f"evaluate: the {what} is empty; its loss and accuracy are undefined")
+    check_splits("evaluate", model, params, {"evaluated" if one else repr(k): s for k, s in named.items()})
     arrays = {k: (jnp.asarray(s.x), jnp.asarray(s.y)) for k, s in named.items()}
     values = jax.device_get(jax.jit(lambda p, a: {k: metrics(p, *xy) for k, xy in a.items()})(params, arrays))
     out = {k: {"loss": float(values[k][0]), "accuracy": finite_or_none(values[k][1])} for k in named}

@@ -10,7 +10,8 @@ import numpy as np
 
 from funcnet.ops import _samples as S
 from funcnet.ops.binding import Op, with_optional
-from funcnet.ops.inputs import as_integer_array, canonical_axis, check_class_labels, float_input
+from funcnet.ops.inputs import (as_array, as_integer_array, canonical_axis, check_class_labels, float_input,
+                                single_axis)
 
 
 def check_same_shape(op: str, names_: tuple[str, str], a, b) -> None:
@@ -23,7 +24,7 @@ def check_same_shape(op: str, names_: tuple[str, str], a, b) -> None:
 
 def float_labels(op: str, labels, like, name: str = "labels") -> jax.Array:
     """Labels as floats in ``like``'s dtype (as Optax casts them); integer and boolean labels get no gradient."""
-    labels = jnp.asarray(labels)
+    labels = as_array(op, name, labels)
     if jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_:
         return labels.astype(like.dtype)
     return float_input(op, name, labels).astype(like.dtype)
@@ -114,7 +115,8 @@ def class_axis_labels(op: str, logits, labels, axis: int, where=None, name: str 
     As in Optax (``take_along_axis``), the labels have the logits' dimensions
     less the class axis, and broadcast against the logits' other dimensions.
     """
-    (axis,) = canonical_axis(op, axis, logits.ndim)
+    axis = single_axis(op, axis, logits.ndim, "the class axis is one axis here (optax also takes a tuple: "
+                                                  "reshape those axes into one)")
     batch = logits.shape[:axis] + logits.shape[axis + 1:]
     try:
         if labels.ndim != len(batch):

@@ -9,7 +9,7 @@ import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import broadcast_args, float_input, is_concrete, is_number
+from funcnet.ops.inputs import broadcast_args, check_range, float_input, is_concrete, is_number
 from funcnet.ops.numerics import LOG_FLOOR, add_tangents, log_add_exp, widen
 from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, Kink, declarer, names
@@ -223,7 +223,8 @@ _FOCAL_BOTH = with_array_hypers(_FOCAL, ("alpha", "gamma"), _focal_dhypers)
 @declare(forms=(_FOCAL, _FOCAL_GAMMA, _FOCAL_BOTH), saves="both inputs", diff_argnums=(0, 1),
          differs="integer logits are promoted to float (optax raises); the labels' gradient is exact at hard "
                  "labels 0 and 1, where optax's (through a logsumexp with a zero weight) drops the focal weight's "
-                 "term", checks=Checks(sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
+                 "term; a concrete alpha outside [0, 1] raises (optax returns a negative loss)",
+         checks=Checks(sample=_logits_and_soft_labels, cases=((), (4, 3), ((4, 3), (3,))),
                        extreme=lambda: (np.array([-1e4, 1e4, -1e4, 1e4, 50.0, -50.0]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 0.5]))))
 def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
     """Sigmoid focal loss (Lin et al., 2017), as ``optax.losses.sigmoid_focal_loss``.
@@ -245,6 +246,7 @@ def sigmoid_focal_loss(logits, labels, *, alpha=None, gamma=2.0):
     logits = float_input(op, "logits", logits)
     labels = float_labels(op, labels, logits)
     args = broadcast_args(op, logits=logits, labels=labels)
+    check_range(op, "alpha", alpha, 0, 1, meaning="the weight of the positive class")
     if is_number(gamma) and (alpha is None or is_number(alpha)):
         return _FOCAL(*args, alpha=None if alpha is None else float(alpha), gamma=float(gamma))
     gamma = float_input(op, "gamma", gamma)

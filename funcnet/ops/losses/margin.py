@@ -14,7 +14,7 @@ import optax
 from jax import lax
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import broadcast_args, float_input, static_float
+from funcnet.ops.inputs import as_array, broadcast_args, float_input, static_float
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op
 from funcnet.ops.declaration import Checks, Kink, declarer, names
@@ -167,7 +167,7 @@ def sparsemax_loss(logits, labels):
     """
     op = "funcnet.losses.sparsemax_loss"
     logits = float_input(op, "logits", logits)
-    positive = jnp.asarray(labels) != 0
+    positive = as_array(op, "labels", labels) != 0
     return _SPARSEMAX_BIN(*broadcast_args(op, logits=logits, labels=positive))
 
 

@@ -14,6 +14,7 @@ from funcnet.ops.inputs import (
     broadcast_args,
     broadcast_with_mask,
     canonical_axis,
+    check_range,
     float_input,
     is_number,
     promote_floats,
@@ -151,7 +152,8 @@ _error_cases = ((), (4, 3), ((4, 3), (3,)))
 @declare(forms=_HUBER + _HUBER_ARRAY, saves="both inputs (only the predictions when targets is None)",
          diff_argnums=(0, 1),
          kink="none in the gradient (Huber is once differentiable); the second derivative jumps from 1 to 0 at |p "
-              "- t| = delta", differs="integer predictions are promoted to float (optax raises)",
+              "- t| = delta", differs="integer predictions are promoted to float (optax raises); a concrete delta < 0 "
+                                     "or NaN raises (optax returns a negative loss)",
          checks=Checks(sample=_errors_away_from(-1.0, 1.0), cases=_error_cases, extreme=S.extreme_pair,
                        kinks=(Kink("|p - t| = delta = 1", (np.array([1.0, -1.0, 0.0]), np.array([0.0, 0.0, 0.0])), np.array([1.0, -1.0, 0.0])),)))
 def huber_loss(predictions, targets=None, *, delta=1.0):
@@ -169,6 +171,7 @@ def huber_loss(predictions, targets=None, *, delta=1.0):
     δ term). The gradient is continuous (the second derivative jumps at |d| = δ).
     """
     op = "funcnet.losses.huber_loss"
+    check_range(op, "delta", delta, low=0, meaning="the half-width of the quadratic zone")
     if is_number(delta):
         return _error_loss(op, _HUBER, predictions, targets, broadcast=True, delta=float(delta))
     return _error_loss(op, _HUBER_ARRAY, predictions, targets, broadcast=True,
