@@ -104,7 +104,7 @@ def _real(option: str, value, *, positive: bool = False) -> None:
     if not ok:
         raise RunError(f"{option} must be {'positive and finite' if positive else 'finite and >= 0'}, got {value!r}")
     if value > _F32_MAX:
-        raise RunError(f"{option} {value!r} is beyond float32's largest value {_F32_MAX:.4g}, which training "
+        raise RunError(f"{option} {value!r:.40} is beyond float32's largest value {_F32_MAX:.4g}, which training "
                        "computes in; give a smaller number")
 
 
