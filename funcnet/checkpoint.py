@@ -16,7 +16,7 @@ The file
 
   ``format``           ``funcnet.checkpoint``
   ``format_version``   ``1``
-  ``step``             a non-negative integer in decimal, e.g. ``100``
+  ``step``             a non-negative integer below 2**63 in decimal, e.g. ``100``
   ``config``           a JSON object, e.g. ``{"lr": 0.001}``
   ``dtypes``           a JSON object giving every tensor's true dtype, e.g.
                        ``{"params/w": "bfloat16"}``
@@ -169,7 +169,7 @@ def save(
       path: the file to write; missing parent directories are created.
       params: a pytree of arrays (``jax.Array``, numpy arrays or scalars).
       opt_state: an optional second pytree, e.g. from ``optimizer.init(params)``.
-      step: the training step, a non-negative integer.
+      step: the training step, a non-negative integer below 2**63 (an int64).
       config: a JSON-serialisable dict with string keys (tuples come back as lists).
       overwrite: replace an existing file at ``path``; by default an existing
         file is an error and is left untouched, even if another process
@@ -180,9 +180,12 @@ def save(
 
     Raises:
       CheckpointError: ``path`` exists and ``overwrite`` is false, or is a
-        directory; ``config`` is not a JSON-serialisable dict; ``step`` is not
-        a non-negative integer; a key is empty, ``.`` or ``..`` or contains
-        ``/``; a leaf's dtype cannot be stored; or the file cannot be written.
+        directory, or a name the file system refuses (too long); ``config`` is
+        not a JSON-serialisable dict or nests more than 100 levels; ``step``
+        is not a non-negative int64; a key is empty, ``.`` or ``..`` or
+        contains ``/``, or a dict's keys cannot be sorted (``0`` and ``'0'``);
+        a leaf is a PRNG key or its dtype cannot be stored; or the file cannot
+        be written (the message says what to do).
     """
     path = _as_path("save", "path", path)
     _check_flag(path, "overwrite", overwrite)

@@ -41,7 +41,7 @@ CRAFTED = {  # checkpoints with a valid digest and one bad setting or training s
     "run-lr-1e400": {"run": {**RUN, "lr": 10**400}, **STATE},
     "run-lr-1e300": {"run": {**RUN, "lr": 1e300}, **STATE},
     "run-reference-yes": {"run": {**RUN, "reference": "yes"}, **STATE},
-    "run-dropout-true": {"run": {**RUN, "dropout": True}, **STATE},
+    "run-dropout-false": {"run": {**RUN, "dropout": False}, **STATE},
     "run-hidden-empty": {"run": {**RUN, "hidden": []}, **STATE},
     "run-loss-list": {"run": {**RUN, "loss": []}, **STATE},
     "run-digest-x": {"run": {**RUN, "data_digest": "x"}, **STATE},
@@ -103,7 +103,7 @@ CLI = [  # (arguments after `funcnet`, exit status, fragments of the one line on
     (["train", "--resume", "run-lr-1e400", "--epochs", "3"], 1, ["saved settings", "--lr 1000", "float32"]),  # OverflowError
     (["train", "--resume", "run-lr-1e300", "--epochs", "3"], 1, ["saved settings", "--lr 1e+300", "float32"]),
     (["train", "--resume", "run-reference-yes", "--epochs", "3"], 1, ["--reference", "'yes'"]),  # was taken as on
-    (["train", "--resume", "run-dropout-true", "--epochs", "3"], 1, ["--dropout", "True"]),
+    (["train", "--resume", "run-dropout-false", "--epochs", "3"], 1, ["--dropout", "False"]),  # was dropout 0
     (["train", "--resume", "run-hidden-empty", "--epochs", "3"], 1, ["--hidden"]),  # was a network without layers
     (["train", "--resume", "run-loss-list", "--epochs", "3"], 1, ["--loss", "[]"]),  # unhashable: a traceback
     (["train", "--resume", "run-digest-x", "--epochs", "3"], 1, ["data digest", "'x'"]),

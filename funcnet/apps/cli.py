@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=_integer, help=f"[default: {d.seed}]")
     tr.add_argument("--reference", action="store_const", const=True,
                     help="train on autodiff twins (funcnet.reference) instead of the manual rules")
-    tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder")
+    tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder; a "
+                    "run stopped after its last epoch, before its history.json was written, is finished there")
     tr.add_argument("--out", metavar="DIR", help="new run folder (must not exist) [default: runs/run-NNN]")
     tr.add_argument("--devices", type=_integer, metavar="N", help="data-parallel training over N devices (on a CPU, "
                     "N simulated host devices); the batch size must be a multiple of N")

@@ -3,7 +3,11 @@
 A run folder holds ``checkpoint.safetensors`` (parameters, optimizer state and
 the full config), ``history.json`` (per-epoch metrics and final scores) and
 ``curves.png`` (loss and accuracy per epoch). Folders are never reused: a new
-run gets a new folder, and an existing ``--out`` folder is an error.
+run gets a new folder, and an existing ``--out`` folder (or one inside a run
+folder) is an error. ``history.json`` is written last: a folder without it holds
+a run that was stopped, which ``--resume`` continues (or, if it had ended,
+finishes). The config stores a data file's absolute path and its sha256 digest,
+and a run is not resumed on other data.
 """
 
 from __future__ import annotations
