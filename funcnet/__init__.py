@@ -5,11 +5,15 @@ forward rule (``jax.jvp``, ``jax.jacfwd``), declared once in ``funcnet/ops``; it
 autodiff twin lives under the same name in :mod:`funcnet.reference`.
 """
 
-from funcnet import (checkpoint, data, gates, gradcheck, init, layers, losses, manual, nn, parallel, reference,
-                     schedules, train)
-from funcnet.custom import CustomOp, Kink, custom_op, custom_vjp_form
-from funcnet.gradcheck import check_gradients, check_op
-from funcnet.second_order import hessian, hessian_matrix, hvp
+import importlib
+
+# Submodules and names are imported on first use (PEP 562): `import funcnet` is then quick, so that the
+# command line can install its signal handlers before JAX imports (a Ctrl-C there was a traceback).
+_SUBMODULES = ("checkpoint", "data", "gates", "gradcheck", "init", "layers", "losses", "manual", "nn", "parallel",
+               "reference", "schedules", "train")
+_NAMES = {"CustomOp": "funcnet.custom", "Kink": "funcnet.custom", "custom_op": "funcnet.custom",
+          "custom_vjp_form": "funcnet.custom", "check_gradients": "funcnet.gradcheck", "check_op": "funcnet.gradcheck",
+          "hessian": "funcnet.second_order", "hessian_matrix": "funcnet.second_order", "hvp": "funcnet.second_order"}
 
 __version__ = "0.1.0"
 
@@ -21,8 +25,15 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "callbacks":  # deprecated for one release: funcnet.train.hooks (imported on first use, with the warning)
-        import importlib
-
-        return importlib.import_module("funcnet.callbacks")
+    # callbacks: deprecated for one release (funcnet.train.hooks), imported on first use, with the warning
+    if name in _SUBMODULES or name == "callbacks":
+        return importlib.import_module(f"funcnet.{name}")
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'funcnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

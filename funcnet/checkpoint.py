@@ -16,7 +16,7 @@ The file
 
   ``format``           ``funcnet.checkpoint``
   ``format_version``   ``1``
-  ``step``             a non-negative integer in decimal, e.g. ``100``
+  ``step``             a non-negative integer below 2**63 in decimal, e.g. ``100``
   ``config``           a JSON object, e.g. ``{"lr": 0.001}``
   ``dtypes``           a JSON object giving every tensor's true dtype, e.g.
                        ``{"params/w": "bfloat16"}``
@@ -115,7 +115,19 @@ _RAW = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _SECTIONS = ("params", "opt_state")
 #: Keys that cannot be a step of a leaf's name.
 _BAD_KEYS = frozenset({"", ".", ".."})
-_STEP = re.compile(r"0|[1-9][0-9]{0,30}")
+_STEP = re.compile(r"0|[1-9][0-9]{0,18}")
+#: The largest step: steps are int64 wherever they are counted.
+_MAX_STEP = 2**63 - 1
+#: What to do when a write fails, by errno.
+_REMEDIES = {
+    errno.ENOSPC: "free some space, or save elsewhere",
+    errno.EDQUOT: "free some of your quota, or save elsewhere",
+    errno.EFBIG: "the file is larger than the file-size limit (ulimit -f) or the file system allows; save elsewhere",
+    errno.EROFS: "the file system is read-only; save elsewhere",
+    errno.EACCES: "the folder is not writable for you; save elsewhere",
+}
+#: How deeply a config may nest: JSON of more levels is refused by many readers (Python's by recursion).
+_MAX_DEPTH = 100
 #: ``O_TMPFILE`` where the platform has it (Linux); 0 turns unnamed temporary files off.
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 #: Whether os.link takes directory fds (then it calls linkat, which can follow /proc/self/fd links).
@@ -157,7 +169,7 @@ def save(
       path: the file to write; missing parent directories are created.
       params: a pytree of arrays (``jax.Array``, numpy arrays or scalars).
       opt_state: an optional second pytree, e.g. from ``optimizer.init(params)``.
-      step: the training step, a non-negative integer.
+      step: the training step, a non-negative integer below 2**63 (an int64).
       config: a JSON-serialisable dict with string keys (tuples come back as lists).
       overwrite: replace an existing file at ``path``; by default an existing
         file is an error and is left untouched, even if another process
@@ -168,9 +180,12 @@ def save(
 
     Raises:
       CheckpointError: ``path`` exists and ``overwrite`` is false, or is a
-        directory; ``config`` is not a JSON-serialisable dict; ``step`` is not
-        a non-negative integer; a key is empty, ``.`` or ``..`` or contains
-        ``/``; a leaf's dtype cannot be stored; or the file cannot be written.
+        directory, or a name the file system refuses (too long); ``config`` is
+        not a JSON-serialisable dict or nests more than 100 levels; ``step``
+        is not a non-negative int64; a key is empty, ``.`` or ``..`` or
+        contains ``/``, or a dict's keys cannot be sorted (``0`` and ``'0'``);
+        a leaf is a PRNG key or its dtype cannot be stored; or the file cannot
+        be written (the message says what to do).
     """
     path = _as_path("save", "path", path)
     _check_flag(path, "overwrite", overwrite)
@@ -180,8 +195,8 @@ def save(
         step = operator.index(step)
     except TypeError:
         raise CheckpointError(f"{path}: step must be an integer, got {step!r}") from None
-    if step < 0:
-        raise CheckpointError(f"{path}: step must be a non-negative integer, got {step}")
+    if not 0 <= step <= _MAX_STEP:
+        raise CheckpointError(f"{path}: step must be a non-negative integer below 2**63 (an int64), got {step}")
     config = {} if config is None else config
     if not isinstance(config, Mapping):
         raise CheckpointError(f"{path}: config must be a dict, got {type(config).__name__}: {config!r:.60}")
@@ -193,6 +208,9 @@ def save(
         if tree is None:
             continue
         for name, leaf in _flatten(path, tree, section).items():
+            if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                raise CheckpointError(f"{path}: {name} is a PRNG key, which is not an array of numbers; save "
+                                      "jax.random.key_data(key) and rebuild it with jax.random.wrap_key_data")
             tensors[name], dtypes[name] = _to_storable(path, name, _as_numpy(leaf))
 
     metadata = {
@@ -317,26 +335,30 @@ def _check_flag(path: pathlib.Path, name: str, value: Any) -> None:
 # --- writing ---------------------------------------------------------------
 
 
-def _check_json(path: pathlib.Path, value: Any, where: str) -> None:
+def _check_json(path: pathlib.Path, value: Any, where: str, depth: int = 0) -> None:
     """Raise naming ``where`` (e.g. ``config['opt']['lr']``) if ``value`` would not survive JSON."""
+    if depth > _MAX_DEPTH:
+        raise CheckpointError(f"{path}: config nests more than {_MAX_DEPTH} levels deep (at {where[:60]}...); "
+                              "store a flatter config")
     if isinstance(value, float) and not math.isfinite(value):
         raise CheckpointError(f"{path}: {where} is {value}, which JSON cannot hold; store None or a string instead")
     if value is None or isinstance(value, (bool, int, float, str)):
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_json(path, item, f"{where}[{i}]")
+            _check_json(path, item, f"{where}[{i}]", depth + 1)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CheckpointError(f"{path}: {where} has a non-string key {key!r}; JSON keys must be strings")
-            _check_json(path, item, f"{where}[{key!r}]")
+            _check_json(path, item, f"{where}[{key!r}]", depth + 1)
     else:
         raise CheckpointError(f"{path}: {where} is not JSON-serialisable ({type(value).__name__}: {value!r:.60})")
 
 
 def _check_target(path: pathlib.Path, overwrite: bool) -> None:
     """Refuse early (before any work) a target that is a directory, or that exists without ``overwrite``."""
+    _check_name(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory; a checkpoint is a file, e.g. {path / 'checkpoint.safetensors'}")
     if not overwrite and os.path.lexists(path):
@@ -344,6 +366,19 @@ def _check_target(path: pathlib.Path, overwrite: bool) -> None:
     if os.path.exists(path) and not path.is_file():  # a FIFO, a socket, a device node (/dev/null as root)
         raise CheckpointError(f"{path}: is not a regular file (a pipe, socket or device); overwrite=True replaces "
                               "only a checkpoint file; choose another path")
+
+
+def _check_name(path: pathlib.Path) -> None:
+    """Refuse a path the file system cannot look up (a name too long, a loop of links) with its reason."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as err:
+        longest = max(map(len, path.parts), default=0)
+        detail = f", a name of {longest} characters" if err.errno == errno.ENAMETOOLONG else ""
+        raise CheckpointError(f"{str(path)[:80]}{'...' * (len(str(path)) > 80)}: cannot be used as a checkpoint "
+                              f"path ({err.strerror}{detail}); choose a shorter or other path") from None
 
 
 def _leaf_name(path: pathlib.Path, key_path: tuple, section: str) -> str:
@@ -359,7 +394,11 @@ def _leaf_name(path: pathlib.Path, key_path: tuple, section: str) -> str:
 
 def _flatten(path: pathlib.Path, tree: Any, section: str) -> dict[str, Any]:
     """The leaves of ``tree`` by name (``section/...``), in flattening order."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    try:
+        leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    except (TypeError, ValueError) as err:  # JAX sorts a dict's keys, and 0 and "0" do not sort
+        raise CheckpointError(f"{path}: {section} has a dict whose keys cannot be sorted, such as 0 and '0' (which "
+                              f"would also both be named '0'): use string keys ({_one_line(err)})") from None
     flat = {}
     for key_path, leaf in leaves:
         name = _leaf_name(path, key_path, section)
@@ -434,7 +473,8 @@ def _write_atomic(path: pathlib.Path, write: Callable[[IO[bytes]], Any], *, over
         if isinstance(err, IsADirectoryError):
             raise CheckpointError(f"{path}: is a directory; a checkpoint is a file") from None
         if isinstance(err, OSError):
-            raise CheckpointError(f"{path}: cannot write ({_one_line(err)})") from err
+            remedy = _REMEDIES.get(err.errno, "save elsewhere")
+            raise CheckpointError(f"{path}: cannot write ({_one_line(err)}); {remedy}") from err
         raise
     # Make the new name itself durable; not possible on every platform (Windows).
     with contextlib.suppress(OSError):
@@ -567,8 +607,11 @@ def _one_line(err: BaseException) -> str:
 
 def _read_verified(path: pathlib.Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """The metadata and stored tensors of ``path``, after checking the format and the digest."""
+    _check_name(path)
     if not path.is_file():
-        what = "is a directory, not a checkpoint file" if path.is_dir() else "no such checkpoint file"
+        what = ("is a directory, not a checkpoint file" if path.is_dir() else
+                "is not a regular file (a pipe, socket or device); give the checkpoint file" if path.exists() else
+                "no such checkpoint file")
         raise CheckpointError(f"{path}: {what}")
     try:
         with safe_open(path, framework="np") as f:
@@ -623,8 +666,8 @@ def _parse_metadata(path: pathlib.Path, metadata: Mapping[str, str],
                     tensors: Mapping[str, np.ndarray]) -> tuple[int, dict, dict[str, str], bool]:
     """``(step, config, dtypes, has_opt_state)``, each checked against the format."""
     step = metadata.get("step")
-    if step is None or not _STEP.fullmatch(step):
-        raise _bad_metadata(path, f"step must be a non-negative integer, got {step!r}")
+    if step is None or not _STEP.fullmatch(step) or int(step) > _MAX_STEP:
+        raise _bad_metadata(path, f"step must be a non-negative integer below 2**63, got {step!r:.60}")
     config = _json_metadata(path, metadata, "config")
     if not isinstance(config, dict):
         raise _bad_metadata(path, f"config must be a JSON object, got {metadata['config']!r:.60}")

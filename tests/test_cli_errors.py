@@ -39,6 +39,13 @@ TRAIN = [  # (arguments after `funcnet train --no-progress --data xor`, exit sta
     (["--hidden", "0"], 2, ["--hidden", "'0'"]),
     (["--epochs", "two"], 2, ["--epochs", "'two'"]),
     (["--out", "a-file/run"], 1, ["--out a-file/run", "cannot create the folder", "Not a directory"]),
+    (["--out", "a-run/inner"], 1, ["--out a-run/inner", "inside the run folder"]),  # nested a run in a run
+    (["--epochs", "1_0"], 2, ["--epochs", "digits 0-9", "'1_0'"]),  # was read as 10
+    (["--epochs", "\uff11\uff10"], 2, ["--epochs", "digits 0-9"]),  # full-width 10: was read as 10
+    (["--hidden", "8_0"], 2, ["--hidden", "'8_0'"]),  # was a layer of 80
+    (["--lr", "1_0"], 2, ["--lr", "'1_0'"]),
+    (["--lr", "1e308"], 1, ["--lr 1e+308", "float32"]),  # overflowed to inf in float32, with a NumPy warning
+    (["--decay", "1e39"], 1, ["--decay 1e+39", "float32"]),
 ]
 
 BENCH = [  # (arguments after `funcnet bench`, fragments of the message); all exit with status 2
@@ -79,6 +86,8 @@ def one_line(err: str, *fragments: str) -> None:
 def test_bad_train_options_give_one_line_naming_the_option(tmp_path, capsys, args, code, fragments):
     os.chdir(tmp_path)
     (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "a-run").mkdir()
+    (tmp_path / "a-run" / "history.json").write_text("{}")
     assert status(["train", "--no-progress", "--data", "xor", *args]) == code
     captured = capsys.readouterr()
     one_line(captured.err, "funcnet train: error:", *fragments)

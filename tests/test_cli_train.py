@@ -268,3 +268,22 @@ def test_the_bundled_regression_set_is_fitted_by_its_defaults(tmp_path, capsys):
                      "--out", "r"]) == 0
     config = json.loads((tmp_path / "r" / "history.json").read_text())["config"]
     assert config["activation"] == "relu" and config["epochs"] == 2 and config["hidden"] == [16]
+
+
+def test_resume_reads_the_runs_own_data_from_any_working_folder(tmp_path, capsys):
+    """The run stores its data file's absolute path and digest: resumed from another folder that holds another
+    d.csv, it reads its own (it read the other one, silently); changed data is refused (test_hostile_inputs)."""
+    rows = lambda label: "".join(f"{i % 7},{i % 5},{label(i)}\n" for i in range(40))  # noqa: E731
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "d.csv").write_text(rows(lambda i: i % 2))
+    (tmp_path / "b" / "d.csv").write_text(rows(lambda i: (i // 3) % 2))  # the same shape, other labels
+    os.chdir(tmp_path / "a")
+    assert cli.main(["train", "--no-progress", "--data", "d.csv", "--epochs", "1", "--out", "r1"]) == 0
+    os.chdir(tmp_path / "b")
+    assert cli.main(["train", "--no-progress", "--resume", "../a/r1", "--epochs", "2", "--out", "r2"]) == 0
+    config = json.loads((tmp_path / "b" / "r2" / "history.json").read_text())["config"]
+    assert config["data"] == str(tmp_path / "a" / "d.csv")
+    from funcnet.apps import run
+
+    assert config["data_digest"] == run.data_digest(config["data"]) != run.data_digest("d.csv")

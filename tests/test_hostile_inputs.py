@@ -5,6 +5,8 @@ a lost file, and now gives one line naming the function or option and the value
 (or a correct result). A new case is one line.
 """
 
+import errno
+import json
 import os
 import re
 import signal
@@ -29,6 +31,23 @@ ONES = Split(np.ones((4, 2), np.float32), None)
 WITH_NAN = Split(np.array([[1.0], [NAN], [2.0]]), None)
 ALL_INF = Split(np.full((2, 2), np.inf), None)
 RUN = {"data": "xor", "hidden": [8], "activation": "relu", "optimizer": "adam", "epochs": 1}  # a saved run's settings
+STATE = {"best_loss": 0.5, "bad_epochs": 0, "steps": 1, "history": {  # a training state as fit saves it after epoch 1
+    "epoch": [1], "train_loss": [0.5], "train_accuracy": [0.5], "val_loss": [0.5], "val_accuracy": [0.5],
+    "best_epoch": 1, "stopped_early": False, "stopped_epoch": None, "restored_epoch": None}}
+CRAFTED = {  # checkpoints with a valid digest and one bad setting or training state (file name: config)
+    "run-ok/checkpoint.safetensors": {"run": RUN, **STATE},
+    "run-no-history": {"run": RUN, **{k: v for k, v in STATE.items() if k != "history"}},
+    "run-history-x": {"run": RUN, **STATE, "history": "x"},
+    "run-epochs-x": {"run": RUN, **STATE, "history": {**STATE["history"], "epoch": ["1"]}},
+    "run-steps-2e40": {"run": RUN, **STATE, "steps": 2**40},
+    "run-lr-1e400": {"run": {**RUN, "lr": 10**400}, **STATE},
+    "run-lr-1e300": {"run": {**RUN, "lr": 1e300}, **STATE},
+    "run-reference-yes": {"run": {**RUN, "reference": "yes"}, **STATE},
+    "run-dropout-false": {"run": {**RUN, "dropout": False}, **STATE},
+    "run-hidden-empty": {"run": {**RUN, "hidden": []}, **STATE},
+    "run-loss-list": {"run": {**RUN, "loss": []}, **STATE},
+    "run-digest-x": {"run": {**RUN, "data_digest": "x"}, **STATE},
+}
 
 
 def raises(exc, *fragments):
@@ -47,8 +66,12 @@ def files(tmp_path):
     for name, config in {"run-a-list": {"run": [1, 2]}, "run-hidden-5": {"run": {**RUN, "hidden": 5}},
                          "run-data-123": {"run": {**RUN, "data": 123}}}.items():
         checkpoint.save(tmp_path / name, params, step=1, config=config)
+    for name, config in CRAFTED.items():
+        checkpoint.save(tmp_path / name, params, step=1, config=config)
     checkpoint.save(tmp_path / "ckpt", params, step=1)
     (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "outlier.csv").write_text(rows(lambda i: i % 2) + "1,2,999999\n")  # line 41
     return tmp_path
 
 
@@ -72,6 +95,20 @@ CLI = [  # (arguments after `funcnet`, exit status, fragments of the one line on
     (["train", "--resume", "run-a-list", "--epochs", "3"], 1, ["run-a-list", "not a checkpoint of `funcnet train`"]),
     (["train", "--resume", "run-hidden-5", "--epochs", "3"], 1, ["--hidden", "got 5"]),  # was a TypeError traceback
     (["train", "--resume", "run-data-123", "--epochs", "3"], 1, ["--data", "got 123"]),  # was a TypeError traceback
+    (["train", "--data", "outlier.csv"], 1, ["outlier.csv: line 41", "999999", "1,000,000 classes"]),  # 3.9 GB
+    (["train", "--resume", "fifo"], 1, ["fifo: is not a regular file"]),  # was "no such checkpoint file"
+    (["train", "--resume", "run-ok", "--epochs", "3", "--out", "run-ok/again"], 1, ["--out run-ok/again", "inside the run folder"]),
+    (["train", "--resume", "run-no-history", "--epochs", "3"], 1, ["run-no-history", "history = None"]),  # KeyError
+    (["train", "--resume", "run-history-x", "--epochs", "3"], 1, ["history = 'x'"]),  # was a TypeError traceback
+    (["train", "--resume", "run-epochs-x", "--epochs", "3"], 1, ["history['epoch'] = ['1']"]),
+    (["train", "--resume", "run-steps-2e40", "--epochs", "3"], 1, ["steps = 1099511627776"]),  # OverflowError
+    (["train", "--resume", "run-lr-1e400", "--epochs", "3"], 1, ["saved settings", "--lr 1000", "float32"]),  # OverflowError
+    (["train", "--resume", "run-lr-1e300", "--epochs", "3"], 1, ["saved settings", "--lr 1e+300", "float32"]),
+    (["train", "--resume", "run-reference-yes", "--epochs", "3"], 1, ["--reference", "'yes'"]),  # was taken as on
+    (["train", "--resume", "run-dropout-false", "--epochs", "3"], 1, ["--dropout", "False"]),  # was dropout 0
+    (["train", "--resume", "run-hidden-empty", "--epochs", "3"], 1, ["--hidden"]),  # was a network without layers
+    (["train", "--resume", "run-loss-list", "--epochs", "3"], 1, ["--loss", "[]"]),  # unhashable: a traceback
+    (["train", "--resume", "run-digest-x", "--epochs", "3"], 1, ["data digest", "'x'"]),
     (["bench", "--markdown", "r.png", "--plot", "r.png"], 2, ["--markdown and --plot", "same file"]),  # plot won
     (["bench", "--markdown", ""], 2, ["--markdown", "''"]),  # was ignored: no report written
     (["bench", "--plot", " "], 2, ["--plot", "' '"]),
@@ -119,6 +156,19 @@ API = [  # (a call that must fail, error, fragments of its one-line message)
     (lambda p: checkpoint.restore(None), CheckpointError, ["funcnet.checkpoint.restore", "got None"]),
     (lambda p: checkpoint.restore(p / "ckpt", like=5), CheckpointError, ["`like` must be a dict", "int"]),
     (lambda p: checkpoint.restore(p / "folder"), CheckpointError, ["folder: is a directory, not a checkpoint"]),
+    (lambda p: checkpoint.restore(p / "fifo"), CheckpointError, ["fifo: is not a regular file"]),  # "no such file"
+    (lambda p: checkpoint.save(p / "new", {"w": np.ones(2)}, step=2**70), CheckpointError,
+     ["step", "2**63", str(2**70)]),  # was saved, and read back by no int64 counter
+    (lambda p: checkpoint.save(p / "new", {0: np.ones(2), "0": np.ones(2)}), CheckpointError,
+     ["params", "0 and '0'", "string keys"]),  # was JAX's "Comparator raised exception"
+    (lambda p: checkpoint.save(p / "new", {"key": jax.random.key(0)}), CheckpointError,
+     ["params/key is a PRNG key", "jax.random.key_data"]),  # was a TypeError from NumPy
+    (lambda p: checkpoint.save(p / ("n" * 300), {"w": np.ones(2)}), CheckpointError,
+     ["File name too long", "300 characters"]),  # was a bare OSError
+    (lambda p: checkpoint.save(p / "new", {"w": np.ones(2)}, config=_nested(10_000)), CheckpointError,
+     ["config nests more than 100 levels"]),  # was a RecursionError
+    (lambda p: data.load(p / "outlier.csv"), DataError, ["outlier.csv: line 41: class label 999999",
+                                                         "1,000,000 classes", "number the classes from 0"]),
     (lambda p: _fit(p, config={"history": 1}), CheckpointError, ["fit", "'history' is reserved"]),  # broke resume
     (lambda p: _fit(p, config={"lr": NAN}), CheckpointError, ["config['lr'] is nan"]),
     (lambda p: _fit(p, lam="0.1"), TypeError, ["fit: lam must be a number", "'0.1'"]),  # crashed in the objective
@@ -221,6 +271,13 @@ def _nan_at_1(x):
     return x
 
 
+def _nested(depth):
+    config = {}
+    for _ in range(depth):
+        config = {"a": config}
+    return config
+
+
 def _fit(p, **kwargs):
     kwargs = {"params": _P, "checkpoint": str(p / "fit.safetensors"), **kwargs}
     return train.fit(_NET, kwargs.pop("params"), _XOR, epochs=1, progress=False, **kwargs)
@@ -243,7 +300,7 @@ def test_a_resume_that_fails_leaves_no_folder_and_the_old_run_untouched(tmp_path
     (tmp_path / "d.csv").write_text("".join(f"{i % 7},{i % 5},{i % 3},{i % 2}\n" for i in range(40)))  # a column more
     capsys.readouterr()
     assert cli.main(["train", "--no-progress", "--resume", "r1", "--epochs", "2", "--out", "r2"]) == 1
-    assert "has shape (2, 256)" in capsys.readouterr().err
+    assert "not the data the run was trained on" in capsys.readouterr().err  # was: trained on, then a shape error
     assert not (tmp_path / "r2").exists()  # was left holding a copy of r1's checkpoint
     assert {p.name: p.read_bytes() for p in (tmp_path / "r1").iterdir()} == before
 
@@ -302,3 +359,99 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_run(tmp_path, mo
     assert cli.main(["train", "--no-progress", "--data", "xor", "--epochs", "50", "--out", "r"]) == code
     assert capsys.readouterr().err.strip() == f"funcnet train: {word}"
     assert not (tmp_path / "r").exists()
+
+
+SIGNAL_SCRIPT = """
+import os, signal, sys
+signum, moment = signal.{signal}, {moment!r}
+send = lambda *args: os.kill(os.getpid(), signum)
+if moment == "import":  # while JAX imports, before funcnet's own code has run
+    class SendOnJax:
+        def find_spec(self, name, *args):
+            if name == "jax":
+                send()
+    sys.meta_path.insert(0, SendOnJax())
+else:
+    from funcnet import train
+    if moment == "epoch 1":  # the run's folder is made, nothing is saved in it yet
+        fit = train.fit
+        train.fit = lambda *a, callback, **k: fit(*a, callback=lambda *c: (send(), callback(*c)), **k)
+    else:  # "evaluate": after the last epoch, before history.json and curves.png
+        evaluate = train.evaluate
+        train.evaluate = lambda *a, **k: (send(), evaluate(*a, **k))[1]
+sys.argv = ["funcnet", "train", "--no-progress", "--data", "xor", "--epochs", "2", "--out", "stopped"]
+from funcnet.apps.cli import main
+main()
+"""
+SIGNAL_MOMENTS = [  # (signal, moment, exit status, the line's last word): the command itself, in a fresh process
+    ("SIGINT", "import", 130, "interrupted"),  # was a KeyboardInterrupt traceback
+    ("SIGTERM", "import", 143, "terminated"),  # was killed without a word
+    ("SIGHUP", "epoch 1", 129, "hung up"),  # was killed, leaving an empty run folder
+    ("SIGTERM", "evaluate", 143, "terminated"),  # left a checkpoint that --resume refused ("trained 2 epochs")
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, moment, code, word", SIGNAL_MOMENTS, ids=[f"{s[0]} {s[1]}" for s in SIGNAL_MOMENTS])
+def test_a_signal_at_any_moment_stops_with_one_line_and_leaves_no_folder_or_a_resumable_one(tmp_path, capsys, name,
+                                                                                            moment, code, word):
+    env = {**os.environ, "FUNCNET_COMPILE_CACHE": "off"}
+    script = SIGNAL_SCRIPT.format(signal=name, moment=moment)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.endswith(f": {word}\n"), done.stderr
+    stopped = tmp_path / "stopped"
+    if moment != "evaluate":
+        assert not stopped.exists()
+        return
+    assert os.listdir(stopped) == ["checkpoint.safetensors"]
+    os.chdir(tmp_path)  # the run ended: --resume finishes it into a new folder, without training
+    assert cli.main(["train", "--no-progress", "--resume", "stopped", "--out", "finished"]) == 0
+    assert capsys.readouterr().out.startswith("finishing stopped/checkpoint.safetensors: it had ended after epoch 2")
+    assert sorted(os.listdir(tmp_path / "finished")) == ["checkpoint.safetensors", "curves.png", "history.json"]
+    assert json.loads((tmp_path / "finished" / "history.json").read_text())["history"]["epoch"] == [1, 2]
+
+
+def test_a_signal_swallowed_after_the_last_epoch_still_stops_the_run_with_its_folder_complete(tmp_path, monkeypatch,
+                                                                                              capsys):
+    os.chdir(tmp_path)
+    evaluate = train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (cli._SIGNALS.append(signal.SIGINT), evaluate(*a, **k))[1])
+    assert cli.main(["train", "--no-progress", "--data", "xor", "--epochs", "1", "--out", "r"]) == 130  # was 0
+    assert capsys.readouterr().err == "funcnet train: interrupted\n"
+    assert sorted(os.listdir(tmp_path / "r")) == ["checkpoint.safetensors", "curves.png", "history.json"]
+
+
+WRITE_ERRORS = [  # (what fails, errno, fragments of the one line): each names the file and what to do
+    ("curves.png", errno.ENOSPC, ["r/curves.png: cannot write (No space left on device)", "--resume r"]),
+    ("history.json", errno.EFBIG, ["r/history.json: cannot write (File too large)", "--resume r"]),
+    ("runs", errno.EROFS, ["runs: cannot create a run folder there (Read-only file system)", "--out DIR"]),
+]
+
+
+@pytest.mark.parametrize("what, number, fragments", WRITE_ERRORS, ids=[w[0] for w in WRITE_ERRORS])
+def test_a_write_that_fails_names_its_file_and_the_remedy_and_resume_finishes_the_run(tmp_path, monkeypatch, capsys,
+                                                                                     what, number, fragments):
+    def fail(*args, **kwargs):
+        raise OSError(number, os.strerror(number))
+
+    os.chdir(tmp_path)
+    if what == "runs":
+        monkeypatch.setattr(run.pathlib.Path, "mkdir", fail)
+    elif what == "curves.png":
+        monkeypatch.setattr(run, "plot_history", fail)
+    else:
+        monkeypatch.setattr(run.pathlib.Path, "write_text", fail)
+    out = [] if what == "runs" else ["--out", "r"]
+    assert cli.main(["train", "--no-progress", "--data", "xor", "--epochs", "1", *out]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("funcnet train: error: "), err
+    for f in fragments:
+        assert f in err, (f, err)
+    if what == "runs":
+        return
+    monkeypatch.undo()
+    assert "history.json" not in os.listdir(tmp_path / "r") and "checkpoint.safetensors" in os.listdir(tmp_path / "r")
+    assert cli.main(["train", "--no-progress", "--resume", "r", "--out", "r2"]) == 0  # was "trained 1 epochs already"
+    assert sorted(os.listdir(tmp_path / "r2")) == ["checkpoint.safetensors", "curves.png", "history.json"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import sys
 
 
@@ -171,10 +173,32 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _integer(text: str) -> int:
+    """An integer option, in the digits 0-9: ``int()`` also reads ``1_0`` as 10 and full-width or other
+    scripts' digits, which are typos or pastes rather than numbers meant."""
+    if not _INTEGER.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected an integer in the digits 0-9, got {text!r}")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    """A real option, in ASCII (``float()`` also reads ``1_0`` and full-width digits); ``nan`` and ``inf`` are
+    read, and refused with the option's own range later."""
+    try:
+        if not text.isascii() or "_" in text:
+            raise ValueError
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.01 or 1e-3, got {text!r}") from None
+
+
 def _hidden_sizes(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
+        sizes = tuple(_integer(s) for s in text.split(",") if s.strip())
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}") from None
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
@@ -192,18 +216,8 @@ def _train(args: argparse.Namespace) -> int:
     _check_not_empty("--out", args.out)
     resume = None
     if args.resume is not None:
-        from funcnet import checkpoint
-
-        resume = pathlib.Path(args.resume)
-        if resume.is_dir():
-            resume = resume / "checkpoint.safetensors"
-        done, saved_config = checkpoint.read_config(resume)  # verifies the file before anything is created
-        if not isinstance(saved_config.get("run"), dict):
-            raise run.RunError(f"{resume}: not a checkpoint of `funcnet train` (no run settings in it)")
-        cfg = run.resumed_config(saved_config["run"], given, resume)
-        if cfg.epochs <= done:
-            raise run.RunError(f"--resume {resume}: the run has trained {done} epochs already and --epochs "
-                               f"{cfg.epochs} is the epoch to train up to; pass --epochs N with N > {done}")
+        resume = run.resumed_run(pathlib.Path(args.resume), given)  # checked before anything is created
+        cfg = resume.config
     else:
         cfg = run.RunConfig(**{**run.TASK_DEFAULTS.get(given.get("data", run.RunConfig.data), {}), **given})
     cfg.validate()  # every setting, before a folder is made or data is loaded
@@ -220,15 +234,20 @@ def _train(args: argparse.Namespace) -> int:
         if args.devices > 1:
             parallel.use_cpu_devices(args.devices)  # only affects the CPU backend, simulating host devices
         mesh = parallel.data_mesh(args.devices)
+    stop_if_signalled()  # one whose exception was swallowed while JAX started
     folder = run.claim_folder(pathlib.Path(args.out)) if args.out else run.new_run_folder(pathlib.Path("runs"))
-    if resume is not None:  # the first line says what this run continues
-        print(f"resuming {resume} after epoch {done}: training up to epoch {cfg.epochs} into {folder}/")
+    if resume is not None and resume.finish:  # the first line says what this run continues
+        print(f"finishing {resume.path}: it had ended after epoch {resume.done} but has no {run.HISTORY_FILE}; "
+              f"evaluating it into {folder}/")
+    elif resume is not None:
+        print(f"resuming {resume.path} after epoch {resume.done}: training up to epoch {cfg.epochs} into {folder}/")
     run.use_compile_cache()
+    source = None if resume is None else resume.path
     try:
-        summary = run.train_run(cfg, folder, resume=resume, progress=not args.no_progress, mesh=mesh,
-                                callback=stop_if_signalled)
+        summary = run.train_run(cfg, folder, resume=source, finish=resume is not None and resume.finish,
+                                progress=not args.no_progress, mesh=mesh, callback=stop_if_signalled)
     except BaseException:
-        _drop_unstarted(folder, resume)
+        _drop_unstarted(folder, source)
         raise
     scores, history = summary["scores"], summary["history"]
     if history["stopped_early"]:
@@ -305,8 +324,8 @@ def _bench(args: argparse.Namespace) -> int:
     _check_devices("--scaling-devices", args.scaling_devices, 0)
     _check_at_least("--head-rounds", args.head_rounds, 0)
     try:
-        heads = tuple(int(v) for v in args.heads.split(",") if v.strip())
-    except ValueError:
+        heads = tuple(_integer(v) for v in args.heads.split(",") if v.strip())
+    except argparse.ArgumentTypeError:
         raise _UsageError(f"--heads must be comma-separated class counts, e.g. 8192,32768, got {args.heads!r}") from None
     if any(v < 2 for v in heads):
         raise _UsageError(f"--heads class counts must be at least 2, got {args.heads!r}")
@@ -366,23 +385,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--loss", type=_loss_name, choices=list(LOSSES), help=f"default: {DEFAULT_LOSS} for "
                     "classes, squared_error for regression")
     tr.add_argument("--optimizer", choices=OPTIMIZERS, help=f"[default: {d.optimizer}]")
-    tr.add_argument("--lr", type=float, help=f"learning rate [default: {d.lr}]")
+    tr.add_argument("--lr", type=_number, help=f"learning rate [default: {d.lr}]")
     tr.add_argument("--schedule", choices=SCHEDULES, help="constant, inverse_time lr/(1+decay*t), or power "
                     f"lr*(warmup/t)^decay after a constant warm phase [default: {d.schedule}]")
-    tr.add_argument("--decay", type=float, help=f"decay rate of the schedule [default: {d.decay}]")
-    tr.add_argument("--warmup", type=int, help=f"constant steps before power decay [default: {d.warmup}]")
-    tr.add_argument("--epochs", type=int, help=f"[default: {d.epochs}]")
-    tr.add_argument("--batch-size", dest="batch_size", type=int, help=f"[default: {d.batch_size}]")
+    tr.add_argument("--decay", type=_number, help=f"decay rate of the schedule [default: {d.decay}]")
+    tr.add_argument("--warmup", type=_integer, help=f"constant steps before power decay [default: {d.warmup}]")
+    tr.add_argument("--epochs", type=_integer, help=f"[default: {d.epochs}]")
+    tr.add_argument("--batch-size", dest="batch_size", type=_integer, help=f"[default: {d.batch_size}]")
     tr.add_argument("--penalty", choices=("l2", "l1"), help=f"weight penalty [default: {d.penalty}]")
-    tr.add_argument("--lam", type=float, help=f"penalty strength lambda [default: {d.lam}]")
-    tr.add_argument("--patience", type=int, help=f"early-stopping patience in epochs [default: {d.patience}]")
-    tr.add_argument("--dropout", type=float, help=f"dropout rate after each hidden layer [default: {d.dropout}]")
-    tr.add_argument("--seed", type=int, help=f"[default: {d.seed}]")
+    tr.add_argument("--lam", type=_number, help=f"penalty strength lambda [default: {d.lam}]")
+    tr.add_argument("--patience", type=_integer, help=f"early-stopping patience in epochs [default: {d.patience}]")
+    tr.add_argument("--dropout", type=_number, help=f"dropout rate after each hidden layer [default: {d.dropout}]")
+    tr.add_argument("--seed", type=_integer, help=f"[default: {d.seed}]")
     tr.add_argument("--reference", action="store_const", const=True,
                     help="train on autodiff twins (funcnet.reference) instead of the manual rules")
-    tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder")
+    tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder; a "
+                    "run stopped after its last epoch, before its history.json was written, is finished there")
     tr.add_argument("--out", metavar="DIR", help="new run folder (must not exist) [default: runs/run-NNN]")
-    tr.add_argument("--devices", type=int, metavar="N", help="data-parallel training over N devices (on a CPU, "
+    tr.add_argument("--devices", type=_integer, metavar="N", help="data-parallel training over N devices (on a CPU, "
                     "N simulated host devices); the batch size must be a multiple of N")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(run=_train)
@@ -411,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "first input shape and two models, compiled for speed)")
     gc.add_argument("--no-progress", action="store_true", help="no progress bar")
     gc.add_argument("--json", action="store_true", help="print the results as JSON")
-    gc.add_argument("--seed", type=int, default=0, help="seed for inputs and cotangents (default 0)")
+    gc.add_argument("--seed", type=_integer, default=0, help="seed for inputs and cotangents (default 0)")
     gc.set_defaults(run=_gradcheck)
     be = sub.add_parser("bench", help="time a training step against plain JAX and peer frameworks",
                         description="One training step of the same MLP in funcnet (manual rules), "
@@ -428,9 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true",
                     help="about a minute: the small network, the dispatch table and the memory figures only (no "
                     "activation sweep, scan, roofline or scaling; 5 rounds of 5 steps)")
-    be.add_argument("--rounds", type=int, default=None, help="interleaved rounds, the median is over these "
+    be.add_argument("--rounds", type=_integer, default=None, help="interleaved rounds, the median is over these "
                     "[default: 10, --quick 5]")
-    be.add_argument("--steps", type=int, default=None, help="steps per framework per round [default: 10, --quick 5]")
+    be.add_argument("--steps", type=_integer, default=None, help="steps per framework per round [default: 10, --quick 5]")
     be.add_argument("--no-memory", action="store_true", help="skip the memory analysis")
     be.add_argument("--no-sweep", action="store_true", help="skip the per-activation memory sweep")
     be.add_argument("--no-scan", action="store_true", help="skip scan vs step-at-a-time")
@@ -439,9 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--heads", default="", metavar="V,...",
                     help="also compare the fused classifier head with the unfused one for these class counts "
                     "(N = 8192 rows, D = 1024 features), e.g. 8192,32768,131072")
-    be.add_argument("--head-rounds", type=int, default=3, metavar="N",
+    be.add_argument("--head-rounds", type=_integer, default=3, metavar="N",
                     help="timed rounds per head (0: memory only) [default: 3]")
-    be.add_argument("--scaling-devices", type=int, default=None, metavar="N",
+    be.add_argument("--scaling-devices", type=_integer, default=None, metavar="N",
                     help="throughput on data-parallel meshes of 1, 2, 4, ... N devices and on N devices with a "
                     "model axis (0 to skip)")
     be.add_argument("--no-roofline", action="store_true",
@@ -455,12 +475,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that a stopped run cleans up as an interrupted one does."""
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that a stopped run cleans up as an interrupted one does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
-#: Signals received (SIGINT, SIGTERM). The handlers raise, and also record: an exception raised while JAX runs
-#: one of its own callbacks can be printed and dropped there ("Exception ignored in ..."), and then the run
-#: stops at the end of the epoch instead (see ``_train``).
+#: The signals that stop a command: Ctrl-C, ``kill``, and a closed terminal (SIGHUP, where the platform has it).
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+#: Signals received. The handlers raise, and also record: an exception raised while JAX runs one of its own
+#: callbacks can be dropped there ("Exception ignored in ..."), and then the run stops at the end of the epoch,
+#: or once its files are written (see ``_train`` and ``main``).
 _SIGNALS: list[int] = []
 
 
@@ -469,10 +496,12 @@ def _stop(signum, frame):
     raise _stop_error(signum)
 
 
-def _stop_error(signum: int) -> KeyboardInterrupt:
-    import signal
+def _record(signum, frame):
+    _SIGNALS.append(signum)
 
-    return _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+def _stop_error(signum: int) -> KeyboardInterrupt:
+    return KeyboardInterrupt() if signum == signal.SIGINT else _Terminated(signum)
 
 
 def stop_if_signalled(*_) -> None:
@@ -481,49 +510,78 @@ def stop_if_signalled(*_) -> None:
         raise _stop_error(_SIGNALS[-1])
 
 
+def _stopped(command: str, err: KeyboardInterrupt) -> int:
+    """Say that ``command`` was stopped, in one line; the exit status of a process killed by the signal."""
+    signum = err.signum if isinstance(err, _Terminated) else signal.SIGINT
+    word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}.get(signum, "hung up")
+    print(f"{command}: {word}", file=sys.stderr)
+    return 128 + signum
+
+
+def _unraisable_hook(previous):
+    """``sys.unraisablehook`` that drops our own stops (a signal's exception raised inside a finalizer or one of
+    JAX's callbacks, which Python would print with a traceback and ignore: the run stops at its next check)."""
+    def hook(info):
+        if not (isinstance(info.exc_value, KeyboardInterrupt) and _SIGNALS):
+            previous(info)
+
+    return hook
+
+
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    """Run ``funcnet *argv`` (by default the process's arguments) and return its exit status.
+
+    Called as the command itself (``argv`` None), the process leaves through ``os._exit`` once its output is
+    flushed: a signal can then not land in the interpreter's teardown, and XLA's threads are not torn down
+    (which crashed now and then after an interrupt).
+    """
     import threading
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    command = "funcnet"
+    # first of all, before JAX imports: a signal from now on stops the command with one line
     main_thread = threading.current_thread() is threading.main_thread()
-    ours = {sig: signal.getsignal(sig) for sig, default in ((signal.SIGTERM, signal.SIG_DFL),
-                                                            (signal.SIGINT, signal.default_int_handler))
-            if main_thread and signal.getsignal(sig) == default}
-    for sig in ours:
-        signal.signal(sig, _stop)
+    defaults = {signal.SIGINT: signal.default_int_handler}
+    ours = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS
+            if main_thread and signal.getsignal(sig) == defaults.get(sig, signal.SIG_DFL)}
     _SIGNALS.clear()
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook(unraisable)
     try:
-        return args.run(args)
+        for sig in ours:
+            signal.signal(sig, _stop)
+        args = build_parser().parse_args(argv)
+        command = f"funcnet {args.command}"
+        code = args.run(args)
+        stop_if_signalled()  # one that arrived and was swallowed after the last check of the command
     except _UsageError as err:
-        print(f"funcnet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"{command}: error: {err}", file=sys.stderr)
+        code = 2
     except (ValueError, OSError, FloatingPointError, ImportError) as err:
         # DataError, CheckpointError, RunError and bad settings are ValueErrors with one-line messages
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"funcnet {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        print(f"{command}: error: {message}", file=sys.stderr)
+        code = 1
     except (MemoryError, RuntimeError) as err:
         # XLA reports a failed allocation as RESOURCE_EXHAUSTED (a RuntimeError); anything else is a bug
         if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err):
             raise
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        hint = "; try a smaller network or batch (--hidden, --batch-size)" if args.command == "train" else ""
-        print(f"funcnet {args.command}: error: out of memory ({detail}){hint}", file=sys.stderr)
-        return 1
+        hint = "; try a smaller network or batch (--hidden, --batch-size)" if command == "funcnet train" else ""
+        print(f"{command}: error: out of memory ({detail}){hint}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt as err:
-        terminated = isinstance(err, _Terminated)
-        print(f"funcnet {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        code = 143 if terminated else 130
-        if argv is None:  # the command itself: everything is written; leave now, before XLA's threads are torn
-            sys.stdout.flush()  # down at interpreter exit (which crashed now and then after an interrupt)
-            sys.stderr.flush()
-            os._exit(code)
-        return code
+        code = _stopped(command, err)
     finally:
-        for sig, previous in ours.items():
-            signal.signal(sig, previous)
+        for sig, previous in ours.items():  # the command itself only records a signal from here on
+            signal.signal(sig, _record if argv is None else previous)
+        sys.unraisablehook = unraisable
+    if argv is None:
+        if _SIGNALS and code < 128:  # arrived while the command was reporting
+            code = _stopped(command, _stop_error(_SIGNALS[-1]))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -3,19 +3,25 @@
 A run folder holds ``checkpoint.safetensors`` (parameters, optimizer state and
 the full config), ``history.json`` (per-epoch metrics and final scores) and
 ``curves.png`` (loss and accuracy per epoch). Folders are never reused: a new
-run gets a new folder, and an existing ``--out`` folder is an error.
+run gets a new folder, and an existing ``--out`` folder (or one inside a run
+folder) is an error. ``history.json`` is written last: a folder without it holds
+a run that was stopped, which ``--resume`` continues (or, if it had ended,
+finishes). The config stores a data file's absolute path and its sha256 digest,
+and a run is not resumed on other data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import pathlib
+import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import optax
 
@@ -92,11 +98,18 @@ def _whole(option: str, value, low: int, high: int | None = None) -> None:
         raise RunError(f"{option} must be {bound}, got {value!r}")
 
 
+#: float32's largest finite value: training computes in float32, so a larger setting would be infinite there.
+_F32_MAX = 3.4028234663852886e38
+
+
 def _real(option: str, value, *, positive: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and -math.inf < value < math.inf \
         and (value > 0 if positive else value >= 0)
     if not ok:
         raise RunError(f"{option} must be {'positive and finite' if positive else 'finite and >= 0'}, got {value!r}")
+    if value > _F32_MAX:
+        raise RunError(f"{option} {value!r:.40} is beyond float32's largest value {_F32_MAX:.4g}, which training "
+                       "computes in; give a smaller number")
 
 
 #: Defaults of the bundled sets whose task the general defaults (a 256-unit ReLU layer, 30 epochs of Adam at
@@ -128,9 +141,14 @@ class RunConfig:
     dropout: float = 0.0
     seed: int = 0
     reference: bool = False
+    #: ``sha256:<hex>`` of the data file (or folder) the run trained on; None for a bundled set. Set by
+    #: :func:`train_run`; a run resumed on data with another digest is refused.
+    data_digest: str | None = None
 
     def __post_init__(self):
-        if self.loss is not None:  # a run saved with an old loss name resumes under the new one
+        # a path is kept absolute, so that a run resumed from another folder reads the same file
+        self.data = data_source(self.data)
+        if isinstance(self.loss, str):  # a run saved with an old loss name resumes under the new one
             from funcnet.train.steps import DEPRECATED_LOSSES
 
             self.loss = DEPRECATED_LOSSES.get(self.loss, self.loss)
@@ -157,11 +175,17 @@ class RunConfig:
         _real("--lr", self.lr, positive=True)
         _real("--decay", self.decay)
         _real("--lam", self.lam)
-        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+        if not (isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
+                and 0 <= self.dropout < 1):
             raise RunError(f"--dropout must be in [0, 1), got {self.dropout!r}")
         hidden = tuple(self.hidden)
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in hidden):
+        if not hidden or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in hidden):
             raise RunError(f"--hidden must be positive layer sizes, got {','.join(map(str, hidden))!r}")
+        if not isinstance(self.reference, bool):
+            raise RunError(f"--reference is on or off (true or false), got {self.reference!r}")
+        if self.data_digest is not None and not (isinstance(self.data_digest, str)
+                                                 and re.fullmatch(r"sha256:[0-9a-f]{64}", self.data_digest)):
+            raise RunError(f"the data digest must be sha256:<64 hex digits>, got {self.data_digest!r:.80}")
         for option, value, known in (("--activation", self.activation, ACTIVATIONS),
                                      ("--optimizer", self.optimizer, OPTIMIZERS),
                                      ("--schedule", self.schedule, SCHEDULES),
@@ -194,9 +218,110 @@ def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
 RESUMABLE = ("epochs", "lr", "schedule", "decay", "warmup", "patience", "lam", "penalty")
 
 
+def data_source(data):
+    """``--data`` as a run stores it: a bundled set's name as it is, a path made absolute."""
+    from funcnet.data import NAMES
+
+    return os.path.abspath(data) if isinstance(data, str) and data and data not in NAMES else data
+
+
+def data_digest(data: str) -> str | None:
+    """``sha256:<hex>`` of the data ``--data`` names: a file's bytes, or a folder's files (each one's name and
+    bytes, in name order); None for a bundled set, which funcnet makes itself."""
+    from funcnet.data import NAMES
+
+    if data in NAMES:
+        return None
+    path = pathlib.Path(data)
+    digest = hashlib.sha256()
+    try:
+        for file in sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]:
+            digest.update(json.dumps([file.name, file.stat().st_size]).encode())
+            with open(file, "rb") as stream:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+    except OSError as err:
+        raise RunError(f"--data {data}: cannot read ({err.strerror or err})") from None
+    return "sha256:" + digest.hexdigest()
+
+
+class Resume(NamedTuple):
+    """What ``--resume`` continues: see :func:`resumed_run`."""
+
+    path: pathlib.Path
+    done: int
+    config: RunConfig
+    finish: bool
+
+
+def resumed_run(source: pathlib.Path, given: dict) -> Resume:
+    """The run ``--resume source`` continues (a run folder, or its checkpoint), after checking all it holds.
+
+    Returns its checkpoint, the epochs it has trained, its settings with the ``given`` ones applied, and whether
+    it had ended but was stopped before its files were written (it is then only finished: evaluated, and its
+    ``history.json`` and ``curves.png`` written). Raises :class:`RunError` (or a ``CheckpointError``) naming
+    the setting or the part of the training state that is wrong, as for one typed on the command line.
+    """
+    from funcnet import checkpoint
+
+    path = source / "checkpoint.safetensors" if source.is_dir() else source
+    done, saved = checkpoint.read_config(path)  # verifies the whole file
+    if not isinstance(saved.get("run"), dict):
+        raise RunError(f"{path}: not a checkpoint of `funcnet train` (no run settings in it)")
+    cfg = resumed_config(saved["run"], given, path)
+    _check_training_state(path, done, saved)
+    ended = done >= cfg.epochs or (saved["history"]["stopped_early"] and "epochs" not in given)
+    finish = ended and path.name == RUN_FILES[0] and not (path.parent / RUN_FILES[1]).exists()
+    if cfg.epochs <= done and not finish:
+        raise RunError(f"--resume {path}: the run has trained {done} epochs already and --epochs {cfg.epochs} is "
+                       f"the epoch to train up to; pass --epochs N with N > {done}")
+    return Resume(path, done, cfg, finish)
+
+
+def _check_training_state(path: pathlib.Path, done: int, saved: dict) -> None:
+    """Refuse a checkpoint whose training state (what ``fit`` saves beside the run's settings) is not one that
+    ``fit`` writes after epoch ``done``: the digest is a checksum, not a signature."""
+    from funcnet.train.state import CHECKPOINT_KEYS, History
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and -math.inf < v < math.inf
+
+    def count(high):
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= high
+
+    def epoch(v):
+        return v is None or count(done)(v) and v >= 1
+
+    def series(ok):
+        return lambda v: isinstance(v, list) and len(v) == done and all(map(ok, v))
+
+    history = saved.get("history")
+    rules = {"best_loss": lambda v: v is None or number(v), "bad_epochs": count(done),
+             "steps": count(2**31 - 1), "history": lambda v: isinstance(v, dict)}
+    history_rules = {
+        "epoch": lambda v: v == list(range(1, done + 1)), "train_loss": series(number),
+        **{name: series(lambda x: x is None or number(x)) for name in ("train_accuracy", "val_loss", "val_accuracy")},
+        "best_epoch": epoch, "stopped_early": lambda v: isinstance(v, bool), "stopped_epoch": epoch,
+        "restored_epoch": epoch}
+    assert set(rules) == set(CHECKPOINT_KEYS) and set(history_rules) == {f.name for f in dataclasses.fields(History)}
+    checks = [(key, saved.get(key), rule) for key, rule in rules.items()]
+    if isinstance(history, dict):
+        checks += [(f"history[{key!r}]", history.get(key), rule) for key, rule in history_rules.items()]
+    for key, value, ok in checks:
+        if not ok(value):
+            raise RunError(f"--resume {path}: its training state after epoch {done} has {key} = {value!r:.60}, "
+                           "which `funcnet train` never saves; resume a checkpoint it wrote")
+
+
 def resumed_config(saved: dict, given: dict, source: pathlib.Path) -> RunConfig:
-    """The saved run's settings with the ``given`` ones applied, or a :class:`RunError` for one that cannot change."""
-    cfg = RunConfig.from_json(saved)
+    """The saved run's settings with the ``given`` ones applied, or a :class:`RunError` for one that cannot change
+    or that is not valid (named as the option it would be on the command line)."""
+    try:
+        cfg = RunConfig.from_json(saved)
+        cfg.validate()
+    except RunError as err:
+        raise RunError(f"--resume {source}: in the run's saved settings, {err}") from None
+    given = {**given, "data": data_source(given["data"])} if "data" in given else given
     for name, value in given.items():
         old = getattr(cfg, name)
         if name in RESUMABLE:
@@ -237,21 +362,44 @@ def use_compile_cache() -> str | None:
     return folder
 
 
+#: The files of a run folder: a folder holding one of them is a run's, and no run is made inside it.
+CHECKPOINT_FILE, HISTORY_FILE, CURVES_FILE = RUN_FILES = ("checkpoint.safetensors", "history.json", "curves.png")
+
+
+def _run_folder_around(folder: pathlib.Path) -> pathlib.Path | None:
+    """The run folder that ``folder`` would be inside (nested runs are hard to tell apart and to clean up)."""
+    for parent in folder.resolve().parents:
+        if any((parent / name).exists() for name in RUN_FILES):
+            return parent
+    return None
+
+
 def new_run_folder(root: pathlib.Path) -> pathlib.Path:
     """``root/run-001``, ``run-002``, ...: the first free name, created exclusively."""
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 100_000):
-        folder = root / f"run-{i:03d}"
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise RunError(f"{root}: no free run folder name")
+    around = _run_folder_around(root / "run")
+    if around is not None:
+        raise RunError(f"{root}/ is inside the run folder {around}; run from another folder, or give --out DIR")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 100_000):
+            folder = root / f"run-{i:03d}"
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+    except OSError as err:  # a read-only file system, no permission, a file named like the folder, ...
+        raise RunError(f"{root}: cannot create a run folder there ({err.strerror or err}); give a folder "
+                       "where one can be made with --out DIR") from None
+    raise RunError(f"{root}: no free run folder name; give a new one with --out DIR")
 
 
 def claim_folder(out: pathlib.Path) -> pathlib.Path:
-    """Create ``out`` for a run; an existing folder (even empty) is never reused."""
+    """Create ``out`` for a run; an existing folder (even empty) is never reused, nor one inside a run folder."""
+    around = _run_folder_around(out)
+    if around is not None:
+        raise RunError(f"--out {out} is inside the run folder {around}; choose a folder outside it (each run has "
+                       "a folder of its own)")
     try:
         out.mkdir(parents=True)
     except FileExistsError:
@@ -298,11 +446,13 @@ def _init_params(model, key, input_shape):
     return jax.jit(lambda k: model.init(k, input_shape)[1])(key)
 
 
-def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | None = None,
+def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | None = None, finish: bool = False,
               progress: bool = True, mesh=None, log=print, callback=None) -> dict:
     """Train per ``cfg``, write the run files into ``folder`` and return the final scores.
 
-    ``callback`` is passed to :func:`funcnet.train.fit` (called after every epoch).
+    ``callback`` is passed to :func:`funcnet.train.fit` (called after every epoch). With ``finish``, the
+    ``resume`` checkpoint is of a run that had ended (see :func:`resumed_run`): it is evaluated and its files
+    are written, without training. Data whose digest differs from ``cfg.data_digest`` is refused.
     """
     import jax
 
@@ -315,6 +465,11 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     cfg.validate()
     _plotting.preload()  # matplotlib imports while XLA compiles
     ds = datasets.load(cfg.data, seed=cfg.seed)
+    digest = data_digest(cfg.data)
+    if cfg.data_digest is not None and digest != cfg.data_digest:
+        raise RunError(f"--data {cfg.data}: not the data the run was trained on (its sha256 digest differs); "
+                       "resume with that data, or start a new run")
+    cfg = dataclasses.replace(cfg, data_digest=digest)
     classifies = ds.num_classes is not None
     if ds.num_classes == 1:  # a one-output softmax has loss 0 and gradient 0 whatever the weights: nothing to learn
         raise RunError(f"--data {cfg.data}: every class label is 0, one class; a classifier needs at least two "
@@ -333,28 +488,44 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
         f"network {n_in}-{'-'.join(map(str, cfg.hidden))}-{n_out} {cfg.activation} on "
         f"{'autodiff twins' if cfg.reference else 'manual rules'}"
         + (f", data-parallel over {mesh.size} {mesh.devices.flat[0].platform} devices" if mesh is not None else ""))
-    ckpt_path = folder / "checkpoint.safetensors"
+    ckpt_path = folder / CHECKPOINT_FILE
     if resume is not None:
         from funcnet import checkpoint
 
         # continue in the new folder from a copy of the saved state; the old run stays untouched, and the
         # copy is complete or absent, never half-written (written like checkpoint.save)
         checkpoint.copy(resume, ckpt_path)
-    result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg), epochs=cfg.epochs,
-                       batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
-                       seed=cfg.seed, progress=progress, checkpoint=str(ckpt_path),
-                       resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()},
-                       mesh=mesh, callback=callback)
+    if finish:
+        result = _ended(ckpt_path, params, make_optimizer(cfg), cfg.patience)
+    else:
+        result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg), epochs=cfg.epochs,
+                           batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
+                           seed=cfg.seed, progress=progress, checkpoint=str(ckpt_path),
+                           resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()},
+                           mesh=mesh, callback=callback)
     scores = train.evaluate(model, result.params, {"train": ds.train, "val": ds.val, "test": ds.test}, loss)
     history = result.history.to_dict()
     summary = {"config": cfg.to_json(), "loss": loss, "scores": scores, "history": history,
                "seconds": round(time.perf_counter() - t0, 2)}
-    # each file is complete or absent, whenever the run is stopped: written aside, then renamed into place
-    with _written(folder / "history.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    with _written(folder / "curves.png") as tmp:
+    # each file is complete or absent, whenever the run is stopped: written aside, then renamed into place;
+    # history.json last, so that a folder without it is one that `--resume` finishes
+    with _written(folder / CURVES_FILE) as tmp:
         plot_history(history, tmp, f"{ds.name}: {model.description}")
+    with _written(folder / HISTORY_FILE) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
+
+
+def _ended(path: pathlib.Path, params, optimizer, patience: int | None):
+    """The :class:`~funcnet.train.FitResult` that ``fit`` returned for the run saved at ``path``, which had ended."""
+    from funcnet.train import EarlyStopping, FitResult, TrainState
+    from funcnet.train.state import restore_state
+
+    state, stopper, history = restore_state(path, TrainState.create(params, optimizer), EarlyStopping.create(params))
+    params = state.params
+    if patience is not None and history.best_epoch is not None:  # as fit ends
+        params, history.restored_epoch = stopper.best_params, history.best_epoch
+    return FitResult(params, state.opt_state, history)
 
 
 @contextlib.contextmanager
@@ -364,6 +535,9 @@ def _written(path: pathlib.Path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a file-size limit, a read-only folder: the checkpoint is kept
+        raise RunError(f"{path}: cannot write ({err.strerror or err}); the run's checkpoint is kept: make room "
+                       f"and finish the run with funcnet train --resume {path.parent}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -99,6 +99,11 @@ def load_csv(path: PathLike, label_column: int = -1, *, allow_special_files: boo
         float32's range, a class label is negative or too large (these name
         the line number), or ``label_column`` is out of range.
     """
+    return _read_csv(path, label_column, allow_special_files)[0]
+
+
+def _read_csv(path: PathLike, label_column: int, allow_special_files: bool) -> tuple[Split, np.ndarray]:
+    """:func:`load_csv`'s split, and the line number of each of its rows (for messages about a row)."""
     path = Path(path)
     f, size = _open(path, allow_special_files)
     with f:
@@ -109,6 +114,7 @@ def load_csv(path: PathLike, label_column: int = -1, *, allow_special_files: boo
         big_label = None  # (line, text) of the first label beyond float32's range
         width = col = None
         rows = 0
+        row_lines = array.array("q")
         try:
             for fields in reader:
                 line = reader.line_num
@@ -136,6 +142,7 @@ def load_csv(path: PathLike, label_column: int = -1, *, allow_special_files: boo
                         value = 0.0
                     values.append(value)
                 rows += 1
+                row_lines.append(line)
                 if labels is not None:
                     try:
                         label = int(fields[col])
@@ -161,10 +168,10 @@ def load_csv(path: PathLike, label_column: int = -1, *, allow_special_files: boo
                 f"line {line}, column {col + 1}: class label {_show(text)} is outside [0, 2**31): every label in "
                 "the column is an integer, so they are class indices (write regression targets as 3.0, not 3)",
             )
-        return _as_split(path, x, np.frombuffer(labels, np.int32), "features", y_name)
+        return _as_split(path, x, np.frombuffer(labels, np.int32), "features", y_name), np.frombuffer(row_lines, np.int64)
     if big_label is not None:
         raise _fail(path, f"line {big_label[0]}, column {col + 1}: {_show(big_label[1])} {_BEYOND_F32}")
-    return _as_split(path, x, table[:, col], "features", y_name)
+    return _as_split(path, x, table[:, col], "features", y_name), np.frombuffer(row_lines, np.int64)
 
 
 def _label_column(path: Path, label_column: object, columns: int) -> int:

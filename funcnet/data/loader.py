@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from funcnet.data.csv import load_csv
+from funcnet.data.csv import _read_csv
 from funcnet.data.idx import load_mnist_dir
 from funcnet.data.npz import load_npz
 from funcnet.data.prepare import split, standardize
@@ -65,7 +65,10 @@ def load(
 
     Raises:
       DataError: an unknown name (the message lists the known ones), a path of
-        an unsupported kind, or any error of the loaders and :func:`split`.
+        an unsupported kind, a class label that would leave most classes
+        without an example (more classes than examples and than twice the
+        distinct labels; the message names its line or example), or any
+        error of the loaders and :func:`split`.
     """
     if isinstance(name_or_path, bytes):
         name_or_path = os.fsdecode(name_or_path)
@@ -74,6 +77,7 @@ def load(
                     f"got {name_or_path!r}")
     seed = _seed("load", seed)
     test = None
+    place = lambda i: f"example {i}"  # noqa: E731 - where the i-th label is, for messages
     key = name_or_path if isinstance(name_or_path, str) else None
     if key in _BUILTIN:
         name, data = key, _BUILTIN[key](seed)
@@ -91,17 +95,31 @@ def load(
         elif path.suffix.lower() == ".npz":
             name, data = path.stem, load_npz(path, allow_special_files=allow_special_files)
         elif path.suffix.lower() == ".csv":
-            name, data = path.stem, load_csv(path, allow_special_files=allow_special_files)
+            (data, lines), name = _read_csv(path, -1, allow_special_files), path.stem
+            place = lambda i: f"line {lines[i]}"  # noqa: E731
         else:
             raise _fail(path, "unsupported kind of file: expected .npz, .csv, or a directory of MNIST IDX files")
 
+    num_classes = None
+    if np.issubdtype(data.y.dtype, np.integer):
+        num_classes = _classes(name_or_path, data.y if test is None else np.concatenate([data.y, test.y]), place)
     if test is None:
         train, val, test = split(data.x, data.y, val_fraction, test_fraction, seed)
     else:
         train, val, _ = split(data.x, data.y, val_fraction, 0.0, seed)
     train, val, test, mean, std = standardize(train, val, test)
-
-    num_classes = None
-    if np.issubdtype(data.y.dtype, np.integer):
-        num_classes = int(max(data.y.max(initial=-1), test.y.max(initial=-1))) + 1
     return Dataset(train, val, test, num_classes, name, mean, std)
+
+
+def _classes(where: PathLike, labels: np.ndarray, place) -> int:
+    """The number of classes, ``max label + 1``, after refusing a label that leaves most classes without an
+    example: more classes than examples and than twice the distinct labels is a typo (one label 999999 made a
+    million-output network), not a classification."""
+    num_classes = int(labels.max()) + 1
+    distinct = len(np.unique(labels))
+    if num_classes > max(len(labels), 2 * distinct):
+        i = int(np.argmax(labels))
+        raise _fail(where, f"{place(i)}: class label {labels[i]} makes {num_classes:,} classes for {len(labels)} "
+                    f"examples with {distinct} distinct labels, so most classes would have no example; number the "
+                    f"classes from 0 to {distinct - 1}, or write regression targets as floats ({labels[i]}.0)")
+    return num_classes
