@@ -103,13 +103,13 @@ def main(argv=None) -> dict:
           f"{gd_text}")
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     ax.semilogy(np.maximum(gd_losses[: 2 * last + 1] - optimum, 1e-16), label="gradient descent, step 1/L")
     ax.semilogy(np.maximum(newton_losses - optimum, 1e-16), "o-", label="Newton")
     ax.axhline(args.tol, color="grey", lw=0.8, ls="--", label=f"tolerance {args.tol:g}")
     ax.set_xscale("symlog", linthresh=1)
     ax.set(xlim=(0, None), xlabel="step", ylabel="J - J*", title="logistic regression: distance to the optimum")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the axes: the curves cross every corner
     fig.tight_layout()
     path = save(fig, args.out, "newton.png")
     print(f"plot: {path}")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
@@ -126,8 +127,24 @@ def test_searches_select_on_validation_loss(example):
     assert many["best"] == 1 and many["val_loss"][1] < many["val_loss"][0]  # 5 epochs at lr 0.001 learn little
 
 
-def test_newton_needs_far_fewer_steps_than_gradient_descent(example, tmp_path):
-    r = example("newton").main(["--max-gd-steps", "3000", "--out", str(tmp_path)])
+def hidden_by_the_legend(fig) -> int:
+    """How many plotted points (markers and the vertices of curves) of the figure's first axes lie under its
+    legend, or outside the saved figure."""
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    box, page = ax.get_legend().get_window_extent(), fig.bbox
+    points = [ax.transData.transform(xy) for line in ax.get_lines() if line.get_transform() == ax.transData
+              for xy in line.get_xydata() if np.all(np.isfinite(xy))]
+    return sum(box.contains(*p) or not page.contains(*p) for p in points) + (not page.contains(box.x1, box.y0))
+
+
+def test_newton_needs_far_fewer_steps_than_gradient_descent(example, tmp_path, monkeypatch):
+    module = example("newton")
+    hidden = []
+    save = module.save
+    monkeypatch.setattr(module, "save", lambda fig, *a: (hidden.append(hidden_by_the_legend(fig)), save(fig, *a))[1])
+    r = module.main(["--max-gd-steps", "3000", "--out", str(tmp_path)])
+    assert hidden == [0]  # the legend once covered the Newton points between 1e-12 and 1e-16
     assert r["newton_steps"] is not None and r["newton_steps"] <= 6
     assert r["gd_steps"] is not None and r["gd_steps"] >= 20 * r["newton_steps"]
     losses = r["newton_losses"]
