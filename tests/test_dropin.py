@@ -684,36 +684,49 @@ def test_standardize_with_given_statistics_as_jax_nn(given):
 # -------------------------------------------- hyper-parameters as arrays, through jit and vmap
 HYPER_X = np.array([[0.3, -2.0, 4.0], [1.0, 2.0, -0.5]])
 HYPER_T = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])  # soft labels: optax's focal label gradient is exact there
-HYPERS = [
+HYPER_SCALE, HYPER_BIAS = np.array([0.5, 1.2, 0.9]), np.array([0.1, -0.2, 0.3])
+HYPERS = [  # (name, hyper-parameters, inputs)
     ("huber_loss", {"delta": 1.5}, (HYPER_X, HYPER_T)),
     ("poly_loss_cross_entropy", {"epsilon": 1.5}, (HYPER_X, HYPER_T)),
     ("sigmoid_focal_loss", {"gamma": 1.5}, (HYPER_X, HYPER_T)),
     ("sigmoid_focal_loss", {"alpha": 0.3, "gamma": 1.5}, (HYPER_X, HYPER_T)),
+    ("cosine_similarity", {"epsilon": 0.5}, (HYPER_X, HYPER_T)),  # clips |t|² = 0.38 in row 0, not 0.66 in row 1
+    ("cosine_distance", {"epsilon": np.array([[0.5], [0.2]])}, (HYPER_X, HYPER_T)),  # one per row, keepdims
+    ("celu", {"alpha": 0.7}, (HYPER_X,)),
+    ("standardize", {"epsilon": 0.5}, (HYPER_X,)),
+    ("layer_norm", {"epsilon": np.array([[0.5], [0.2]])}, (HYPER_X, HYPER_SCALE, HYPER_BIAS)),
+    ("rms_norm", {"epsilon": 0.5}, (HYPER_X, HYPER_SCALE)),
 ]
 
 
 @pytest.mark.parametrize("name, hypers, inputs", HYPERS, ids=[f"{n}-{'-'.join(h)}" for n, h, _ in HYPERS])
 def test_hyper_parameters_traced_through_jit_and_vmap_as_optax(name, hypers, inputs):
-    """Values and gradients (the hyper-parameters' own included) of a jitted call with traced
-    hyper-parameters, and a vmap over them, equal optax's; a Python number gives the same values."""
-    ours, theirs = getattr(losses, name), getattr(optax.losses, name)
-    keys = tuple(hypers)
+    """Values, gradients (the hyper-parameters' own included) and a tangent along every argument of a jitted
+    call with traced hyper-parameters, and a vmap over them, equal those of the namesake in optax.losses or
+    jax.nn (the autodiff twin where there is none: layer_norm, rms_norm); a Python number gives the same values."""
+    ours = getattr(losses, name, None) or getattr(nn, name)
+    theirs = getattr(optax.losses, name, None) or getattr(jax.nn, name, None) or getattr(reference.nn, name)
+    keys, n = tuple(hypers), len(inputs)
 
     def program(fn):
-        def total(x, t, *h):
-            return fn(x, t, **dict(zip(keys, h))).sum()
+        def total(*args):
+            y = fn(*args[:n], **dict(zip(keys, args[n:])))
+            return jnp.sum(y * jnp.cos(jnp.arange(y.size)).reshape(y.shape))  # a cotangent other than ones
 
-        def run(x, t, h):
-            grads = jax.grad(total, tuple(range(2 + len(keys))))(x, t, *h)
-            swept = jax.vmap(lambda h0: fn(x, t, **dict(zip(keys, (h0, *h[1:])))))(jnp.stack([h[0], 2 * h[0]]))
-            return total(x, t, *h), grads, swept
+        def run(xs, h):
+            args = (*xs, *h)
+            grads = jax.grad(total, tuple(range(len(args))))(*args)
+            tangent = jax.jvp(total, args, tuple(jnp.sin(jnp.arange(a.size) + 1.0).reshape(a.shape) for a in args))[1]
+            swept = jax.vmap(lambda h0: fn(*xs, **dict(zip(keys, (h0, *h[1:])))))(jnp.stack([h[0], 2 * h[0]]))
+            return total(*args), grads, tangent, swept
         return jax.jit(run)
 
-    args = (jnp.asarray(inputs[0]), jnp.asarray(inputs[1]), tuple(jnp.asarray(v) for v in hypers.values()))
+    args = (tuple(jnp.asarray(x) for x in inputs), tuple(jnp.asarray(v) for v in hypers.values()))
     got, want = program(ours)(*args), program(theirs)(*args)
     assert_trees_close(got, want, 1e-12, 1e-12, f"{name} {keys}")
-    assert len(jax.tree.leaves(got[1])) == 2 + len(keys)
-    np.testing.assert_allclose(ours(*args[:2], **hypers).sum(), got[0], rtol=1e-12)
+    assert len(jax.tree.leaves(got[1])) == n + len(keys)
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in got[1][n:]), "a hyper-parameter's gradient is 0"
+    np.testing.assert_allclose(ours(*args[0], **hypers), got[3][0], rtol=1e-12)
 
 
 def test_convex_kl_divergence_warns_as_optaxs_deprecated_alias():

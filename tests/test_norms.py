@@ -51,6 +51,8 @@ def test_layer_norm_gradients_of_every_argument_combination(args):
     (lambda: nn.rms_norm(X, np.ones((2, 5))), "funcnet.nn.rms_norm: `scale` of shape (2, 5) must broadcast"),
     (lambda: nn.layer_norm(np.float64(1.0)), "funcnet.nn.layer_norm: x must have a feature axis"),
     (lambda: nn.standardize(X, algorithm="exact"), "funcnet.nn.standardize: unknown algorithm 'exact'"),
+    (lambda: nn.standardize(X, epsilon=np.full(5, 0.1)), "funcnet.nn.standardize: `epsilon` of shape (5,) must "
+                                                         "broadcast to (3, 1), one value per row"),
     (lambda: layers.mlp([5, 4, 2], norm="batch_norm"), "mlp: unknown norm 'batch_norm'"),
 ])
 def test_errors_name_the_function_and_the_offending_value(call, match):

@@ -20,12 +20,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from funcnet.ops import _samples as S
 from funcnet.ops.inputs import broadcast_shapes, check_broadcast_to, float_input, is_number, promote_floats
 from funcnet.ops.numerics import sum_to_shape, widen
-from funcnet.ops.binding import Op
+from funcnet.ops.binding import Op, with_array_hypers
 from funcnet.ops.declaration import Checks, Kink, declarer, names
 from funcnet.reference import nn as twin
 
@@ -656,8 +657,22 @@ def _celu_local(y_or_x, alpha):
 _CELU = _elementwise("celu", _celu_value, _celu_local, save=_output_or_input(_celu_value))
 
 
-@declare(forms=_CELU, saves="the output (x for an alpha below the dtype's smallest normal)",
-         differs="alpha must be a positive Python number (jax.nn.celu also " "takes an array)",
+def _celu_dalpha(res, alpha):
+    """d celu/dα = e^u - 1 - u·e^u with u = min(x, 0)/α (0 for x ≥ 0)."""
+    u = jnp.minimum(widen(res), 0) / alpha
+    return (jnp.expm1(u) - u * jnp.exp(u),)
+
+
+# an array alpha: the rule saves x and alpha, and the slope is e^{min(x, 0)/α} (no comparison with α)
+_CELU_ARRAY = with_array_hypers(
+    _elementwise("celu", _celu_value, lambda x, alpha: jnp.where(widen(x) > 0, 1.0, jnp.exp(
+        jnp.minimum(widen(x), 0) / alpha)), save=_saves_input(_celu_value)), ("alpha",), _celu_dalpha)
+
+
+@declare(forms=(_CELU, _CELU_ARRAY),
+         saves="the output when alpha is a number at least the dtype's smallest normal; x otherwise, and alpha "
+               "when it is an array",
+         differs="a concrete alpha ≤ 0 raises (jax.nn.celu computes with it)",
          **_kink_free(variants=({}, {"alpha": 0.5})))
 def celu(x, alpha=1.0):
     """Continuously differentiable ELU ``max(x, 0) + α(e^{min(x, 0)/α} - 1)``.
@@ -665,10 +680,20 @@ def celu(x, alpha=1.0):
     Derivative: 1 for x > 0, e^{x/α} = celu(x)/α + 1 for x ≤ 0 (continuous at 0),
     read from the output; for an α below the dtype's smallest normal number
     (float16: 6.1e-5) the output is subnormal, and the rule saves x instead.
+    d/dα = e^u - 1 - u·e^u with u = min(x, 0)/α.
+
+    ``alpha`` may be a Python number or an array, traced or not, that broadcasts
+    to ``x`` (it then gets its gradient, as in ``jax.nn``).
     """
-    if not is_number(alpha) or not float(alpha) > 0:
-        raise TypeError(f"funcnet.nn.celu: alpha must be a positive number, got {alpha!r:.60}")
-    return _CELU(_unary("celu", x), alpha=float(alpha))
+    op = "funcnet.nn.celu"
+    x = _unary("celu", x)
+    if not is_number(alpha):
+        x, alpha = promote_floats(op, x=x, alpha=alpha)
+    if not isinstance(alpha, jax.core.Tracer) and not np.all(np.asarray(alpha, dtype=float) > 0):
+        raise ValueError(f"{op}: alpha must be > 0, got {alpha!r:.60}")
+    if is_number(alpha):
+        return _CELU(x, alpha=float(alpha))
+    return _CELU_ARRAY(jnp.broadcast_to(x, jnp.broadcast_shapes(x.shape, alpha.shape)), alpha)
 
 
 # ------------------------------------------------------------------------ mish

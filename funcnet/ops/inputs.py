@@ -101,6 +101,22 @@ def static_float(op: str, name: str, value: Any) -> float:
         raise TypeError(f"{op}: `{name}` must be a number, got {value!r:.60}") from err
 
 
+def check_per_row(op: str, name: str, value: jax.Array, shape: tuple, axes: tuple[int, ...]) -> None:
+    """Raise unless the array hyper-parameter ``value`` broadcasts to ``shape`` reduced over ``axes`` (keepdims).
+
+    Upstream adds such a hyper-parameter (a norm's ``epsilon``) to per-row statistics kept with
+    ``keepdims``; an array that varies along ``axes`` would turn them into per-entry ones.
+    """
+    rows = tuple(1 if i in axes else n for i, n in enumerate(shape))
+    try:
+        fits = np.broadcast_shapes(np.shape(value), rows) == rows
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{op}: `{name}` of shape {tuple(np.shape(value))} must broadcast to {rows}, one value "
+                         f"per row of the statistics over axes {axes}")
+
+
 def static_int(op: str, name: str, value: Any, low: int = 1) -> int:
     """A count that must be a Python or NumPy integer (not a bool) ``>= low``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

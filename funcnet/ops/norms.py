@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import (bool_mask, broadcast_shapes, canonical_axis, check_range, float_input, promote_floats,
-                                static_float)
+from funcnet.ops.inputs import (bool_mask, broadcast_shapes, canonical_axis, check_per_row, check_range, float_input,
+                                is_number, promote_floats, static_float)
 from funcnet.ops.numerics import sum_to_shape, widen
-from funcnet.ops.binding import with_optional
+from funcnet.ops.binding import with_array_hypers, with_optional
 from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.reference import nn as twin
 
@@ -39,6 +39,16 @@ def epsilon_argument(op: str, epsilon) -> float:
     epsilon = static_float(op, "epsilon", epsilon)
     check_range(op, "epsilon", epsilon, low=0, meaning="added to the variance")
     return epsilon
+
+
+def _epsilon(op: str, x, epsilon, axes):
+    """``(x, ε)``: a number as :func:`epsilon_argument`; an array (traced too) promoted with x, one value per row."""
+    if is_number(epsilon):
+        return x, epsilon_argument(op, epsilon)
+    check_range(op, "epsilon", epsilon, low=0, meaning="added to the variance")
+    x, epsilon = promote_floats(op, x=x, epsilon=epsilon)
+    check_per_row(op, "epsilon", epsilon, x.shape, axes)
+    return x, epsilon
 
 
 def _statistics(x, where, axes, epsilon, center, algorithm):
@@ -112,23 +122,34 @@ def _rule(name: str, present: tuple[bool, bool, bool, bool]):
     return with_optional(name, _save, _vjp, _jvp, present)
 
 
-#: one rule per combination of the optional arrays (scale, bias, where)
-_RULES = {(s, b, w): _rule("normalize", (True, s, b, w)) for s in (False, True) for b in (False, True)
+def _depsilon(res, axes, epsilon, center, algorithm):
+    """dy/dε = -scale·x̂·r²/2, as dr/dε = -r³/2."""
+    x, scale, _, _, mu, r = res
+    d = -0.5 * (widen(x) - mu) * r ** 3
+    return (d if scale is None else d * widen(scale),)
+
+
+#: one rule per combination of the optional arrays (scale, bias, where), with ε a number (False) or an array
+_RULES = {(s, b, w, False): _rule("normalize", (True, s, b, w)) for s in (False, True) for b in (False, True)
           for w in (False, True)}
+_RULES |= {(*k[:3], True): with_array_hypers(r, ("epsilon",), _depsilon) for k, r in _RULES.items()}
 
 
 def _normalize(x, scale=None, bias=None, where=None, *, axes, epsilon, center, algorithm="stable"):
     args = [a for a in (x, scale, bias, where) if a is not None]
-    rule = _RULES[scale is not None, bias is not None, where is not None]
-    return rule(*args, axes=axes, epsilon=epsilon, center=center, algorithm=algorithm)
+    rule = _RULES[scale is not None, bias is not None, where is not None, not is_number(epsilon)]
+    static = dict(axes=axes, center=center, algorithm=algorithm)
+    return rule(*args, epsilon=epsilon, **static) if is_number(epsilon) else rule(*args, epsilon, **static)
 
 
 # --------------------------------------------------------------------- standardize
-@declare(forms=tuple(r for (s, b, _), r in _RULES.items() if not s and not b), activation=False,
-         saves="the input and, per row, the mean and 1/sqrt(var + epsilon) (not the standardized values)",
+@declare(forms=tuple(r for (s, b, _, _), r in _RULES.items() if not s and not b), activation=False,
+         saves="the input and, per row, the mean and 1/sqrt(var + epsilon) (not the standardized values), and "
+               "epsilon when it is an array",
          kink="a constant row (variance 0) gives 0 with gradient r(g - mean(g)), r = 1/sqrt(epsilon)",
-         differs="`epsilon` must be a number (jax.nn also takes an array); when `mean` or `variance` is given, the "
-                 "given statistics are used in plain jnp (autodiff), as in jax.nn",
+         differs="an array `epsilon` must broadcast to the statistics' keepdims shape (jax.nn also takes one that "
+                 "varies along `axis`); when `mean` or `variance` is given, the given statistics are used in plain "
+                 "jnp (autodiff), as in jax.nn",
          checks=Checks(sample=S.unary(), cases=S.SOFTMAX_SHAPES[:2],
                        extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]),)))
 def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None, *, algorithm="fast"):
@@ -139,11 +160,13 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None,
     them. ``algorithm="fast"`` computes var as E[x²] - μ² (clipped at 0) and
     ``"stable"`` as E[(x - μ)²]; both have the same derivative. Given ``mean``
     or ``variance`` arrays are used instead (and get their gradients through
-    plain jnp).
+    plain jnp). ``epsilon`` is a number, or an array (traced too) that
+    broadcasts against the statistics kept with ``keepdims`` and gets its
+    gradient.
 
     Derivative (μ and var from x): dx = r [g - w(Σg + x̂ Σg x̂)/n], with
     r = 1/sqrt(var + ε), x̂ the output, n the number of entries kept and w = 1
-    on them.
+    on them; dε = -Σ g x̂ r²/2 (summed where ε is broadcast).
 
     Precision (as ``jax.nn.standardize``, whose formula this is; peers do no
     better): a constant row gives 0 only while x - μ is exact. The mean of
@@ -161,8 +184,8 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon=1e-05, where=None,
     x = float_input(op, "x", x)
     if algorithm not in ("fast", "stable"):
         raise ValueError(f"{op}: unknown algorithm {algorithm!r}; expected 'fast' or 'stable'")
-    epsilon = epsilon_argument(op, epsilon)
     axes = canonical_axis(op, axis, x.ndim)
+    x, epsilon = _epsilon(op, x, epsilon, axes)
     if where is not None:
         where = bool_mask(op, where)
         where = jnp.broadcast_to(where, broadcast_shapes(op, x=x.shape, where=where.shape))
@@ -209,8 +232,9 @@ def _features(rng, case):
     return S.normal(rng, case), rng.uniform(0.5, 1.5, case[-1:]), S.normal(rng, case[-1:])
 
 
-@declare(forms=tuple(r for (_, _, w), r in _RULES.items() if not w), activation=False,
-         saves="x and scale, and per row the mean and 1/sqrt(var + epsilon) (not x̂)", diff_argnums=(0, 1, 2),
+@declare(forms=tuple(r for (_, _, w, _), r in _RULES.items() if not w), activation=False,
+         saves="x and scale, and per row the mean and 1/sqrt(var + epsilon) (not x̂); epsilon when it is an array",
+         diff_argnums=(0, 1, 2),
          checks=Checks(sample=_features, cases=((5,), (4, 6)),
                        extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3), S.np.zeros(3))))
 def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
@@ -218,10 +242,12 @@ def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
 
     μ and var are the mean and (biased) variance of each row. ``scale`` and
     ``bias`` (optional) broadcast against x, typically of shape (features,).
-    There is no jax.nn namesake; the value is Flax's and Equinox's LayerNorm.
+    ``epsilon`` is a number or an array, as in :func:`standardize`. There is
+    no jax.nn namesake; the value is Flax's and Equinox's LayerNorm.
 
     Derivative, with g' = g·scale and r = 1/sqrt(var + ε): dx = r [g' -
-    (Σg' + x̂ Σg'x̂)/n], d scale = Σ_rows g x̂, d bias = Σ_rows g.
+    (Σg' + x̂ Σg'x̂)/n], d scale = Σ_rows g x̂, d bias = Σ_rows g, dε =
+    -Σ g'x̂ r²/2.
 
     Precision: that of :func:`standardize` with ``algorithm="stable"`` (a
     constant row of float32 entries beyond about 1e4 gives ±1, not 0; entries
@@ -229,24 +255,27 @@ def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
     """
     op = "funcnet.nn.layer_norm"
     x, scale, bias = _affine_args(op, x, scale, bias)
-    return _normalize(x, scale, bias, axes=(x.ndim - 1,), epsilon=epsilon_argument(op, epsilon), center=True)
+    x, epsilon = _epsilon(op, x, epsilon, (x.ndim - 1,))
+    return _normalize(x, scale, bias, axes=(x.ndim - 1,), epsilon=epsilon, center=True)
 
 
 def _features_no_bias(rng, case):
     return _features(rng, case)[:2]
 
 
-@declare(forms=tuple(r for (_, b, w), r in _RULES.items() if not b and not w), activation=False,
-         saves="x and scale, and per row 1/sqrt(mean(x²) + epsilon)", diff_argnums=(0, 1),
+@declare(forms=tuple(r for (_, b, w, _), r in _RULES.items() if not b and not w), activation=False,
+         saves="x and scale, and per row 1/sqrt(mean(x²) + epsilon); epsilon when it is an array",
+         diff_argnums=(0, 1),
          checks=Checks(sample=_features_no_bias, cases=((5,), (4, 6)),
                        extreme=lambda: (S.np.array([[1e4, -1e4, 0.5], [1e-4, -2e-4, 3e-4]]), S.np.ones(3))))
 def rms_norm(x, scale=None, *, epsilon=1e-6):
     """RMS normalisation (Zhang & Sennrich, 2019) over the last axis: ``x / sqrt(mean(x²) + ε) · scale``.
 
-    No centring and no bias. ``scale`` (optional) broadcasts against x.
+    No centring and no bias. ``scale`` (optional) broadcasts against x;
+    ``epsilon`` is a number or an array, as in :func:`standardize`.
 
     Derivative, with g' = g·scale, r = 1/sqrt(mean(x²) + ε) and x̂ = x·r:
-    dx = r [g' - x̂ Σg'x̂ / n], d scale = Σ_rows g x̂.
+    dx = r [g' - x̂ Σg'x̂ / n], d scale = Σ_rows g x̂, dε = -Σ g'x̂ r²/2.
 
     Precision: there is no mean to cancel, but as in :func:`standardize`,
     entries beyond about 1.8e19 overflow x² in the float32 statistics of
@@ -254,7 +283,8 @@ def rms_norm(x, scale=None, *, epsilon=1e-6):
     """
     op = "funcnet.nn.rms_norm"
     x, scale, _ = _affine_args(op, x, scale, None)
-    return _normalize(x, scale, axes=(x.ndim - 1,), epsilon=epsilon_argument(op, epsilon), center=False)
+    x, epsilon = _epsilon(op, x, epsilon, (x.ndim - 1,))
+    return _normalize(x, scale, axes=(x.ndim - 1,), epsilon=epsilon, center=False)
 
 
 __all__ = names("nn", __name__)

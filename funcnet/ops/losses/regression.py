@@ -14,11 +14,11 @@ from funcnet.ops.inputs import (
     broadcast_args,
     broadcast_with_mask,
     canonical_axis,
+    check_per_row,
     check_range,
     float_input,
     is_number,
     promote_floats,
-    static_float,
 )
 from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import Op, with_array_hypers
@@ -203,6 +203,8 @@ def _cosine_save(a, b, where, axes, epsilon, distance):
     if where is not None:
         A, B = jnp.where(where, A, 0.0), jnp.where(where, B, 0.0)
     a2, b2 = jnp.sum(A * A, axis=axes, keepdims=True), jnp.sum(B * B, axis=axes, keepdims=True)
+    if not isinstance(epsilon, float):  # an array, in the loss's shape
+        epsilon = jnp.expand_dims(epsilon, axes)
     na, nb = jnp.sqrt(jnp.maximum(a2, epsilon)), jnp.sqrt(jnp.maximum(b2, epsilon))
     s = jnp.sum(A * B, axis=axes, keepdims=True) / (na * nb)
     value = jnp.squeeze(1 - s if distance else s, axes)
@@ -234,28 +236,45 @@ def _cosine_jvp(res, ta, tb, _, axes, epsilon, distance):
     return None if dot is None else jnp.sum(dot, axis=axes).astype(res[0].dtype)
 
 
+def _cosine_depsilon(res, axes, epsilon, distance):
+    """ds/dε = -s/2 (c_a/|a|² + c_b/|b|²), with c = 1 where that norm is clipped (|a|² ≤ ε), else 0."""
+    _, _, _, na, nb, free_a, free_b, s = res
+    ds = -0.5 * s * (jnp.where(free_a, 0.0, 1 / (na * na)) + jnp.where(free_b, 0.0, 1 / (nb * nb)))
+    return (jnp.squeeze(-ds if distance else ds, axes),)
+
+
 _COSINE = mask_optional("cosine_similarity", _cosine_save, _cosine_vjp, _cosine_jvp)
+_COSINE_ARRAY = tuple(with_array_hypers(rule, ("epsilon",), _cosine_depsilon) for rule in _COSINE)
 
 
 def _cosine(op: str, predictions, targets, epsilon, axis, where, distance: bool):
-    predictions, targets = promote_floats(op, predictions=predictions, targets=targets)
+    number = is_number(epsilon)
+    named = dict(predictions=predictions, targets=targets) | ({} if number else dict(epsilon=epsilon))
+    predictions, targets, *hypers = promote_floats(op, **named)
     args, full = broadcast_with_mask(op, where, predictions=predictions, targets=targets)
-    static = dict(axes=canonical_axis(op, axis, len(full)), epsilon=static_float(op, "epsilon", epsilon),
-                  distance=distance)
-    return (_COSINE[1] if where is not None else _COSINE[0])(*args, **static)
+    static = dict(axes=canonical_axis(op, axis, len(full)), distance=distance)
+    masked = where is not None
+    if number:
+        return _COSINE[masked](*args, epsilon=float(epsilon), **static)
+    # optax clips the keepdims |a|² at ε; the rule takes ε in the loss's shape
+    check_per_row(op, "epsilon", hypers[0], full, static["axes"])
+    rows = jnp.reshape(hypers[0], (1,) * (len(full) - hypers[0].ndim) + hypers[0].shape)
+    return _COSINE_ARRAY[masked](*args, jnp.squeeze(rows, static["axes"]), **static)
 
 
 _cosine_common = dict(
-    forms=_COSINE, saves="both inputs, and per row the two norms and the similarity", diff_argnums=(0, 1),
+    forms=_COSINE + _COSINE_ARRAY, diff_argnums=(0, 1),
+    saves="both inputs, and per row the two norms and the similarity (and epsilon when it is an array)",
     checks=Checks(sample=normal_pair, cases=((5,), (4, 3), ((4, 3), (3,))),
                   extreme=lambda: (np.array([[1e4, -1e4, 3.0], [1e-4, 2.0, -1.0]]),
                                    np.array([[1.0, 2.0, 1e4], [1e4, 1e-4, 1.0]]))),
-    kink="where |a|² ≤ epsilon the norm is the constant √epsilon (no gradient through it); a zero vector with "
+    kink="where |a|² ≤ epsilon the norm is the constant √epsilon (no gradient in a through it); a zero vector with "
          "epsilon = 0 gives NaN, as in optax",
-    differs="integer inputs are promoted to float (optax raises); `epsilon` must be a number (optax also "
-            "takes an array); at |a|² = epsilon exactly the norm counts as clipped (optax: half of each side); "
-            "the inputs are broadcast first and then normalised along `axis` (optax normalises each in its own "
-            "shape, which differs only where broadcasting stretches a reduced axis)",
+    differs="integer inputs are promoted to float (optax raises); an array `epsilon` must broadcast to the "
+            "norms' keepdims shape (optax also takes one that varies along `axis`: a norm per entry); at |a|² = "
+            "epsilon exactly the norm counts as clipped (optax: half of each side); the inputs are broadcast first "
+            "and then normalised along `axis` (optax normalises each in its own shape, which differs only where "
+            "broadcasting stretches a reduced axis)",
 )
 
 
@@ -265,10 +284,13 @@ def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None)
 
     Each norm is ``sqrt(max(|a|², ε))``. ``axis`` (int, tuple or None) and
     ``where`` (a boolean mask broadcasting against the inputs) as in Optax;
-    the inputs broadcast against each other.
+    the inputs broadcast against each other. ``epsilon`` is a number, or an
+    array (traced too) that broadcasts against the norms kept with ``keepdims``
+    and gets its gradient.
 
     Derivative: d/da = b/(|a||b|) - s·a/|a|² (without the last term where |a|²
-    ≤ ε), and symmetrically for b; s is the similarity.
+    ≤ ε), and symmetrically for b; s is the similarity. d/dε = -s/2 (c_a/ε +
+    c_b/ε), c_a = 1 where |a|² ≤ ε (the norm is clipped) and 0 otherwise.
     """
     return _cosine("funcnet.losses.cosine_similarity", predictions, targets, epsilon, axis, where, False)
 
