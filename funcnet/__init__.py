@@ -6,6 +6,12 @@ autodiff twin lives under the same name in :mod:`funcnet.reference`.
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what __getattr__ gives, visible to type checkers and to the API reference's static reading
+    from funcnet.custom import CustomOp, Kink, custom_op, custom_vjp_form  # noqa: F401
+    from funcnet.gradcheck import check_gradients, check_op  # noqa: F401
+    from funcnet.second_order import hessian, hessian_matrix, hvp  # noqa: F401
 
 # Submodules and names are imported on first use (PEP 562): `import funcnet` is then quick, so that the
 # command line can install its signal handlers before JAX imports (a Ctrl-C there was a traceback).

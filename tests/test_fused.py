@@ -99,13 +99,13 @@ def test_half_precision_accumulates_in_float32(dtype):
     assert gw.dtype == dtype and bool(jnp.all(jnp.isfinite(gw.astype(jnp.float32))))
 
 
-@pytest.mark.parametrize("kw, fragment", [
-    ({"block_rows": 0}, "block_rows"), ({"block_classes": 2.5}, "block_classes"),
-    ({"label_smoothing": 1.0}, "label_smoothing"), ({"z_loss": -1.0}, "z_loss"),
+@pytest.mark.parametrize("kw, error, fragment", [
+    ({"block_rows": 0}, ValueError, "block_rows"), ({"block_classes": 2.5}, TypeError, "block_classes"),
+    ({"label_smoothing": 1.5}, ValueError, "label_smoothing"), ({"z_loss": -1.0}, ValueError, "z_loss"),
 ])
-def test_bad_options_are_clear_errors(kw, fragment):
+def test_bad_options_are_clear_errors(kw, error, fragment):
     x, w, y, b = _problem()
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(error, match=fragment):
         losses.linear_softmax_cross_entropy(x, w, y, b, **kw)
 
 
