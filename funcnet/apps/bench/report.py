@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from funcnet.apps import dispatch, head, remat
+from funcnet.apps import dispatch, head, optax_memory, remat
 from funcnet.apps.bench.steps import CONFIGS, FRAMEWORKS
 
 
@@ -111,6 +111,8 @@ def markdown(result: dict, command: str) -> str:
         for loss, m in result["loss_memory"].items():
             lines.append(_memory_row(loss, m))
         lines.append("")
+    if result.get("optax_memory"):
+        lines += optax_memory.markdown_lines(result["optax_memory"])
     if result.get("heads"):
         lines += head.markdown_lines(result["heads"])
     if "scan" in result:

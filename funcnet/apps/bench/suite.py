@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from funcnet import layers
 from funcnet.apps import dispatch as dispatch_table
-from funcnet.apps import head, remat
+from funcnet.apps import head, optax_memory, remat
 from funcnet.apps.bench.measure import (BASELINE, compiled_ratio, fused_step_times, loss_memory, machine,
                                         matmul_rate, precision_steps, scan_vs_loop, temp_memory, time_steps)
 from funcnet.apps.bench.scaling import default_meshes, scaling, scaling_in_subprocess
@@ -93,6 +93,7 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         log(f"[deep with 1000 classes, batch {sweep_batch}] memory per loss ...")
         result["loss_memory"] = loss_memory(wide_head)
         result["loss_memory_config"] = wide_head
+        result["optax_memory"] = optax_memory.measure(log=log)
     if head_vocabs:
         result["heads"] = []
         for vocab in head_vocabs:
