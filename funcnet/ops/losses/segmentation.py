@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet.ops.inputs import canonical_axis, float_input, is_concrete, is_number, promote_floats, static_float
-from funcnet.ops.numerics import add_tangents, compute_dtype, widen
+from funcnet.ops.inputs import as_array, canonical_axis, float_input, is_concrete, is_number, promote_floats, static_float
+from funcnet.ops.numerics import add_tangents, widen
 from funcnet.ops.binding import with_array_hypers, with_optional
 from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.reference import losses as twin
@@ -203,12 +203,16 @@ def _hyper(op: str, name: str, value):
     return static_float(op, name, value)
 
 
-def _pair(op: str, predictions, targets):
-    """Float predictions and targets (integer and boolean targets cast to the predictions' dtype, no gradient)."""
-    predictions = float_input(op, "predictions", predictions)
-    if jnp.issubdtype(jnp.asarray(targets).dtype, jnp.floating):
-        return tuple(promote_floats(op, predictions=predictions, targets=targets))
-    return predictions, float_labels(op, targets, predictions, name="targets")
+def _promote(op: str, predictions, targets, **more) -> dict:
+    """Float predictions, targets and the ``more`` arrays given (not None), promoted together as optax's
+    arithmetic does; integer and boolean targets are cast to that dtype (no gradient)."""
+    floats = dict(predictions=predictions, **{k: v for k, v in more.items() if v is not None})
+    if jnp.issubdtype(as_array(op, "targets", targets).dtype, jnp.floating):
+        floats["targets"] = targets
+    promoted = dict(zip(floats, promote_floats(op, **floats)))
+    if "targets" not in promoted:
+        promoted["targets"] = float_labels(op, targets, promoted["predictions"], name="targets")
+    return promoted
 
 
 def _check_distributions(op: str, predictions) -> None:
@@ -225,7 +229,11 @@ def _check_distributions(op: str, predictions) -> None:
 def _dice(op: str, predictions, targets, *, class_weights=None, smooth=1.0, alpha=0.5, beta=0.5,
           apply_softmax=True, reduction="mean", ignore_background=False, axis=None, auto=False):
     """Check and shape the arguments as optax's dice_loss does, then apply the rule."""
-    predictions, targets = _pair(op, predictions, targets)
+    hypers = {"smooth": _hyper(op, "smooth", smooth), "alpha": _hyper(op, "alpha", alpha),
+              "beta": _hyper(op, "beta", beta)}
+    numbers = all(isinstance(h, float) for h in hypers.values())
+    arrays = _promote(op, predictions, targets, class_weights=class_weights, **({} if numbers else hypers))
+    predictions, targets, class_weights = arrays["predictions"], arrays["targets"], arrays.get("class_weights")
     if predictions.ndim == targets.ndim - 1:
         predictions = predictions[..., None]
     if targets.ndim == predictions.ndim - 1:
@@ -247,21 +255,17 @@ def _dice(op: str, predictions, targets, *, class_weights=None, smooth=1.0, alph
     classes = [n for i, n in enumerate(predictions.shape) if i not in axes][-1] if loss_ndim else 0
     args = [predictions, targets]
     if class_weights is not None:
-        class_weights = float_input(op, "class_weights", class_weights)
         if class_weights.shape not in ((classes,), (1,)):
             raise ValueError(f"{op}: `class_weights` must have shape ({classes},), one weight per class of the "
                              f"losses' last axis, got shape {tuple(class_weights.shape)}")
-        args.append(jnp.broadcast_to(class_weights, (classes,)).astype(predictions.dtype))
+        args.append(jnp.broadcast_to(class_weights, (classes,)))
     activation = ("sigmoid" if predictions.shape[-1] == 1 else "softmax") if apply_softmax else None
     static = dict(axes=axes, activation=activation, reduce="all" if auto else reduction, skip_first=skip_first,
                   auto=auto)
-    hypers = {"smooth": _hyper(op, "smooth", smooth), "alpha": _hyper(op, "alpha", alpha),
-              "beta": _hyper(op, "beta", beta)}
     weighted = class_weights is not None
-    if all(isinstance(h, float) for h in hypers.values()):
+    if numbers:
         return _DICE[weighted](*args, **static, **hypers)
-    dtype = compute_dtype(predictions.dtype)
-    return _DICE_ARRAY[weighted](*args, *(jnp.asarray(h).astype(dtype) for h in hypers.values()), **static)
+    return _DICE_ARRAY[weighted](*args, *(arrays[h] for h in _DICE_HYPERS), **static)
 
 
 # ------------------------------------------------------------------ the losses
@@ -291,8 +295,7 @@ _dice_differs = (
 @declare(forms=_DICE + _DICE_ARRAY, saves=_saves, diff_argnums=(0, 1), differs=_dice_differs,
          checks=Checks(sample=_logits_and_targets, cases=((2, 4, 3), (2, 3, 2, 3)),
                        variants=({}, {"reduction": "none", "ignore_background": True, "alpha": 0.3, "beta": 0.6},
-                                 {"class_weights": np.array([1.0, 2.0, 0.5]), "reduction": "sum", "smooth": 0.5,
-                                  "axis": (1, 2)}),
+                                 {"reduction": "sum", "smooth": 0.5, "axis": 1}),
                        extreme=_extreme))
 def dice_loss(predictions, targets, *, class_weights=None, smooth=1., alpha=0.5, beta=0.5, apply_softmax=True,
               reduction="mean", ignore_background=False, axis=None):
@@ -369,9 +372,9 @@ def multiclass_generalized_dice_loss(predictions, targets, *, smooth=1., apply_s
     C(Γ_c/Σr - Σ_k Γ_k r_k/(Σr)²) at every entry of class c.
     """
     op = "funcnet.losses.multiclass_generalized_dice_loss"
-    predictions, targets = _pair(op, predictions, targets)
+    arrays = _promote(op, predictions, targets)
     check_same_shape(op, ("predictions", "targets"), predictions, targets)
-    return _dice(op, predictions, targets, smooth=smooth, apply_softmax=apply_softmax,
+    return _dice(op, arrays["predictions"], arrays["targets"], smooth=smooth, apply_softmax=apply_softmax,
                  ignore_background=ignore_background, auto=True)
 
 
