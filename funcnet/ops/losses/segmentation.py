@@ -129,11 +129,12 @@ def _dice_vjp(res, g, *, axes, smooth, alpha, beta, activation, reduce, skip_fir
     p = _probs(widen(x), activation)
     weights = _weights(t, w, auto)
     gk = _unreduce(widen(g), n.shape, reduce, skip_first)  # of the weighted losses
-    q = jnp.expand_dims((gk if weights is None else gk * weights) / (d * d), axes)
-    ne, free = jnp.expand_dims(n, axes), jnp.expand_dims(d - (1 - alpha - beta) * n, axes)
-    # d(dice)/dp = -(t(D - (1-α-β)N) - αN)/D², d(dice)/dt = -(p(D - (1-α-β)N) - βN)/D²
-    gx = _probs_cotangent(p, -q * (tw * free - alpha * ne), activation)
-    gt = -q * (p * free - beta * ne)
+    q = (gk if weights is None else gk * weights) / (d * d)
+    # d(dice)/dp = -(t(D - (1-α-β)N) - αN)/D², d(dice)/dt = -(p(D - (1-α-β)N) - βN)/D²: per class row,
+    # u·t + v and u·p + v' (u, v, v' formed per row: fewer full-size broadcasts)
+    u = jnp.expand_dims(-q * (d - (1 - alpha - beta) * n), axes)
+    gx = _probs_cotangent(p, u * tw + jnp.expand_dims(q * alpha * n, axes), activation)
+    gt = u * p + jnp.expand_dims(q * beta * n, axes)
     gweights = None
     if w is not None or auto:
         gweights = jnp.sum(gk * (1.0 - n / d), axis=tuple(range(n.ndim - 1)))
