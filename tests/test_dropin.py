@@ -180,6 +180,9 @@ NOTHING = jnp.zeros((4, 3), bool)
 MASK3 = jnp.asarray(_RNG.random((2, 3, 4)) > 0.3).at[0, 0].set(False)  # one empty class row along axis -1
 INF = jnp.inf
 SCE, INT, SBCE = "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels", "sigmoid_binary_cross_entropy"
+XS = jnp.asarray(_RNG.normal(size=(2, 3, 4, 3)))  # segmentation: batch, H, W, classes
+TS = jax.nn.one_hot(jnp.asarray(_RNG.integers(0, 3, (2, 3, 4))), 3, dtype=jnp.float64)
+DICE = "dice_loss"
 
 # (id, loss name, keywords, args, argnums differentiated)
 LOSS_CASES = [
@@ -283,6 +286,25 @@ LOSS_CASES = [
     ("cos-sim-where-axisNone", "cosine_similarity", {"axis": None, "where": MASK3}, (X3, T3), (0, 1)),
     ("cos-sim-clipped", "cosine_similarity", {"epsilon": 1.0}, (0.1 * X, T), (0, 1)),
     ("cos-dist", "cosine_distance", {"axis": (0, 2)}, (X3, T3), (0, 1)),
+    # Dice: (batch, H, W, classes) with one-hot targets; Tversky weights, per-class losses without the background,
+    # class weights promoting float32 logits, axes over the batch too, no spatial axes, saturated logits, smooth=0
+    ("dice", DICE, {}, (XS, TS), (0, 1)),
+    ("dice-tversky-none-bg", DICE, {"alpha": 0.3, "beta": 0.7, "reduction": "none", "ignore_background": True},
+     (XS, TS), (0, 1)),
+    ("dice-weights-sum-f32", DICE, {"class_weights": jnp.array([1.0, 2.0, 0.5]), "reduction": "sum"},
+     (XS.astype(jnp.float32), TS), (0, 1)),
+    ("dice-axis(0,1,2)", DICE, {"axis": (0, 1, 2)}, (XS, TS), (0, 1)),
+    ("dice-no-spatial-axes", DICE, {}, (X, jax.nn.one_hot(LAB, 3)), (0, 1)),
+    ("dice-saturated-smooth0", DICE, {"smooth": 0.0}, (1e4 * XS, TS), (0, 1)),
+    # one channel: the sigmoid; a channel axis added to either side; boolean targets
+    ("dice-sigmoid-expand-logits", DICE, {}, (XS[..., 0], TS[..., :1]), (0, 1)),
+    ("dice-sigmoid-bool-targets", DICE, {"beta": 0.8}, (XS[..., :1], TS[..., 0] > 0.5), (0,)),
+    ("bdice", "binary_dice_loss", {}, (XS[..., 0], TS[..., 1]), (0, 1)),
+    ("bdice-channel-smooth", "binary_dice_loss", {"smooth": 0.25}, (XS[..., :1], TS[..., 1]), (0, 1)),
+    # generalized Dice: the class weights from the targets' frequencies (their gradient too), a class absent
+    ("gdice", "multiclass_generalized_dice_loss", {}, (XS, TS), (0, 1)),
+    ("gdice-bg-soft", "multiclass_generalized_dice_loss", {"ignore_background": True}, (XS, 0.2 + 0.6 * TS), (0, 1)),
+    ("gdice-absent-class", "multiclass_generalized_dice_loss", {}, (XS, TS.at[..., 2].set(0.0)), (0, 1)),
 ]
 # optax is finite at these (value and gradient) despite an infinite logit: funcnet must be too
 FINITE_DESPITE_INF = {"sce-where--inf-masked", "int-where--inf-masked", "safe-sce--inf-zero-label"}
@@ -696,6 +718,10 @@ HYPERS = [  # (name, hyper-parameters, inputs)
     ("standardize", {"epsilon": 0.5}, (HYPER_X,)),
     ("layer_norm", {"epsilon": np.array([[0.5], [0.2]])}, (HYPER_X, HYPER_SCALE, HYPER_BIAS)),
     ("rms_norm", {"epsilon": 0.5}, (HYPER_X, HYPER_SCALE)),
+    ("dice_loss", {"smooth": 0.5, "alpha": 0.3, "beta": 0.6}, (HYPER_X, HYPER_T)),
+    ("dice_loss", {"class_weights": HYPER_SCALE}, (HYPER_X[:, None], HYPER_T[:, None])),
+    ("binary_dice_loss", {"smooth": 0.5}, (HYPER_X, HYPER_T)),
+    ("multiclass_generalized_dice_loss", {"smooth": 2.0}, (HYPER_X, HYPER_T)),
 ]
 
 

@@ -3,8 +3,8 @@
 optax ships its tests in its wheel. Their test classes are collected here, and while
 each runs, every optax loss that funcnet shares a name with is funcnet's, in
 ``optax.losses`` and in the private modules the tests call (``_classification``,
-``_regression``, ``_smoothing``; optax's own functions that call one another get
-funcnet's too). The classes for losses funcnet does not have yet (``ctc_loss``) are
+``_regression``, ``_segmentation``, ``_smoothing``; optax's own functions that call
+one another get funcnet's too). The classes for losses funcnet does not have yet (``ctc_loss``) are
 left out, so that each test here runs funcnet code. A failure is a difference from
 optax that a user of its tests would meet; a deliberate one is marked below with
 the reason, as in the README's list.
@@ -17,19 +17,19 @@ import unittest
 
 import optax
 import pytest
-from optax.losses import _classification, _classification_test, _regression, _regression_test, _smoothing
-from optax.losses import _smoothing_test
+from optax.losses import _classification, _classification_test, _regression, _regression_test, _segmentation
+from optax.losses import _segmentation_test, _smoothing, _smoothing_test
 
 from funcnet import losses
 
 #: Where the tests look the losses up.
-PLACES = (optax.losses, _classification, _regression, _smoothing)
+PLACES = (optax.losses, _classification, _regression, _segmentation, _smoothing)
 #: optax's loss names that funcnet has.
 SHARED = sorted(n for n in dir(optax.losses) if not n.startswith("_") and hasattr(losses, n))
 #: Test classes of losses funcnet does not have (yet).
 NOT_OURS = {"CTCTest"}
 
-CLASSES = {name: cls for module in (_classification_test, _regression_test, _smoothing_test)
+CLASSES = {name: cls for module in (_classification_test, _regression_test, _segmentation_test, _smoothing_test)
            for name, cls in inspect.getmembers(module, inspect.isclass)
            if issubclass(cls, unittest.TestCase) and cls.__module__ == module.__name__ and name not in NOT_OURS}
 globals().update(CLASSES)  # collected by pytest as this module's tests
@@ -46,7 +46,7 @@ def funcnet_in_place_of_optax(monkeypatch):
 def test_every_shared_name_is_substituted_where_the_tests_call_it():
     """Each shared name is funcnet's in optax.losses and in the private module that defines it (the
     tests call ``_classification.<name>``); without the fixture these would be optax's own."""
-    assert len(SHARED) >= 23 and len(CLASSES) >= 18
+    assert len(SHARED) >= 26 and len(CLASSES) >= 19
     for name in SHARED:
         assert getattr(optax.losses, name) is getattr(losses, name)
         homes = [p for p in PLACES[1:] if hasattr(p, name)]

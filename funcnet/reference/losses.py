@@ -21,6 +21,7 @@ __all__ = [
     "safe_softmax_cross_entropy", "poly_loss_cross_entropy", "multiclass_hinge_loss", "multiclass_perceptron_loss",
     "multiclass_sparsemax_loss", "kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence",
     "convex_kl_divergence", "cosine_similarity", "cosine_distance",
+    "dice_loss", "binary_dice_loss", "multiclass_generalized_dice_loss",
 ]
 
 
@@ -254,3 +255,44 @@ def cosine_similarity(predictions, targets, *, epsilon=0.0, axis=-1, where=None)
 
 def cosine_distance(predictions, targets, *, epsilon=0.0, axis=-1, where=None):
     return 1.0 - cosine_similarity(predictions, targets, epsilon=epsilon, axis=axis, where=where)
+
+
+# ---- segmentation
+def dice_loss(predictions, targets, *, class_weights=None, smooth=1., alpha=0.5, beta=0.5, apply_softmax=True,
+              reduction="mean", ignore_background=False, axis=None):
+    # optax's arithmetic, without its concrete check of apply_softmax=False
+    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
+    if predictions.ndim == targets.ndim - 1:
+        predictions = predictions[..., None]
+    if targets.ndim == predictions.ndim - 1:
+        targets = targets[..., None]
+    probs = predictions
+    if apply_softmax:
+        probs = jax.nn.sigmoid(predictions) if predictions.shape[-1] == 1 else jax.nn.softmax(predictions, axis=-1)
+    axis = tuple(range(1, probs.ndim - 1)) if axis is None else axis
+    intersection = jnp.sum(probs * targets, axis=axis)
+    pred_sum, target_sum = jnp.sum(probs, axis=axis), jnp.sum(targets, axis=axis)
+    numerator = intersection + smooth
+    denominator = intersection + alpha * (pred_sum - intersection) + beta * (target_sum - intersection) + smooth
+    loss = 1.0 - numerator / denominator
+    if class_weights is not None:
+        loss = loss * class_weights
+    if ignore_background and probs.shape[-1] > 1:
+        loss = loss[..., 1:]
+    return {"mean": jnp.mean, "sum": jnp.sum}[reduction](loss, axis=-1) if reduction != "none" else loss
+
+
+def binary_dice_loss(predictions, targets, *, smooth=1., apply_sigmoid=True):
+    predictions, targets = jnp.asarray(predictions), jnp.asarray(targets)
+    if predictions.ndim == targets.ndim and predictions.shape[-1] != 1:
+        predictions, targets = predictions[..., None], targets[..., None]
+    return dice_loss(predictions, targets, smooth=smooth, apply_softmax=apply_sigmoid)
+
+
+def multiclass_generalized_dice_loss(predictions, targets, *, smooth=1., apply_softmax=True, ignore_background=False):
+    targets = jnp.asarray(targets)
+    frequencies = jnp.sum(targets, axis=tuple(range(targets.ndim - 1)))
+    weights = 1.0 / (frequencies**2 + 1e-7)
+    weights = weights / jnp.sum(weights) * len(weights)
+    return jnp.mean(dice_loss(predictions, targets, class_weights=weights, smooth=smooth, apply_softmax=apply_softmax,
+                              reduction="none", ignore_background=ignore_background))
