@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -41,13 +38,16 @@ def _probs(logp, where):
 
 
 def _save(logits, labels, where, weights):
+    # The residuals are the inputs alone: the rules recompute the log-softmax (one pass over the logits, which
+    # the backward pass reads anyway) instead of keeping a logits-sized array alive between the passes.
     logp = _log_probs(widen(logits), where)
     c = _gains(widen(labels), where, None if weights is None else widen(weights))
-    return (-jnp.sum(c * logp, axis=-1)).astype(logits.dtype), (logp, labels, where, weights)
+    return (-jnp.sum(c * logp, axis=-1)).astype(logits.dtype), (logits, labels, where, weights)
 
 
 def _vjp(res, g):
-    logp, labels, where, weights = res
+    logits, labels, where, weights = res
+    logp = _log_probs(widen(logits), where)
     y, w = widen(labels), None if weights is None else widen(weights)
     gw = widen(g)[..., None]
     gc = gw * _gains(y, where, w)
@@ -63,7 +63,8 @@ def _vjp(res, g):
 
 
 def _jvp(res, ts, ty, _, tw):
-    logp, labels, where, weights = res
+    logits, labels, where, weights = res
+    logp = _log_probs(widen(logits), where)
     y, w = widen(labels), None if weights is None else widen(weights)
     out = None
     if ts is not None:
@@ -112,13 +113,13 @@ def _extreme():
 
 
 @declare(forms=tuple(_RANKING.values()),
-         saves="the log-probabilities (one array the size of the logits), the labels, and the mask and the "
-               "weights if given",
+         saves="its inputs only (the logits, the labels, and the mask and the weights if given): both rules "
+               "recompute the log-softmax from the logits rather than keep a logits-sized array between the passes",
          diff_argnums=(0, 1),
          differs="integer logits are promoted to float (optax raises); with `where`, the weights' gradient at "
                  "masked-out items is 0 (optax: NaN, from 0·log 0)",
          checks=Checks(sample=_lists, cases=((5,), (3, 4)), extreme=_extreme))
-def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduce_fn: Callable | None = jnp.mean):
+def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduce_fn=jnp.mean):
     """Listwise softmax cross-entropy ``-Σ_i c_i log softmax(s)_i`` per list, as ``optax.losses.ranking_softmax_loss``.
 
     The lists run along the last axis; ``c = [where]·weights·labels`` are the
