@@ -917,3 +917,19 @@ def test_fenchel_young_loss_op_cached_keywords_passed_and_bad_calls_refused():
         scaled(s, t, temperature=jnp.array(0.5))
     with pytest.raises(ValueError, match="shapes do not broadcast"):
         loss(s, t[:2])
+
+
+RANKING_ERRORS = [  # (arguments, keywords, error type, what the message must name)
+    ((np.ones(3), np.ones(4)), {}, ValueError, ["logits (3,)", "labels (4,)"]),
+    ((np.float32(1.0), 1.0), {}, ValueError, ["`logits`", "list axis"]),
+    ((np.ones(3), np.ones(3)), {"where": np.ones(3)}, TypeError, ["`where`", "boolean mask"]),
+    ((np.ones(3), np.ones(3)), {"weights": np.ones(2)}, ValueError, ["weights (2,)"]),
+]
+
+
+@pytest.mark.parametrize("args, kw, error, phrases", RANKING_ERRORS, ids=[str(i) for i in range(len(RANKING_ERRORS))])
+def test_ranking_bad_inputs_are_named_at_trace_time(args, kw, error, phrases):
+    with pytest.raises(error) as err:
+        jax.jit(lambda *a: losses.ranking_softmax_loss(*a, **kw))(*args)
+    assert "funcnet.losses.ranking_softmax_loss" in str(err.value)
+    assert all(p in str(err.value) for p in phrases), str(err.value)

@@ -137,6 +137,8 @@ def make_fenchel_young_loss(max_fun: Callable, *, grad_fun: Callable | None = No
             raise ValueError(f"{where}: `scores` must have a last axis to take the max over, got a scalar")
         return op(scores, targets, **kwargs)
 
+    fenchel_young_loss.__doc__ = (f"max_fun(scores, **kwargs) - ⟨scores, targets⟩ along the last axis, for max_fun = "
+                                  f"{getattr(max_fun, '__name__', max_fun)!s} (see make_fenchel_young_loss).")
     fenchel_young_loss.spec = op.spec
     fenchel_young_loss.op = op
     return fenchel_young_loss
