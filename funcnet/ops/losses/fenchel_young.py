@@ -1,7 +1,8 @@
 """Fenchel–Young losses built from a regularised max function: :func:`make_fenchel_young_loss`.
 
-Not a declared op: each ``max_fun`` gives its own op (a :func:`funcnet.custom_op`, cached per
-``max_fun``), whose ``spec`` :func:`funcnet.check_op` checks with the battery the declared ops get.
+Not a registry op: each ``max_fun`` gives its own :class:`~funcnet.ops.binding.Op` (cached per
+``max_fun``), and each loss made carries a :class:`~funcnet.ops.declaration.Declaration` of its own (not
+in ``DECLARED``), which :func:`funcnet.check_op` checks with the battery the declared ops get.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from funcnet.ops.binding import Op
+from funcnet.ops.declaration import Checks, Declaration
 from funcnet.ops.inputs import broadcast_args, promote_floats
 from funcnet.ops.numerics import widen
 
@@ -22,9 +25,8 @@ def _last_axis(max_fun: Callable, kwargs: dict) -> Callable:
     return jnp.vectorize(functools.partial(max_fun, **kwargs), signature="(n)->()")
 
 
-def _op(max_fun: Callable, grad_fun: Callable | None):
-    from funcnet.custom import custom_op  # it imports the registry, which imports this module
-
+def _op(max_fun: Callable, grad_fun: Callable | None) -> tuple[Op, Callable]:
+    """The op of ``max_fun`` and its autodiff twin ``max_fun(s) - ⟨s, t⟩``."""
     name = re.sub(r"\W", "_", f"fenchel_young_loss_{getattr(max_fun, '__name__', 'max_fun')}")
     if not name.isidentifier():
         name = "fenchel_young_loss"
@@ -62,9 +64,7 @@ def _op(max_fun: Callable, grad_fun: Callable | None):
     def twin(scores, targets, **kwargs):
         return _last_axis(max_fun, kwargs)(scores) - jnp.sum(targets * scores, axis=-1)
 
-    return custom_op(name, value=value, save=save, vjp=vjp, jvp=jvp, twin=twin,
-                     cases=(((5,), (5,)), ((3, 4), (3, 4))), sample=_scores_and_targets,
-                     doc=f"The Fenchel–Young loss of {getattr(max_fun, '__name__', max_fun)!s}.")
+    return Op(name, value=value, save=save, vjp=vjp, jvp=jvp), twin
 
 
 def _scores_and_targets(rng, case):
@@ -75,7 +75,7 @@ def _scores_and_targets(rng, case):
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_op(max_fun: Callable, grad_fun: Callable | None):
+def _cached_op(max_fun: Callable, grad_fun: Callable | None) -> tuple[Op, Callable]:
     return _op(max_fun, grad_fun)
 
 
@@ -100,7 +100,7 @@ def make_fenchel_young_loss(max_fun: Callable, *, grad_fun: Callable | None = No
     computed once in the forward pass.
 
     Each ``(max_fun, grad_fun)`` pair builds one op (cached); the returned
-    loss's ``spec`` is what :func:`funcnet.check_op` checks, so
+    loss's ``declaration`` is what :func:`funcnet.check_op` checks, so
     ``funcnet.check_op(make_fenchel_young_loss(f))`` runs the battery the
     declared ops get (both rules against autodiff of
     ``max_fun(s) - ⟨s, t⟩`` and finite differences, the adjoint identity,
@@ -117,9 +117,9 @@ def make_fenchel_young_loss(max_fun: Callable, *, grad_fun: Callable | None = No
     if grad_fun is not None and not callable(grad_fun):
         raise TypeError(f"funcnet.losses.make_fenchel_young_loss: `grad_fun` must be callable, got {grad_fun!r:.60}")
     try:
-        op = _cached_op(max_fun, grad_fun)
+        op, twin = _cached_op(max_fun, grad_fun)
     except TypeError:  # an unhashable max_fun: an op of its own
-        op = _op(max_fun, grad_fun)
+        op, twin = _op(max_fun, grad_fun)
     where = f"the Fenchel-Young loss of make_fenchel_young_loss({getattr(max_fun, '__name__', 'max_fun')})"
 
     def fenchel_young_loss(scores, targets, *args, **kwargs: Any):
@@ -139,8 +139,12 @@ def make_fenchel_young_loss(max_fun: Callable, *, grad_fun: Callable | None = No
 
     fenchel_young_loss.__doc__ = (f"max_fun(scores, **kwargs) - ⟨scores, targets⟩ along the last axis, for max_fun = "
                                   f"{getattr(max_fun, '__name__', max_fun)!s} (see make_fenchel_young_loss).")
-    fenchel_young_loss.spec = op.spec
+    fenchel_young_loss.__name__ = op.name
     fenchel_young_loss.op = op
+    fenchel_young_loss.declaration = Declaration(
+        fn=fenchel_young_loss, family="losses", twin=twin, forms=(op,), diff_argnums=(0, 1),
+        saves="ŷ - targets and the scores (two arrays the size of the scores)",
+        checks=Checks(sample=_scores_and_targets, cases=(((5,), (5,)), ((3, 4), (3, 4)))))
     return fenchel_young_loss
 
 
