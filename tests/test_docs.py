@@ -36,7 +36,11 @@ def test_committed_docs_are_up_to_date():
 def test_every_registry_op_is_on_its_family_page(spec):
     page = (DOCS / f"{spec.family}.md").read_text(encoding="utf-8")
     assert f"\n## {spec.qualname}\n" in page
-    assert f"{spec.qualname}{inspect.signature(spec.fn)}" in page
+    signature = str(inspect.signature(spec.fn))
+    if " at 0x" in signature:  # a function as a default (ranking's reduce_fn=jnp.mean) is shown by its name
+        signature = docs._signature(spec.fn).removeprefix(spec.fn.__name__)
+        assert " at 0x" not in signature
+    assert f"{spec.qualname}{signature}" in page
     assert f"| `{spec.name}` |" in page
     assert f"`{docs.twin_name(spec)}`" in page
     if spec.upstream is not None:

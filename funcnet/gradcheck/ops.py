@@ -37,6 +37,7 @@ from jax.flatten_util import ravel_pytree
 
 from funcnet import tolerances
 from funcnet.gradcheck.differences import centred, contract, probe
+from funcnet.ops.declaration import Declaration
 from funcnet.registry import OPS, OpSpec, cast_args
 
 FD_STEP = 1e-6
@@ -321,16 +322,27 @@ def check_kinks(spec: OpSpec) -> list[KinkCheck]:
     return results
 
 
+def _spec_of(d: Declaration) -> OpSpec:
+    """The check data of a declaration with its default keyword arguments (a registry row's, for one not in it)."""
+    return OpSpec(name=d.name, family=d.family, fn=d.fn, twin=d.twin, sample=d.checks.sample, cases=d.checks.cases,
+                  diff_argnums=d.diff_argnums, upstream=d.upstream, extreme=d.checks.extreme, kink=d.kink,
+                  kinks=d.checks.kinks, saves=d.saves, differs=d.differs, forms=d.forms)
+
+
 def check_op(spec: OpSpec | Any, seed: int = 0, dtypes: Iterable[str] = ("float32", "float64"),
              second_order: bool = True, quick: bool = False) -> OpCheck:
     """Check one op: reverse rule, forward rule, their adjointness, second order and its kinks (module docstring).
 
-    ``spec`` is a registry entry (:data:`funcnet.registry.OPS`) or an op made by
-    :func:`funcnet.custom_op`. ``second_order=False`` leaves out the Hessian-vector products
-    (the test suite checks the registry's second order elsewhere); ``quick=True`` checks the
-    first input shape only (``funcnet gradcheck``'s default; ``--all`` checks every one).
+    ``spec`` is a registry entry (:data:`funcnet.registry.OPS`), an op made by
+    :func:`funcnet.custom_op`, or a function with a ``declaration`` (a declared op, checked with its
+    default keywords; a loss made by ``funcnet.losses.make_fenchel_young_loss``). ``second_order=False``
+    leaves out the Hessian-vector products (the test suite checks the registry's second order
+    elsewhere); ``quick=True`` checks the first input shape only (``funcnet gradcheck``'s default;
+    ``--all`` checks every one).
     """
     spec = getattr(spec, "spec", spec)
+    if not isinstance(spec, OpSpec) and isinstance(getattr(spec, "declaration", None), Declaration):
+        spec = _spec_of(spec.declaration)  # a declared function, or a loss make_fenchel_young_loss made
     shapes = spec.cases[:1] if quick else spec.cases
     errors: dict[str, dict[str, float]] = {}
     forward: dict[str, float] = {}

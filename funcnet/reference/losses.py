@@ -22,6 +22,7 @@ __all__ = [
     "multiclass_sparsemax_loss", "kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence",
     "convex_kl_divergence", "cosine_similarity", "cosine_distance",
     "dice_loss", "binary_dice_loss", "multiclass_generalized_dice_loss",
+    "ranking_softmax_loss",
 ]
 
 
@@ -296,3 +297,23 @@ def multiclass_generalized_dice_loss(predictions, targets, *, smooth=1., apply_s
     weights = weights / jnp.sum(weights) * len(weights)
     return jnp.mean(dice_loss(predictions, targets, class_weights=weights, smooth=smooth, apply_softmax=apply_softmax,
                               reduction="none", ignore_background=ignore_background))
+# ---- ranking
+def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduce_fn=jnp.mean):
+    # optax's code, with the masked log-probabilities set to 0 before the product (double where)
+    labels = jnp.asarray(labels).astype(logits.dtype)
+    if where is not None:
+        labels = jnp.where(where, labels, 0.0)
+    if weights is not None:
+        labels = labels * weights
+    logp = log_softmax(logits, axis=-1, where=where)
+    if where is not None:
+        logp = jnp.where(where, logp, 0.0)
+    loss = -jnp.sum(labels * logp, axis=-1, where=where)
+    if where is not None:
+        where = jnp.any(where, axis=-1)
+    out = reduce_fn(loss, where=where) if reduce_fn is not None else loss
+    if reduce_fn is jnp.mean:
+        out = jnp.where(jnp.isnan(out) & ~jnp.any(jnp.isnan(loss)), 0.0, out)
+    if reduce_fn is None and where is not None:
+        out = jnp.where(where, out, 0.0)
+    return out
