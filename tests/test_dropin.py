@@ -179,6 +179,8 @@ NO_ROW = jnp.zeros(4, bool)
 NOTHING = jnp.zeros((4, 3), bool)
 MASK3 = jnp.asarray(_RNG.random((2, 3, 4)) > 0.3).at[0, 0].set(False)  # one empty class row along axis -1
 INF = jnp.inf
+EMB = jnp.asarray(_RNG.normal(size=(6, 3)))
+GROUPS = jnp.array([0, 1, 0, 2, 1, 2])
 SCE, INT, SBCE = "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels", "sigmoid_binary_cross_entropy"
 
 # (id, loss name, keywords, args, argnums differentiated)
@@ -283,6 +285,34 @@ LOSS_CASES = [
     ("cos-sim-where-axisNone", "cosine_similarity", {"axis": None, "where": MASK3}, (X3, T3), (0, 1)),
     ("cos-sim-clipped", "cosine_similarity", {"epsilon": 1.0}, (0.1 * X, T), (0, 1)),
     ("cos-dist", "cosine_distance", {"axis": (0, 2)}, (X3, T3), (0, 1)),
+    # NT-Xent: label groups (pairs; a group of three and a row with no positive; one group: no negative; every
+    # label distinct: no positive pair, a NaN value and a zero gradient), temperatures (a number; traced, with its
+    # gradient), a zero embedding (the clipped norm), float labels
+    ("ntxent-pairs", "ntxent", {}, (EMB, GROUPS), (0,)),
+    ("ntxent-groups-f32", "ntxent", {}, (EMB.astype(jnp.float32), jnp.array([0, 0, 0, 1, 2, 2])), (0,)),
+    ("ntxent-one-group", "ntxent", {}, (EMB, jnp.zeros(6, int)), (0,)),
+    ("ntxent-all-distinct", "ntxent", {}, (EMB, jnp.arange(6)), (0,)),
+    ("ntxent-temperature", "ntxent", {"temperature": 0.5}, (EMB, GROUPS), (0,)),
+    ("ntxent-traced-temperature", "ntxent", {}, (EMB, GROUPS, jnp.float64(0.2)), (0, 2)),
+    ("ntxent-zero-row", "ntxent", {}, (EMB.at[0].set(0.0), GROUPS), (0,)),
+    ("ntxent-float-labels", "ntxent", {}, (EMB, jnp.array([1.0, 0.5, 1.0, 0.5, 2.0, 2.0])), (0,)),
+    # triplet margin loss: norm degrees (optax's Σ d^q, no absolute value: odd q gives NaN rows), margins, eps,
+    # axes, broadcasting, the hinge (optax's jnp.maximum splits the tie)
+    ("triplet", "triplet_margin_loss", {}, (X, T, -X), (0, 1, 2)),
+    ("triplet-f32", "triplet_margin_loss", {"margin": 2.0}, (X.astype(jnp.float32), T.astype(jnp.float32),
+                                                           -X.astype(jnp.float32)), (0, 1, 2)),
+    ("triplet-l1", "triplet_margin_loss", {"norm_degree": 1}, (X, T, -X), (0, 1, 2)),
+    ("triplet-q3-nan-rows", "triplet_margin_loss", {"norm_degree": 3, "margin": 3.0}, (X, T, -X), (0, 1, 2)),
+    ("triplet-q3", "triplet_margin_loss", {"norm_degree": 3, "margin": 3.0}, (X + 4, T, 2 * T), (0, 1, 2)),
+    ("triplet-q1.5", "triplet_margin_loss", {"norm_degree": 1.5, "margin": 3.0}, (X + 4, T, 1 - T), (0, 1, 2)),
+    ("triplet-eps0-margin", "triplet_margin_loss", {"eps": 0.0, "margin": 0.5}, (X, T, -X), (0, 1, 2)),
+    ("triplet-margin-array", "triplet_margin_loss", {"margin": jnp.array([0.5, 1.0, 2.0, 4.0])}, (X, T, -X),
+     (0, 1, 2)),
+    ("triplet-axis0", "triplet_margin_loss", {"axis": 0, "margin": 2.0}, (X3, T3, -X3), (0, 1, 2)),
+    ("triplet-axisNone", "triplet_margin_loss", {"axis": None, "margin": 9.0}, (X3, T3, -X3), (0, 1, 2)),
+    ("triplet-bcast", "triplet_margin_loss", {"margin": 2.0}, (X3, T3[0], -X3[:, :1]), (0, 1, 2)),
+    ("triplet-at-hinge", "triplet_margin_loss", {"eps": 0.0},
+     (jnp.zeros((2, 2)), jnp.array([[0.0, 4.0], [1.0, 0.0]]), jnp.array([[5.0, 0.0], [0.0, 2.0]])), (0, 1, 2)),
 ]
 # optax is finite at these (value and gradient) despite an infinite logit: funcnet must be too
 FINITE_DESPITE_INF = {"sce-where--inf-masked", "int-where--inf-masked", "safe-sce--inf-zero-label"}
@@ -696,6 +726,7 @@ HYPERS = [  # (name, hyper-parameters, inputs)
     ("standardize", {"epsilon": 0.5}, (HYPER_X,)),
     ("layer_norm", {"epsilon": np.array([[0.5], [0.2]])}, (HYPER_X, HYPER_SCALE, HYPER_BIAS)),
     ("rms_norm", {"epsilon": 0.5}, (HYPER_X, HYPER_SCALE)),
+    ("triplet_margin_loss", {"margin": np.array([3.0, 5.0]), "eps": 0.1}, (HYPER_X, HYPER_T, -HYPER_X)),
 ]
 
 

@@ -3,7 +3,7 @@
 optax ships its tests in its wheel. Their test classes are collected here, and while
 each runs, every optax loss that funcnet shares a name with is funcnet's, in
 ``optax.losses`` and in the private modules the tests call (``_classification``,
-``_regression``, ``_smoothing``; optax's own functions that call one another get
+``_regression``, ``_smoothing``, ``_self_supervised``; optax's own functions that call one another get
 funcnet's too). The classes for losses funcnet does not have yet (``ctc_loss``) are
 left out, so that each test here runs funcnet code. A failure is a difference from
 optax that a user of its tests would meet; a deliberate one is marked below with
@@ -17,19 +17,19 @@ import unittest
 
 import optax
 import pytest
-from optax.losses import _classification, _classification_test, _regression, _regression_test, _smoothing
-from optax.losses import _smoothing_test
+from optax.losses import _classification, _classification_test, _regression, _regression_test, _self_supervised
+from optax.losses import _self_supervised_test, _smoothing, _smoothing_test
 
 from funcnet import losses
 
 #: Where the tests look the losses up.
-PLACES = (optax.losses, _classification, _regression, _smoothing)
+PLACES = (optax.losses, _classification, _regression, _smoothing, _self_supervised)
 #: optax's loss names that funcnet has.
 SHARED = sorted(n for n in dir(optax.losses) if not n.startswith("_") and hasattr(losses, n))
 #: Test classes of losses funcnet does not have (yet).
 NOT_OURS = {"CTCTest"}
 
-CLASSES = {name: cls for module in (_classification_test, _regression_test, _smoothing_test)
+CLASSES = {name: cls for module in (_classification_test, _regression_test, _smoothing_test, _self_supervised_test)
            for name, cls in inspect.getmembers(module, inspect.isclass)
            if issubclass(cls, unittest.TestCase) and cls.__module__ == module.__name__ and name not in NOT_OURS}
 globals().update(CLASSES)  # collected by pytest as this module's tests
