@@ -824,3 +824,33 @@ def test_a_nan_score_gives_a_nan_gradient_row_as_optax(name):
     assert np.all(np.isnan(ours[0])) and np.all(np.isnan(theirs[0]))
     close(ours[1], theirs[1])
     assert np.isnan(float(jax.jvp(lambda s: getattr(losses, name)(s, y), (s,), (jnp.ones_like(s),))[1][0]))
+
+
+_E, _L = np.ones((4, 3)), np.array([0, 0, 1, 1])
+SELF_SUPERVISED_ERRORS = [  # (call, error, fragments): at trace time, naming the function, argument and value
+    (lambda: losses.ntxent(_E, _L[:3]), ValueError, ["funcnet.losses.ntxent", "`labels`", "(4, 3)", "(3,)"]),
+    (lambda: losses.ntxent(_E[0], _L), ValueError, ["funcnet.losses.ntxent", "`embeddings`", "(3,)"]),
+    (lambda: jax.jit(losses.ntxent)(_E, _L[:3]), ValueError, ["funcnet.losses.ntxent", "(3,)"]),
+    (lambda: losses.ntxent(_E, _L, 0.0), ValueError, ["funcnet.losses.ntxent", "`temperature`", "> 0", "0.0"]),
+    (lambda: losses.ntxent(_E, _L, float("nan")), ValueError, ["funcnet.losses.ntxent", "`temperature`", "nan"]),
+    (lambda: losses.ntxent(_E, _L, np.ones(4)), ValueError, ["funcnet.losses.ntxent", "`temperature`", "(4,)"]),
+    (lambda: losses.ntxent(_E, np.array(["a"] * 4)), TypeError, ["funcnet.losses.ntxent", "`labels`"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, np.ones((5, 3))), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "negatives (5, 3)"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, _E, norm_degree=0), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "`norm_degree`", "> 0", "0"]),
+    (lambda: jax.jit(lambda q: losses.triplet_margin_loss(_E, _E, _E, norm_degree=q))(2.0), TypeError,
+     ["funcnet.losses.triplet_margin_loss", "`norm_degree`", "concrete number"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, _E, eps=-1.0), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "`eps`", ">= 0", "-1.0"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, _E, margin=np.ones(3)), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "`margin` of shape (3,)", "(4,)"]),
+]
+
+
+@pytest.mark.parametrize("call, error, fragments", SELF_SUPERVISED_ERRORS)
+def test_self_supervised_losses_reject_bad_input_by_name(call, error, fragments):
+    with pytest.raises(error) as info:
+        call()
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))

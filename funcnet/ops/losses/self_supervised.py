@@ -16,6 +16,7 @@ from funcnet.ops.inputs import (
     check_broadcast_to,
     check_range,
     float_input,
+    is_concrete,
     is_number,
     promote_floats,
     static_float,
@@ -153,14 +154,15 @@ def ntxent(embeddings, labels, temperature=0.07):
                          f"got embeddings {tuple(embeddings.shape)} and labels {tuple(labels.shape)}")
     if not (jnp.issubdtype(labels.dtype, jnp.number) or labels.dtype == jnp.bool_):
         raise TypeError(f"{op}: `labels` must be numbers naming the groups, got {labels.dtype}")
-    check_range(op, "temperature", temperature, low=0, meaning="the scale of the similarities")
-    if not isinstance(temperature, (int, float)) and np.ndim(temperature) != 0:
-        raise ValueError(f"{op}: `temperature` must be a number or a scalar array, got shape "
-                         f"{tuple(np.shape(temperature))}")
+    if not is_number(temperature):
+        temperature = float_input(op, "temperature", temperature)
+        if temperature.ndim != 0:
+            raise ValueError(f"{op}: `temperature` must be a number or a scalar array, got shape "
+                             f"{tuple(temperature.shape)}")
+    if is_concrete(temperature) and not float(temperature) > 0:
+        raise ValueError(f"{op}: `temperature` must be > 0, got {float(temperature)!r}")
     eps = float(jnp.finfo(embeddings.dtype).eps)
     if is_number(temperature):
-        if temperature == 0:
-            raise ValueError(f"{op}: `temperature` must be > 0, got 0")
         return _NTXENT(embeddings, labels, temperature=float(temperature), eps=eps)
     embeddings, temperature = promote_floats(op, embeddings=embeddings, temperature=temperature)
     return _NTXENT_ARRAY(embeddings, labels, temperature, eps=eps)
