@@ -83,7 +83,7 @@ def _per_pair(count, g):
 def _ntxent_vjp(res, g, temperature, eps):
     u, free, n, _, big_g, count = _ntxent_local(res, temperature, eps)
     ds = _per_pair(count, widen(g)) / temperature * big_g
-    du = (ds + ds.T) @ u
+    du = ds @ u + ds.T @ u  # not (ds + dsᵀ)u: one (batch, batch) array less
     de = (du - jnp.where(free, u * jnp.sum(u * du, axis=-1, keepdims=True), 0.0)) / n
     return de.astype(res[0].dtype), None
 
@@ -174,47 +174,57 @@ def _power(d, q):
     return d ** int(q) if float(q).is_integer() else jnp.power(d, q)
 
 
-def _distance_slopes(d, axes, q, eps):
-    """(D, J, c): the distance D = (Σ d^q + eps)^(1/q) over ``axes``, J = dD/dd = q·d^(q-1)·c and c = dD/deps =
-    (1/q)(Σ d^q + eps)^(1/q - 1). For q > 1, J = 0 where d = 0 (also where c is infinite: eps = 0, d = 0 in every
-    entry, where optax's autodiff gives 0·inf = NaN)."""
+def _distance(d, axes, q, eps):
+    """(D, c): the distance D = (Σ d^q + eps)^(1/q) over ``axes`` and c = dD/deps = (1/q)(Σ d^q + eps)^(1/q - 1)."""
     z = jnp.sum(_power(d, q), axis=axes) + eps
-    c = jnp.power(z, 1 / q - 1) / q
+    return jnp.power(z, 1 / q), jnp.power(z, 1 / q - 1) / q
+
+
+def _slope(d, c, axes, q):
+    """dD/dd = q·d^(q-1)·c; for q > 1, 0 where d = 0 (also where c is infinite: eps = 0 and d = 0 in every entry,
+    where optax's autodiff gives 0·inf = NaN)."""
     j = q * _power(d, q - 1) * jnp.expand_dims(c, axes)
-    if q > 1:
-        j = jnp.where(d == 0, 0.0, j)
-    return jnp.power(z, 1 / q), j, c
+    return jnp.where(d == 0, 0.0, j) if q > 1 else j
 
 
 def _triplet_save(anchors, positives, negatives, axes, norm_degree, margin, eps):
     aw = widen(anchors)
-    dp, jp, cp = _distance_slopes(aw - widen(positives), axes, norm_degree, eps)
-    dn, jn, cn = _distance_slopes(aw - widen(negatives), axes, norm_degree, eps)
+    dp, cp = _distance(aw - widen(positives), axes, norm_degree, eps)
+    dn, cn = _distance(aw - widen(negatives), axes, norm_degree, eps)
     v = dp - dn + margin
     hinge = jnp.where(v > 0, 1.0, jnp.where(v == 0, 0.5, 0.0))  # ½ at the hinge, as jnp.maximum splits a tie
-    h = jnp.expand_dims(hinge, axes)
-    return jnp.maximum(v, 0.0).astype(anchors.dtype), (h * jp, h * jn, hinge, hinge * (cp - cn))
+    # the inputs, and per triplet the hinge's slope times dD/deps of each distance
+    return jnp.maximum(v, 0.0).astype(anchors.dtype), (anchors, positives, negatives, hinge, hinge * cp, hinge * cn)
+
+
+def _triplet_slopes(res, axes, q):
+    """h·dD_p/d(a - p) and h·dD_n/d(a - n), recomputed from the inputs (h: the hinge's slope)."""
+    a, p, n, _, hcp, hcn = res
+    aw = widen(a)
+    # -(p - a), not a - p: XLA would merge a - p with the forward pass's and keep that (batch, dim) array alive
+    # until the gradients are written; this way each gradient reads the inputs again
+    return _slope(-(widen(p) - aw), hcp, axes, q), _slope(-(widen(n) - aw), hcn, axes, q)
 
 
 def _triplet_vjp(res, g, axes, norm_degree, margin, eps):
-    jp, jn = res[:2]
+    jp, jn = _triplet_slopes(res, axes, norm_degree)
     gw = jnp.expand_dims(widen(g), axes)
     gp, gn = gw * jp, gw * jn
     return (gp - gn).astype(g.dtype), (-gp).astype(g.dtype), gn.astype(g.dtype)
 
 
 def _triplet_jvp(res, ta, tp, tn, axes, norm_degree, margin, eps):
-    jp, jn = res[:2]
+    jp, jn = _triplet_slopes(res, axes, norm_degree)
     w = lambda t: None if t is None else widen(t)  # noqa: E731
     terms = add_tangents(None if ta is None else (jp - jn) * w(ta), None if tp is None else -jp * w(tp),
                          None if tn is None else jn * w(tn))
-    return None if terms is None else jnp.sum(terms, axis=axes).astype(jp.dtype)
+    return None if terms is None else jnp.sum(terms, axis=axes).astype(res[0].dtype)
 
 
 _TRIPLET = Op("triplet_margin_loss", save=_triplet_save,
               value=lambda *args, **static: _triplet_save(*args, **static)[0], vjp=_triplet_vjp, jvp=_triplet_jvp)
 # d/dmargin = the hinge's slope; d/deps = the hinge's slope times (c_p - c_n)
-_TRIPLET_ARRAY = with_array_hypers(_TRIPLET, ("margin", "eps"), lambda res, **static: (res[2], res[3]))
+_TRIPLET_ARRAY = with_array_hypers(_TRIPLET, ("margin", "eps"), lambda res, **static: (res[3], res[4] - res[5]))
 
 
 def _triplets(rng, case):
@@ -232,8 +242,8 @@ def _check_hyper(op, name, value, loss_shape):
 
 
 @declare(forms=(_TRIPLET, _TRIPLET_ARRAY), diff_argnums=(0, 1, 2),
-         saves="dD/d(a - p) and dD/d(a - n) times the hinge's slope (two arrays of the inputs' broadcast shape), "
-               "and per triplet the hinge's slope and the eps derivative",
+         saves="the three inputs, and per triplet the hinge's slope and the hinge's slope times dD/deps of each "
+               "distance (the slopes dD/d(a - p), dD/d(a - n) are recomputed from the inputs)",
          kink="at the hinge (D_p - D_n + margin = 0) half the active gradient, as optax's jnp.maximum gives; for "
               "norm_degree > 1 an entry with a - p = 0 (or a - n = 0) gets gradient 0 from that distance, also "
               "where the distance itself is 0 with eps = 0 (optax: 0·inf = NaN there)",
