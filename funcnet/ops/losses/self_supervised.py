@@ -29,7 +29,8 @@ declare = declarer("losses", twins=twin, upstream=optax.losses)
 
 # ------------------------------------------------------------------------------ NT-Xent
 def _unit_rows(e, eps):
-    """Rows u = e/n with n = sqrt(max(|e|², eps)) (optax's cosine similarity), the norms, and where n is not clipped."""
+    """Rows u = e/n with n = sqrt(max(|e|², eps)) (optax's cosine similarity), the norms, and where n is not
+    clipped."""
     ew = widen(e)
     sq = jnp.sum(ew * ew, axis=-1, keepdims=True)
     n = jnp.sqrt(jnp.maximum(sq, eps))
@@ -139,12 +140,13 @@ def ntxent(embeddings, labels, temperature=0.07):
     scalar (NaN when there is no positive pair, as in Optax). ``temperature``
     τ is a number or a scalar array (traced too), which gets its gradient.
 
-    Derivative: with P the number of positive pairs, D_ij = e^{x_ij} + Σ_k
-    e^{x_ik}, dL/dx_ij = -(1 - e^{x_ij}/D_ij)/P on a positive pair and
-    e^{x_ij} Σ_{j' positive to i} 1/D_ij' / P on a negative one; then dL/du =
-    (G + Gᵀ)u/τ and dL/de_i = (I - u_i u_iᵀ) dL/du_i / |e_i| (dL/du_i / √eps
-    where the norm is clipped); dL/dτ = -Σ G∘x / τ. The forward rule is
-    ``⟨u̇, (G + Gᵀ)u⟩/τ`` with ``u̇_i = (I - u_i u_iᵀ) ė_i / |e_i|``.
+    Derivative: with P the number of positive pairs and D_ij = e^{x_ij} +
+    Σ_k e^{x_ik}, G = dL/dx is -(1 - e^{x_ij}/D_ij)/P on a positive pair,
+    e^{x_ij} Σ_{j' positive to i} 1/D_ij' / P on a negative one and 0 on the
+    diagonal (0 everywhere when P = 0); then dL/du = (G + Gᵀ)u/τ and
+    dL/de_i = (I - u_i u_iᵀ) dL/du_i / |e_i| (dL/du_i / √eps where the norm
+    is clipped); dL/dτ = -Σ G∘x / τ. The forward rule is ``⟨u̇, (G + Gᵀ)u⟩/τ``
+    with ``u̇_i = (I - u_i u_iᵀ) ė_i / |e_i|``.
     """
     op = "funcnet.losses.ntxent"
     embeddings = float_input(op, "embeddings", embeddings)
@@ -262,7 +264,8 @@ def _check_hyper(op, name, value, loss_shape):
                                    np.array([[0.5, -0.5], [0.0, 0.0]]), kwargs={"eps": 0.0, "norm_degree": 2}),
                               Kink("a = p with eps = 0: D_p = 0", (np.array([[1.0, 4.0]]), np.array([[1.0, 4.0]]),
                                                                    np.array([[1.0, 0.0]])),
-                                   np.array([[0.0, -1.0]]), kwargs={"eps": 0.0, "margin": 5.0, "norm_degree": 2}, namesake=False))))
+                                   np.array([[0.0, -1.0]]), kwargs={"eps": 0.0, "margin": 5.0, "norm_degree": 2},
+                                   namesake=False))))
 def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree=2, margin=1.0, eps=1e-6):
     """Triplet margin loss ``max(D(a, p) - D(a, n) + margin, 0)``, as ``optax.losses.triplet_margin_loss``.
 
