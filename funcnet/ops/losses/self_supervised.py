@@ -231,7 +231,8 @@ _TRIPLET_ARRAY = with_array_hypers(_TRIPLET, ("margin", "eps"), lambda res, **st
 
 def _triplets(rng, case):
     """Anchors in [1, 3] and positives, negatives in [-2, 0.9]: every difference a - p, a - n is at least 0.1, so
-    any norm degree is real (in any pairing of samples, too); the hinge stays 0.05 away from its kink (margin 1)."""
+    any norm degree is real there, in any pairing of samples too (tests/test_shard_map.py pairs them); the hinge
+    stays 0.05 away from its kink (margin 1)."""
     a, p, n = rng.uniform(1.0, 3.0, case), rng.uniform(-1.0, 0.9, case), rng.uniform(-2.0, 0.9, case)
     v = np.sum((a - p) ** 2, -1) ** 0.5 - np.sum((a - n) ** 2, -1) ** 0.5 + 1
     return (a, p, n) if np.all(np.abs(v) > 0.05) else _triplets(rng, case)
@@ -254,17 +255,17 @@ def _check_hyper(op, name, value, loss_shape):
                  "must broadcast to the loss's shape (optax also lets them enlarge it); where a - p = 0 in an "
                  "entry and norm_degree > 1 that entry's gradient is 0 even where the distance is 0 (eps = 0; "
                  "optax: NaN); half precision is computed in float32",
-         checks=Checks(sample=_triplets, cases=((5,), (4, 3)), variants=({}, {"norm_degree": 1.5}),
+         checks=Checks(sample=_triplets, cases=((5,), (4, 3)),
                        extreme=lambda: (np.array([[1e4, 1e4, 3.0], [1e-4, 2.0, 1e4]]),
                                         np.array([[-1e4, -1e4, -1e4], [0.0, 2.0, 1e4 - 1.0]]),
                                         np.array([[-1e4, 1e4, 3.0 - 1e-4], [0.0, 2.0, 1e4]])),
                        kinks=(Kink("the hinge: D_p - D_n + margin = 4 - 5 + 1 = 0 (first triplet)",
                                    (np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 4.0], [1.0, 0.0]]),
                                     np.array([[5.0, 0.0], [3.0, 0.0]])),
-                                   np.array([[0.5, -0.5], [0.0, 0.0]]), kwargs={"eps": 0.0, "norm_degree": 2}),
+                                   np.array([[0.5, -0.5], [0.0, 0.0]]), kwargs={"eps": 0.0}),
                               Kink("a = p with eps = 0: D_p = 0", (np.array([[1.0, 4.0]]), np.array([[1.0, 4.0]]),
                                                                    np.array([[1.0, 0.0]])),
-                                   np.array([[0.0, -1.0]]), kwargs={"eps": 0.0, "margin": 5.0, "norm_degree": 2},
+                                   np.array([[0.0, -1.0]]), kwargs={"eps": 0.0, "margin": 5.0},
                                    namesake=False))))
 def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree=2, margin=1.0, eps=1e-6):
     """Triplet margin loss ``max(D(a, p) - D(a, n) + margin, 0)``, as ``optax.losses.triplet_margin_loss``.
