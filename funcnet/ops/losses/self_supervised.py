@@ -43,20 +43,22 @@ def _pairs(labels):
     return same & ~jnp.eye(labels.shape[0], dtype=bool), ~same
 
 
-def _exp_shifted(u, labels, temperature, m):
-    """x = uuᵀ/τ, the pair masks and a = exp(x - m) on the pairs (0 elsewhere)."""
-    x = (u @ u.T) / temperature
-    pos, neg = _pairs(labels)
-    a = jnp.exp(jnp.where(pos | neg, x - m, -jnp.inf))
-    return x, pos, neg, a
+def _similarities(u, labels, temperature):
+    """x = uuᵀ/τ and the pair masks."""
+    return (u @ u.T) / temperature, *_pairs(labels)
+
+
+def _shifted_exp(x, pos, neg, m):
+    """a = exp(x - m) on the pairs, 0 elsewhere (the diagonal)."""
+    return jnp.exp(jnp.where(pos | neg, x - m, -jnp.inf))
 
 
 def _ntxent_save(embeddings, labels, temperature, eps):
     u, n, free = _unit_rows(embeddings, eps)
-    x, pos, neg = (u @ u.T) / temperature, *_pairs(labels)
+    x, pos, neg = _similarities(u, labels, temperature)
     m = jnp.max(jnp.where(pos | neg, x, -jnp.inf), axis=1, keepdims=True)
     m = jnp.where(jnp.isfinite(m), m, 0.0)  # a row with no pair (a batch of one)
-    a = jnp.exp(jnp.where(pos | neg, x - m, -jnp.inf))
+    a = _shifted_exp(x, pos, neg, m)
     s = jnp.sum(jnp.where(neg, a, 0.0), axis=1, keepdims=True)
     d = jnp.where(pos, s + a, 1.0)
     count = jnp.sum(pos)
@@ -71,7 +73,8 @@ def _ntxent_local(res, temperature, eps):
     1/(S + a) on a negative one (S: the row's sum of a over its negatives)."""
     embeddings, labels, n, free, m, s, r, count = res
     u = widen(embeddings) / n
-    x, pos, neg, a = _exp_shifted(u, labels, temperature, m)
+    x, pos, neg = _similarities(u, labels, temperature)
+    a = _shifted_exp(x, pos, neg, m)
     big_g = jnp.where(pos, -s / jnp.where(pos, s + a, 1.0), jnp.where(neg, a * r, 0.0))
     return u, free, n, x, big_g, count
 
