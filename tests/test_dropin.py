@@ -180,6 +180,8 @@ NO_ROW = jnp.zeros(4, bool)
 NOTHING = jnp.zeros((4, 3), bool)
 MASK3 = jnp.asarray(_RNG.random((2, 3, 4)) > 0.3).at[0, 0].set(False)  # one empty class row along axis -1
 INF = jnp.inf
+EMB = jnp.asarray(_RNG.normal(size=(6, 3)))
+GROUPS = jnp.array([0, 1, 0, 2, 1, 2])
 SCE, INT, SBCE = "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels", "sigmoid_binary_cross_entropy"
 XS = jnp.asarray(_RNG.normal(size=(2, 3, 4, 3)))  # segmentation: batch, H, W, classes
 TS = jax.nn.one_hot(jnp.asarray(_RNG.integers(0, 3, (2, 3, 4))), 3, dtype=jnp.float64)
@@ -325,6 +327,34 @@ LOSS_CASES = [
     ("rank-batch-where", RANK, {"where": MASK3, "reduce_fn": None}, (X3, T3), (0, 1)),
     ("rank-extreme-f32", RANK, {"reduce_fn": jnp.sum}, (jnp.array([0.0, -2.1e26, 3.4e37, 42.0], jnp.float32),
                                                        jnp.array([0.0, 1.0, 1.0, 0.0], jnp.float32)), (0, 1)),
+    # NT-Xent: label groups (pairs; a group of three and a row with no positive; one group: no negative; every
+    # label distinct: no positive pair, a NaN value and a zero gradient), temperatures (a number; traced, with its
+    # gradient), a zero embedding (the clipped norm), float labels
+    ("ntxent-pairs", "ntxent", {}, (EMB, GROUPS), (0,)),
+    ("ntxent-groups-f32", "ntxent", {}, (EMB.astype(jnp.float32), jnp.array([0, 0, 0, 1, 2, 2])), (0,)),
+    ("ntxent-one-group", "ntxent", {}, (EMB, jnp.zeros(6, int)), (0,)),
+    ("ntxent-all-distinct", "ntxent", {}, (EMB, jnp.arange(6)), (0,)),
+    ("ntxent-temperature", "ntxent", {"temperature": 0.5}, (EMB, GROUPS), (0,)),
+    ("ntxent-traced-temperature", "ntxent", {}, (EMB, GROUPS, jnp.float64(0.2)), (0, 2)),
+    ("ntxent-zero-row", "ntxent", {}, (EMB.at[0].set(0.0), GROUPS), (0,)),
+    ("ntxent-float-labels", "ntxent", {}, (EMB, jnp.array([1.0, 0.5, 1.0, 0.5, 2.0, 2.0])), (0,)),
+    # triplet margin loss: norm degrees (optax's Σ d^q, no absolute value: odd q gives NaN rows), margins, eps,
+    # axes, broadcasting, the hinge (optax's jnp.maximum splits the tie)
+    ("triplet", "triplet_margin_loss", {}, (X, T, -X), (0, 1, 2)),
+    ("triplet-f32", "triplet_margin_loss", {"margin": 2.0}, (X.astype(jnp.float32), T.astype(jnp.float32),
+                                                           -X.astype(jnp.float32)), (0, 1, 2)),
+    ("triplet-l1", "triplet_margin_loss", {"norm_degree": 1}, (X, T, -X), (0, 1, 2)),
+    ("triplet-q3-nan-rows", "triplet_margin_loss", {"norm_degree": 3, "margin": 3.0}, (X, T, -X), (0, 1, 2)),
+    ("triplet-q3", "triplet_margin_loss", {"norm_degree": 3, "margin": 3.0}, (X + 4, T, 2 * T), (0, 1, 2)),
+    ("triplet-q1.5", "triplet_margin_loss", {"norm_degree": 1.5, "margin": 3.0}, (X + 4, T, 1 - T), (0, 1, 2)),
+    ("triplet-eps0-margin", "triplet_margin_loss", {"eps": 0.0, "margin": 0.5}, (X, T, -X), (0, 1, 2)),
+    ("triplet-margin-array", "triplet_margin_loss", {"margin": jnp.array([0.5, 1.0, 2.0, 4.0])}, (X, T, -X),
+     (0, 1, 2)),
+    ("triplet-axis0", "triplet_margin_loss", {"axis": 0, "margin": 2.0}, (X3, T3, -X3), (0, 1, 2)),
+    ("triplet-axisNone", "triplet_margin_loss", {"axis": None, "margin": 9.0}, (X3, T3, -X3), (0, 1, 2)),
+    ("triplet-bcast", "triplet_margin_loss", {"margin": 2.0}, (X3, T3[0], -X3[:, :1]), (0, 1, 2)),
+    ("triplet-at-hinge", "triplet_margin_loss", {"eps": 0.0},
+     (jnp.zeros((2, 2)), jnp.array([[0.0, 4.0], [1.0, 0.0]]), jnp.array([[5.0, 0.0], [0.0, 2.0]])), (0, 1, 2)),
 ]
 # optax is finite at these (value and gradient) despite an infinite logit: funcnet must be too
 FINITE_DESPITE_INF = {"sce-where--inf-masked", "int-where--inf-masked", "safe-sce--inf-zero-label"}
@@ -743,6 +773,7 @@ HYPERS = [  # (name, hyper-parameters, inputs)
     ("binary_dice_loss", {"smooth": 0.5}, (HYPER_X, HYPER_T)),
     ("multiclass_generalized_dice_loss", {"smooth": 2.0}, (HYPER_X, HYPER_T)),
     ("ranking_softmax_loss", {"weights": np.array([[1.0, 0.5, 2.0], [0.3, 1.0, 1.5]])}, (HYPER_X, HYPER_T)),
+    ("triplet_margin_loss", {"margin": np.array([3.0, 5.0]), "eps": 0.1}, (HYPER_X, HYPER_T, -HYPER_X)),
 ]
 
 
@@ -959,3 +990,31 @@ def test_ranking_bad_inputs_are_named_at_trace_time(args, kw, error, phrases):
         jax.jit(lambda *a: losses.ranking_softmax_loss(*a, **kw))(*args)
     assert "funcnet.losses.ranking_softmax_loss" in str(err.value)
     assert all(p in str(err.value) for p in phrases), str(err.value)
+_E, _L = np.ones((4, 3)), np.array([0, 0, 1, 1])
+SELF_SUPERVISED_ERRORS = [  # (call, error, fragments): at trace time, naming the function, argument and value
+    (lambda: losses.ntxent(_E, _L[:3]), ValueError, ["funcnet.losses.ntxent", "`labels`", "(4, 3)", "(3,)"]),
+    (lambda: losses.ntxent(_E[0], _L), ValueError, ["funcnet.losses.ntxent", "`embeddings`", "(3,)"]),
+    (lambda: jax.jit(losses.ntxent)(_E, _L[:3]), ValueError, ["funcnet.losses.ntxent", "(3,)"]),
+    (lambda: losses.ntxent(_E, _L, 0.0), ValueError, ["funcnet.losses.ntxent", "`temperature`", "> 0", "0.0"]),
+    (lambda: losses.ntxent(_E, _L, float("nan")), ValueError, ["funcnet.losses.ntxent", "`temperature`", "nan"]),
+    (lambda: losses.ntxent(_E, _L, np.ones(4)), ValueError, ["funcnet.losses.ntxent", "`temperature`", "(4,)"]),
+    (lambda: losses.ntxent(_E, np.array(["a"] * 4)), TypeError, ["funcnet.losses.ntxent", "`labels`"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, np.ones((5, 3))), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "negatives (5, 3)"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, _E, norm_degree=0), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "`norm_degree`", "> 0", "0"]),
+    (lambda: jax.jit(lambda q: losses.triplet_margin_loss(_E, _E, _E, norm_degree=q))(2.0), TypeError,
+     ["funcnet.losses.triplet_margin_loss", "`norm_degree`", "concrete number"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, _E, eps=-1.0), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "`eps`", ">= 0", "-1.0"]),
+    (lambda: losses.triplet_margin_loss(_E, _E, _E, margin=np.ones(3)), ValueError,
+     ["funcnet.losses.triplet_margin_loss", "`margin` of shape (3,)", "(4,)"]),
+]
+
+
+@pytest.mark.parametrize("call, error, fragments", SELF_SUPERVISED_ERRORS)
+def test_self_supervised_losses_reject_bad_input_by_name(call, error, fragments):
+    with pytest.raises(error) as info:
+        call()
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))

@@ -3,8 +3,9 @@
 optax ships its tests in its wheel. Their test classes are collected here, and while
 each runs, every optax loss that funcnet shares a name with is funcnet's, in
 ``optax.losses`` and in the private modules the tests call (``_classification``,
-``_regression``, ``_segmentation``, ``_smoothing``; optax's own functions that call
-one another get funcnet's too). The classes for losses funcnet does not have yet (``ctc_loss``) are
+``_regression``, ``_segmentation``, ``_smoothing``, ``_ranking``, ``_fenchel_young``, ``_self_supervised``;
+optax's own functions that call one another get funcnet's too). The classes for losses funcnet does not have
+yet (``ctc_loss``) are
 left out, so that each test here runs funcnet code. A failure is a difference from
 optax that a user of its tests would meet; a deliberate one is marked below with
 the reason, as in the README's list.
@@ -20,7 +21,8 @@ import unittest
 import optax
 import pytest
 from optax.losses import _classification, _classification_test, _fenchel_young, _fenchel_young_test, _ranking
-from optax.losses import _regression, _regression_test, _segmentation, _segmentation_test, _smoothing, _smoothing_test
+from optax.losses import _regression, _regression_test, _segmentation, _segmentation_test, _self_supervised
+from optax.losses import _self_supervised_test, _smoothing, _smoothing_test
 
 from funcnet import losses
 
@@ -42,14 +44,15 @@ def _imported_with_funcnet_losses(name: str, place, names: tuple[str, ...]):
 _ranking_test = _imported_with_funcnet_losses("optax.losses._ranking_test", _ranking, ("ranking_softmax_loss",))
 
 #: Where the tests look the losses up.
-PLACES = (optax.losses, _classification, _regression, _segmentation, _smoothing, _ranking, _fenchel_young)
+PLACES = (optax.losses, _classification, _regression, _segmentation, _smoothing, _ranking, _fenchel_young,
+          _self_supervised)
 #: optax's loss names that funcnet has.
 SHARED = sorted(n for n in dir(optax.losses) if not n.startswith("_") and hasattr(losses, n))
 #: Test classes of losses funcnet does not have (yet).
 NOT_OURS = {"CTCTest"}
 
 CLASSES = {name: cls for module in (_classification_test, _regression_test, _segmentation_test, _smoothing_test,
-                                    _ranking_test, _fenchel_young_test)
+                                    _ranking_test, _fenchel_young_test, _self_supervised_test)
            for name, cls in inspect.getmembers(module, inspect.isclass)
            if issubclass(cls, unittest.TestCase) and cls.__module__ == module.__name__ and name not in NOT_OURS}
 globals().update(CLASSES)  # collected by pytest as this module's tests

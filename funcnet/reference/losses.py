@@ -23,6 +23,7 @@ __all__ = [
     "convex_kl_divergence", "cosine_similarity", "cosine_distance",
     "dice_loss", "binary_dice_loss", "multiclass_generalized_dice_loss",
     "ranking_softmax_loss",
+    "ntxent", "triplet_margin_loss",
 ]
 
 
@@ -317,3 +318,32 @@ def ranking_softmax_loss(logits, labels, *, where=None, weights=None, reduce_fn=
     if reduce_fn is None and where is not None:
         out = jnp.where(where, out, 0.0)
     return out
+# ---- self_supervised
+def ntxent(embeddings, labels, temperature=0.07):
+    # optax's formula, with the similarities as a product of unit rows
+    eps = jnp.finfo(embeddings.dtype).eps
+    norm = jnp.sqrt(jnp.maximum(jnp.sum(embeddings * embeddings, axis=-1, keepdims=True), eps))
+    u = embeddings / norm
+    x = u @ u.T / temperature
+    same = labels[:, None] == labels[None, :]
+    pos, neg = same & ~jnp.eye(labels.shape[0], dtype=bool), ~same
+    m = lax.stop_gradient(jnp.max(jnp.where(pos | neg, x, -jnp.inf), axis=1, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    a = jnp.exp(jnp.where(pos | neg, x - m, -jnp.inf))
+    d = jnp.sum(jnp.where(neg, a, 0.0), axis=1, keepdims=True) + a
+    terms = jnp.where(pos, jnp.log(jnp.where(pos, d, 1.0)) - (x - m), 0.0)
+    return jnp.sum(terms) / jnp.sum(pos)
+
+
+def _triplet_distance(d, axis, q, eps):
+    p = d ** int(q) if float(q).is_integer() else jnp.power(d, q)
+    z = jnp.sum(p, axis=axis) + eps
+    if q > 1:  # the convention at a zero distance (eps = 0): gradient 0, not 0·inf
+        return jnp.where(z == 0, 0.0, jnp.power(jnp.where(z == 0, 1.0, z), 1 / q))
+    return jnp.power(z, 1 / q)
+
+
+def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree=2, margin=1.0, eps=1e-6):
+    dp = _triplet_distance(anchors - positives, axis, norm_degree, eps)
+    dn = _triplet_distance(anchors - negatives, axis, norm_degree, eps)
+    return jnp.maximum(dp - dn + margin, 0.0)
