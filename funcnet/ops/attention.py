@@ -316,9 +316,9 @@ def _sample(rng, case):
 
 def _extreme():
     rng = np.random.default_rng(0)
-    q = 40.0 * rng.standard_normal((1, 3, 2, 4))
-    k, v = rng.standard_normal((1, 5, 1, 4)), rng.standard_normal((1, 5, 1, 4))
-    return q, k, v, 1e3 * rng.standard_normal((1, 1, 3, 5)), np.ones((1, 1, 3, 5), bool)
+    q = 40.0 * rng.standard_normal((2, 3, 2, 4))  # logits in the hundreds: one-hot rows, no overflow
+    k, v = rng.standard_normal((2, 5, 1, 4)), rng.standard_normal((2, 5, 1, 4))
+    return q, k, v, 1e3 * rng.standard_normal((1, 1, 3, 5)), np.ones((2, 1, 3, 5), bool)
 
 
 _LENGTHS = dict(query_seq_lengths=np.array([3, 2], np.int32), key_value_seq_lengths=np.array([4, 2], np.int32))
@@ -328,7 +328,8 @@ _LENGTHS = dict(query_seq_lengths=np.array([3, 2], np.int32), key_value_seq_leng
          saves="q, k, v (bias, mask and lengths if given), the output and one log-sum-exp per query row and head",
          differs="funcnet always runs its own streaming rule (`implementation` is accepted and checked, not "
                  "used); two keyword-only arguments of its own, `block_q` and `block_kv`, set the tile size; "
-                 "`scale` must be a concrete number",
+                 "`scale` must be a concrete number; float64 inputs are computed in float64 "
+                 "(jax.nn takes the softmax in float32 whatever the input dtype)",
          checks=Checks(sample=_sample, cases=(((2, 3, 5, 2, 1, 4), (1, 2, 3, 5)), ((2, 4, 6, 4, 2, 3), (2, 1, 4, 6))),
                        extreme=_extreme,
                        variants=({}, {"is_causal": True, "block_q": 2, "block_kv": 2},
