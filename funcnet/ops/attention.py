@@ -356,7 +356,8 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
     own streaming rule for each. ``block_q`` and ``block_kv`` (funcnet's own,
     keyword-only) set the tile: the logits are computed ``block_q × block_kv``
     at a time per head and never held whole; lengths that the blocks do not
-    divide are padded, the padding left out.
+    divide are padded, the padding left out. Every tile is computed, the
+    masked ones too (causal attention costs what full attention costs).
 
     Derivative: with P = softmax(s), s = q kᵀ·scale + bias (left-out logits
     constant), dO the output's cotangent and D_t = Σ_h dO_th o_th:
