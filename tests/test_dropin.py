@@ -885,9 +885,11 @@ def test_dot_product_attention_as_jax_nn(case_id):
 
 def test_dot_product_attention_residual_and_options_as_jax_nn():
     q, k, v = _QKV
-    for kw in ({}, {"mask": _AMASK, **_LEN}):
-        (o, lse), (o_j, lse_j) = (f(q, k, v, return_residual=True, **kw) for f in (
-            nn.dot_product_attention, jax.nn.dot_product_attention))
+    for kw in ({}, {"mask": _AMASK, **_LEN, **_SMALL}):
+        with jax.numpy_rank_promotion("raise"), jax.debug_infs(True):  # as jax's own tests run it
+            o, lse = nn.dot_product_attention(q, k, v, return_residual=True, **kw)
+        o_j, lse_j = jax.nn.dot_product_attention(q, k, v, return_residual=True,
+                                                  **{k: v for k, v in kw.items() if k not in _OWN})
         _same(o, o_j, "output", rtol=2e-5, atol=2e-6)
         _same(lse, lse_j, "log-sum-exp", rtol=2e-6, atol=2e-6)
     for implementation in ("xla", "cudnn"):  # accepted; funcnet runs its own rule

@@ -19,7 +19,8 @@ Masking follows ``jax.nn`` exactly: a logit that the mask, causality, the local
 window or the sequence lengths leave out is replaced by ``-0.7 · float32 max``
 (not ``-inf``), so a row with every key masked averages all ``S`` values
 uniformly, as ``jax.nn`` does; padding keys (the last block when ``block_kv``
-does not divide ``S``) are ``-inf``: left out altogether.
+does not divide ``S``) are ``PAD = -float32 max``, far enough below NEG to be
+left out altogether.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ declare = declarer("nn", twins=twin, upstream=jax.nn)
 
 #: jax.nn's masked logit (``_get_large_negative``): finite, so a fully masked row is a uniform average
 NEG = -0.7 * float(np.finfo(np.float32).max)
+#: a padding key's logit, and the running maximum's start: e^{PAD - NEG} = 0, and no inf anywhere
+#: (``jax.debug_infs`` stays quiet)
+PAD = -float(np.finfo(np.float32).max)
 
 
 class _Plan(NamedTuple):
@@ -98,14 +102,14 @@ def _join(blocks, axis, size):
 
 
 def _tile(p: _Plan, cfg, qb, kj, bias, mask, qlen, kvlen, t0, j0):
-    """``(s, keep)`` of one tile: logits ``[B, K, G, cq, ck]`` (left-out ones NEG, padding -inf), kept entries."""
+    """``(s, keep)`` of one tile: logits ``[B, K, G, cq, ck]`` (left-out ones NEG, padding PAD), kept entries."""
     scale, is_causal, window = cfg
     ct = compute_dtype(qb.dtype)
     s = jnp.einsum("btkgh,bjkh->bkgtj", qb, kj, preferred_element_type=ct) * scale
     if bias is not None:
         s = s + widen(_take(_take(bias, 3, t0, p.cq), 4, j0, p.ck))
-    t = t0 + jnp.arange(p.cq)[:, None]
-    j = j0 + jnp.arange(p.ck)[None, :]
+    t = (t0 + jnp.arange(p.cq)).reshape(1, 1, 1, p.cq, 1)  # explicit ranks: jax_numpy_rank_promotion="raise"
+    j = (j0 + jnp.arange(p.ck)).reshape(1, 1, 1, 1, p.ck)
     real = (j < p.S) & (t < p.T)
     keep = real
     if is_causal:
@@ -119,7 +123,7 @@ def _tile(p: _Plan, cfg, qb, kj, bias, mask, qlen, kvlen, t0, j0):
     if kvlen is not None:
         keep = keep & (j < kvlen[:, None, None, None, None])
     s = jnp.where(keep, s, NEG)
-    return jnp.where(j < p.S, s, -jnp.inf), keep
+    return jnp.where(j < p.S, s, PAD), keep
 
 
 def _rows(p: _Plan, L):
@@ -128,7 +132,7 @@ def _rows(p: _Plan, L):
     empty = (L < 0.5 * NEG)[..., None]
 
     def probs(s, j0):
-        real = (j0 + jnp.arange(p.ck)) < p.S
+        real = ((j0 + jnp.arange(p.ck)) < p.S).reshape(1, 1, 1, 1, p.ck)
         return jnp.where(empty, jnp.where(real, 1.0 / p.S, 0.0), jnp.exp(s - L[..., None]))
 
     return probs
@@ -175,7 +179,7 @@ def _save(q, k, v, bias, mask, qlen, kvlen, *, scale, is_causal, window, block_q
 
         rows = (p.B, p.K, p.G, p.cq)
         init = tuple(varying_like(x, q, k, v) for x in
-                     (jnp.full(rows, -jnp.inf, ct), jnp.zeros(rows, ct), jnp.zeros(rows + (p.H,), ct)))
+                     (jnp.full(rows, PAD, ct), jnp.zeros(rows, ct), jnp.zeros(rows + (p.H,), ct)))
         (m, l, acc), _ = lax.scan(kv_block, init, jnp.arange(p.nk))
         return None, (acc / l[..., None], m + jnp.log(l))
 
