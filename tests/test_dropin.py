@@ -904,3 +904,17 @@ def test_dot_product_attention_residual_and_options_as_jax_nn():
         nn.dot_product_attention(q, k, v, mask=_AMASK.astype(jnp.float32))
     with pytest.raises(ValueError, match="`key_value_seq_lengths` must be int32 of shape"):
         nn.dot_product_attention(q, k, v, key_value_seq_lengths=jnp.array([3], jnp.int32))
+
+
+def test_dot_product_attention_never_holds_the_logits():
+    """value_and_grad's temporary memory stays below one B × N × T × S float32 array (jax.nn holds several)."""
+    B, T, N, H = 1, 512, 2, 16
+    shape = jax.ShapeDtypeStruct((B, T, N, H), jnp.float32)
+
+    def temp(f):
+        step = jax.jit(jax.value_and_grad(lambda q, k, v: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2)))
+        return step.lower(shape, shape, shape).compile().memory_analysis().temp_size_in_bytes
+
+    logits = B * N * T * T * 4
+    ours = temp(lambda q, k, v: nn.dot_product_attention(q, k, v, is_causal=True, block_q=64, block_kv=128))
+    assert ours < logits / 2 < temp(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)), ours
