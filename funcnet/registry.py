@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import warnings
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 
-from funcnet.ops import activations, fused_dense, fused_head, gates, losses, norms, reductions
+from funcnet.ops import activations, attention, fused_dense, fused_head, gates, losses, norms, reductions
 from funcnet.ops.declaration import DECLARED, Declaration, Kink
 from funcnet.ops.binding import Op
 from funcnet.tolerances import AUTODIFF, Tolerance
@@ -100,8 +101,12 @@ class OpSpec:
 
     @property
     def upstream_op(self) -> Callable | None:
-        """The namesake with this row's keyword arguments bound (None if there is none)."""
-        return None if self.upstream is None else functools.partial(self.upstream, **self.kwargs)
+        """The namesake with this row's keyword arguments bound (None if there is none); funcnet's own
+        keyword arguments (the attention's block sizes), which the namesake does not take, are left out."""
+        if self.upstream is None:
+            return None
+        accepted = inspect.signature(self.upstream).parameters
+        return functools.partial(self.upstream, **{k: v for k, v in self.kwargs.items() if k in accepted})
 
     # The names before 0.2, kept one release.
     manual = property(_deprecated("manual", "op"))
@@ -136,7 +141,7 @@ def _rows(d: Declaration) -> tuple[OpSpec, ...]:
 
 #: The op modules, in the order their rows are listed (independent of which was imported first); a
 #: declaration from elsewhere (your own ``declare``) comes after them.
-MODULES = (gates, fused_dense, activations, reductions, norms, *losses.FAMILIES, fused_head)
+MODULES = (gates, fused_dense, activations, reductions, attention, norms, *losses.FAMILIES, fused_head)
 _FAMILY_ORDER = {"gates": 0, "nn": 1, "losses": 2}
 _MODULE_ORDER = {m.__name__: i for i, m in enumerate(MODULES)}
 

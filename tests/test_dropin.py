@@ -31,17 +31,24 @@ def _params(fn):
 @pytest.mark.parametrize("spec", NAMESAKES, ids=[s.fn.__name__ for s in NAMESAKES])
 def test_same_signature_as_the_namesake(spec):
     ours, theirs = _params(spec.fn), _params(spec.upstream)
+    # funcnet's own parameters (the attention's block sizes) may only follow the namesake's, keyword-only,
+    # with defaults, and stated in `differs`: every call of the namesake is a call of funcnet's
+    ours, own = ours[:len(theirs)], ours[len(theirs):]
     assert [n for n, _, _ in ours] == [n for n, _, _ in theirs], spec.qualname
     assert [d for _, _, d in ours] == [d for _, _, d in theirs], spec.qualname
+    for name, kind, default in own:
+        assert kind == inspect.Parameter.KEYWORD_ONLY and default is not inspect.Parameter.empty, (spec.qualname, name)
+        assert f"`{name}`" in spec.fn.declaration.differs, (spec.qualname, name)
 
 
 def close(a, b, **kw):
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), **{"rtol": 1e-6, "atol": 1e-7, **kw})
 
 
-# prelu takes a slope array; glu needs an even axis (its own test below); one_hot is an encoding, not an op
+# prelu takes a slope array; glu needs an even axis (its own test below); one_hot is an encoding, not an op;
+# dot_product_attention: ATTENTION_CASES below
 # layer_norm and rms_norm have no jax.nn namesake (compared with Flax's formulas in test_norms.py)
-UNARY = [n for n in nn.__all__ if n not in ("prelu", "glu", "one_hot") and hasattr(jax.nn, n)]
+UNARY = [n for n in nn.__all__ if n not in ("prelu", "glu", "one_hot", "dot_product_attention") and hasattr(jax.nn, n)]
 EDGES = jnp.array([-jnp.inf, -1e30, -3.0, -0.0, 0.0, 2.5, 1e30, jnp.inf, jnp.nan])
 
 
@@ -1018,3 +1025,119 @@ def test_self_supervised_losses_reject_bad_input_by_name(call, error, fragments)
         call()
     for fragment in fragments:
         assert fragment in str(info.value), (fragment, str(info.value))
+# ------------------------------------------------------------------ attention vs jax.nn
+# funcnet.nn.dot_product_attention against jax.nn.dot_product_attention (implementation="xla"): the value, the
+# gradient of a random cotangent and the tangent along random directions, every row of the table traced into
+# ONE jit. Small blocks (block_q=2, block_kv=3) make several tiles and a padded last one of each.
+_ARNG = np.random.default_rng(11)
+
+
+def _qkv(B, T, S, N, K, H, dtype=jnp.float32):
+    return tuple(jnp.asarray(_ARNG.normal(size=s), dtype) for s in ((B, T, N, H), (B, S, K, H), (B, S, K, H)))
+
+
+_QKV = _qkv(2, 5, 7, 4, 2, 3)
+_ABIAS = jnp.asarray(_ARNG.normal(size=(1, 4, 5, 7)), jnp.float32)
+_AMASK = jnp.asarray(_ARNG.random((2, 1, 5, 7)) < 0.6).at[0, 0, 2].set(False)  # a row with every key masked
+_LEN = {"query_seq_lengths": jnp.array([3, 5], jnp.int32), "key_value_seq_lengths": jnp.array([4, 0], jnp.int32)}
+_SMALL = {"block_q": 2, "block_kv": 3}
+
+# (id, keywords, (query, key, value[, bias]) — the bias, when given, is differentiated too)
+ATTENTION_CASES = [
+    ("plain", {}, _QKV),
+    ("plain-tiles", _SMALL, _QKV),
+    ("causal", {"is_causal": True, **_SMALL}, _QKV),
+    ("causal-T<S", {"is_causal": True, **_SMALL}, _qkv(1, 3, 7, 2, 2, 4)),
+    ("mask-empty-row", {"mask": _AMASK, **_SMALL}, _QKV),
+    ("bias-grad", _SMALL, _QKV + (_ABIAS,)),
+    ("bias-bcast-grad", {"block_kv": 2}, _QKV + (_ABIAS[:, :1],)),
+    ("bias-mask-causal", {"mask": _AMASK, "is_causal": True, **_SMALL}, _QKV + (_ABIAS,)),
+    ("gqa-mqa", _SMALL, _qkv(2, 4, 6, 6, 1, 3)),
+    ("mha-N=K", _SMALL, _qkv(1, 4, 6, 3, 3, 2)),
+    ("seq-lengths", {**_LEN, **_SMALL}, _QKV),
+    ("seq-lengths-causal-bias", {**_LEN, "is_causal": True, **_SMALL}, _QKV + (_ABIAS,)),
+    ("window", {"local_window_size": (2, 1), **_SMALL}, _QKV),
+    ("window-int-causal", {"local_window_size": 1, "is_causal": True, **_SMALL}, _QKV),
+    ("scale", {"scale": 0.3, **_SMALL}, _QKV),
+    ("unbatched-TNH", _SMALL, tuple(a[0] for a in _QKV)),
+    ("bfloat16", _SMALL, _qkv(2, 5, 7, 4, 2, 8, jnp.bfloat16)),
+    ("bfloat16-causal-bias", {"is_causal": True, **_SMALL}, _qkv(2, 5, 7, 4, 2, 8, jnp.bfloat16) + (_ABIAS,)),
+]
+_OWN = ("block_q", "block_kv")  # funcnet's own keywords, not passed to jax.nn
+
+
+def _attention_directions(args):
+    return tuple(jnp.asarray(_ARNG.normal(size=a.shape), a.dtype) for a in args)
+
+
+def _attention_results():
+    if "attention" not in _RESULTS:
+        inputs = {cid: (args, _attention_directions(args), _attention_directions(args[:1])[0])
+                  for cid, _, args in ATTENTION_CASES}
+
+        def run(inputs):
+            out = {}
+            for cid, kw, _ in ATTENTION_CASES:
+                args, tangents, ct = inputs[cid]
+                for side, f, extra in (("ours", nn.dot_product_attention, {}),
+                                       ("jax", jax.nn.dot_product_attention, {"implementation": "xla"})):
+                    kwj = {k: v for k, v in kw.items() if side == "ours" or k not in _OWN}
+
+                    def g(*a, f=f, kwj=kwj, extra=extra):
+                        return f(*a[:3], *(a[3:] or (None,)), **kwj, **extra)
+
+                    loss = lambda *a, g=g, ct=ct: jnp.vdot(ct.astype(jnp.float32), g(*a).astype(jnp.float32))  # noqa: E731
+                    out[cid, side] = (g(*args), jax.grad(loss, tuple(range(len(args))))(*args),
+                                      jax.jvp(g, args, tangents)[1])
+            return out
+
+        _RESULTS["attention"] = jax.jit(run)(inputs)
+    return _RESULTS["attention"]
+
+
+@pytest.mark.parametrize("case_id", [c[0] for c in ATTENTION_CASES])
+def test_dot_product_attention_as_jax_nn(case_id):
+    results = _attention_results()
+    got, want = results[case_id, "ours"], results[case_id, "jax"]
+    low = next(c[2] for c in ATTENTION_CASES if c[0] == case_id)[0].dtype == jnp.bfloat16
+    tol = {"rtol": 3e-2, "atol": 3e-2} if low else {"rtol": 2e-5, "atol": 2e-6}
+    for what, a, b in zip(("value", "grad", "tangent"), got, want):
+        for i, (ai, bi) in enumerate(zip(jax.tree.leaves(a), jax.tree.leaves(b))):
+            _same(ai, bi, f"{case_id}: {what} {i}", **tol)
+
+
+def test_dot_product_attention_residual_and_options_as_jax_nn():
+    q, k, v = _QKV
+    for kw in ({}, {"mask": _AMASK, **_LEN, **_SMALL}):
+        with jax.numpy_rank_promotion("raise"), jax.debug_infs(True):  # as jax's own tests run it
+            o, lse = nn.dot_product_attention(q, k, v, return_residual=True, **kw)
+        o_j, lse_j = jax.nn.dot_product_attention(q, k, v, return_residual=True,
+                                                  **{k: v for k, v in kw.items() if k not in _OWN})
+        _same(o, o_j, "output", rtol=2e-5, atol=2e-6)
+        _same(lse, lse_j, "log-sum-exp", rtol=2e-6, atol=2e-6)
+    for implementation in ("xla", "cudnn"):  # accepted; funcnet runs its own rule
+        _same(nn.dot_product_attention(q, k, v, implementation=implementation),
+              jax.nn.dot_product_attention(q, k, v), implementation, rtol=2e-5, atol=2e-6)
+    assert "`implementation`" in nn.dot_product_attention.declaration.differs
+    with pytest.raises(ValueError, match="funcnet.nn.dot_product_attention: unsupported `implementation`"):
+        nn.dot_product_attention(q, k, v, implementation="flash")
+    with pytest.raises(ValueError, match="multiple of the key/value heads"):
+        nn.dot_product_attention(q[:, :, :3], k, v)
+    with pytest.raises(ValueError, match="`mask` must be boolean"):
+        nn.dot_product_attention(q, k, v, mask=_AMASK.astype(jnp.float32))
+    with pytest.raises(ValueError, match="`key_value_seq_lengths` must be int32 of shape"):
+        nn.dot_product_attention(q, k, v, key_value_seq_lengths=jnp.array([3], jnp.int32))
+
+
+def test_dot_product_attention_never_holds_the_logits():
+    """value_and_grad's temporary memory stays below one B × N × T × S float32 array (jax.nn holds several)."""
+    B, T, N, H = 1, 512, 2, 16
+    shape = jax.ShapeDtypeStruct((B, T, N, H), jnp.float32)
+
+    def temp(f):
+        step = jax.jit(jax.value_and_grad(lambda q, k, v: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2)))
+        return step.lower(shape, shape, shape).compile().memory_analysis().temp_size_in_bytes
+
+    logits = B * N * T * T * 4
+    ours = temp(lambda q, k, v: nn.dot_product_attention(q, k, v, is_causal=True, block_q=64, block_kv=128))
+    assert ours < logits / 2 < temp(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)), ours

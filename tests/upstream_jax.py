@@ -8,8 +8,7 @@ funcnet is installed with (nothing of it is copied here)::
 
 While it runs, every ``jax.nn`` function that funcnet shares a name with is funcnet's
 (``nn_test.py`` calls them as ``nn.<name>`` on the ``jax.nn`` module). The tests of what
-funcnet does not have (``dot_product_attention``, ``scaled_matmul``, ``scaled_dot_general``,
-initializers) run on jax's own functions and are deselected. The deliberate differences
+funcnet does not have (``scaled_matmul``, ``scaled_dot_general``, initializers) run on jax's own functions and are deselected. The deliberate differences
 (the README's list) are expected failures, strict: one that starts passing is reported.
 """
 
@@ -21,7 +20,7 @@ import pytest
 from funcnet import nn
 
 #: Tests of functions funcnet does not have.
-NOT_OURS = ("DotProductAttention", "ScaledMatmul", "ScaledDotGeneral", "Initializer", "VarianceScaling")
+NOT_OURS = ("ScaledMatmul", "ScaledDotGeneral", "Initializer", "VarianceScaling")
 
 #: Deliberate differences: test name -> why.
 DIFFERENCES = {

@@ -15,6 +15,7 @@ __all__ = [
     "softplus", "silu", "gelu", "softmax", "log_softmax", "relu6", "hard_silu", "log_sigmoid",
     "soft_sign", "sparse_plus", "sparse_sigmoid", "selu", "celu", "mish", "log1mexp", "hard_swish", "swish",
     "hard_sigmoid", "squareplus", "glu", "logsumexp", "logmeanexp", "standardize", "layer_norm", "rms_norm",
+    "dot_product_attention",
 ]
 
 
@@ -200,3 +201,47 @@ def layer_norm(x, scale=None, bias=None, *, epsilon=1e-5):
 def rms_norm(x, scale=None, *, epsilon=1e-6):
     y = x * lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + epsilon)
     return y if scale is None else y * scale
+
+
+def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False,
+                          query_seq_lengths=None, key_value_seq_lengths=None, local_window_size=None,
+                          implementation=None, return_residual=False, block_q=None, block_kv=None):
+    """softmax(q kᵀ·scale + bias, masked) v, unfused: the whole T × S matrix at once."""
+    def four(x):
+        return None if x is None else jnp.reshape(x, (1,) * (4 - jnp.ndim(x)) + jnp.shape(x))
+
+    out_shape = jnp.shape(query)
+    q, k, v, bias, mask = four(query), four(key), four(value), four(bias), four(mask)
+    _, T, N, H = q.shape
+    S, K = k.shape[1], k.shape[2]
+    wide = jnp.promote_types(q.dtype, jnp.float32)
+    k, v = jnp.repeat(k, N // K, axis=2), jnp.repeat(v, N // K, axis=2)  # head n reads key/value head n // G
+    logits = jnp.einsum("btnh,bsnh->bnts", q.astype(wide), k.astype(wide))
+    logits = logits * (1.0 / math.sqrt(H) if scale is None else scale)
+    if bias is not None:
+        logits = logits + bias.astype(wide)
+    t, s = jnp.arange(T)[:, None], jnp.arange(S)[None, :]
+    keep = jnp.ones(logits.shape, bool)
+    if mask is not None:
+        keep = keep & mask
+    if is_causal:
+        keep = keep & (t >= s)
+    if local_window_size is not None:
+        left, right = (local_window_size,) * 2 if isinstance(local_window_size, int) else local_window_size
+        keep = keep & (t <= s + left) & (t >= s - right)
+    if query_seq_lengths is not None:
+        keep = keep & (t < jnp.asarray(query_seq_lengths)[:, None, None, None])
+    if key_value_seq_lengths is not None:
+        keep = keep & (s < jnp.asarray(key_value_seq_lengths)[:, None, None, None])
+    logits = jnp.where(keep, logits, -0.7 * float(jnp.finfo(jnp.float32).max))
+    m = lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    e = jnp.exp(logits - m)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    out = jnp.einsum("bnts,bsnh->btnh", e / total, v.astype(wide))
+    if query_seq_lengths is not None:
+        out = jnp.where(t[None, :, :, None] < jnp.asarray(query_seq_lengths)[:, None, None, None], out, 0.0)
+    out = out.astype(q.dtype).reshape(out_shape)
+    if return_residual:
+        lse = jnp.transpose((m + jnp.log(total))[..., 0], (0, 2, 1)).astype(k.dtype)
+        return out, lax.stop_gradient(lse.reshape(out_shape[:-1]))
+    return out
