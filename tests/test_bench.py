@@ -329,3 +329,24 @@ def test_cli_quick_runs_the_small_network_dispatch_and_memory_only(monkeypatch, 
     assert not seen["activations_sweep"] and not seen["scan"] and not seen["roofline"]
     assert seen["scaling_devices"] == 0 and seen["dispatch"] and seen["memory"]
     assert cli.main(["bench", "--quick", "--rounds", "7"]) == 0 and seen["rounds"] == 7
+
+
+def test_funcnet_s_losses_need_no_more_memory_than_optax_s(monkeypatch):
+    """Issue 24's target, in XLA's temporary memory of ``value_and_grad`` (deterministic: compiled, not run).
+    The check itself fails on a planted loss that keeps a batch × batch matrix optax's does not."""
+    from funcnet.apps import optax_memory
+
+    rows = optax_memory.measure(log=lambda m: None)
+    assert {r["name"] for r in rows} == set(optax_memory.CASES)  # every loss of the table is funcnet's
+    assert all(r["funcnet_bytes"] <= r["optax_bytes"] for r in rows), rows
+    lines = optax_memory.markdown_lines(rows)
+    assert any(line.startswith("| `ntxent` |") and line.endswith(f"| {rows[3]['ratio']:.2f} |") for line in lines)
+
+    def wasteful(logits, labels):
+        return funcnet.losses.ranking_softmax_loss(logits, labels) + 0 * jnp.sum(logits @ logits.T)
+
+    name, (what, inputs, n_diff, pick) = "ranking_softmax_loss", optax_memory.CASES["ranking_softmax_loss"]
+    monkeypatch.setitem(optax_memory.CASES, name, (what, inputs, n_diff,
+                                                   lambda ns: wasteful if ns is funcnet.losses else pick(ns)))
+    (planted,) = optax_memory.measure([name], log=lambda m: None)
+    assert planted["funcnet_bytes"] > planted["optax_bytes"], planted
