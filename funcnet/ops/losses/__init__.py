@@ -17,20 +17,21 @@ result rounded back.
 
 The families, as Optax lays them out: :mod:`.regression`, :mod:`.binary`,
 :mod:`.softmax`, :mod:`.margin`, :mod:`.divergences`, :mod:`.smoothing`,
-:mod:`.penalties`. The fused classifier head is :mod:`funcnet.ops.fused_head`.
+:mod:`.penalties`, :mod:`.sequence` (CTC). The fused classifier head is :mod:`funcnet.ops.fused_head`.
 """
 
-from funcnet.ops.losses import binary, divergences, margin, penalties, regression, smoothing, softmax
+from funcnet.ops.losses import binary, divergences, margin, penalties, regression, sequence, smoothing, softmax
 from funcnet.ops.losses.binary import *  # noqa: F401,F403
 from funcnet.ops.losses.divergences import *  # noqa: F401,F403
 from funcnet.ops.losses.margin import *  # noqa: F401,F403
 from funcnet.ops.losses.penalties import *  # noqa: F401,F403
 from funcnet.ops.losses.regression import *  # noqa: F401,F403
+from funcnet.ops.losses.sequence import *  # noqa: F401,F403
 from funcnet.ops.losses.smoothing import *  # noqa: F401,F403
 from funcnet.ops.losses.softmax import *  # noqa: F401,F403
 from funcnet.ops.numerics import LOG_FLOOR  # noqa: F401
 
 #: The families in the order their losses are listed (``funcnet.losses.__all__``, the docs, the registry).
-FAMILIES = (regression, binary, softmax, margin, divergences, penalties, smoothing)
+FAMILIES = (regression, binary, softmax, margin, divergences, penalties, smoothing, sequence)
 
 __all__ = [name for family in FAMILIES for name in family.__all__] + ["LOG_FLOOR"]
