@@ -13,15 +13,17 @@ Autodiff of Optax's scan instead keeps every intermediate of every step.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from funcnet.ops.binding import Op
+from funcnet.ops.binding import Op, varying_like
 from funcnet.ops.declaration import Checks, declarer, names
 from funcnet.ops.inputs import as_array, as_integer_array, float_input, static_int
-from funcnet.ops.numerics import widen
+from funcnet.ops.numerics import compute_dtype, widen
 from funcnet.reference import losses as twin
 
 declare = declarer("losses", twins=twin, upstream=optax.losses)
@@ -100,7 +102,7 @@ def _forward(lp, pads, labels, eps, blank_id, stack):
         carry = _blend(pad, phi, new_phi), _blend(pad, emit, new_emit)
         return carry, (carry if stack else None)
 
-    init = _init(batch, labels.shape[1], eps, lp.dtype)
+    init = tuple(varying_like(a, lp, pads) for a in _init(batch, labels.shape[1], eps, lp.dtype))
     return jax.lax.scan(step, init, jnp.arange(frames))
 
 
@@ -174,12 +176,13 @@ def _vjp(res, g, *, blank_id, probs):
         prev_phi = pad * a_phi + jnp.concatenate([a_phi1[:, :1], a_phi1[:, 1:] * w_c], axis=1)
         return (prev_phi, prev_emit), (new_emit, jnp.sum(new_phi, axis=1))
 
-    _, (a_le, a_lb) = jax.lax.scan(step, (a_phi, a_emit), jnp.arange(frames), reverse=True)
+    carry = tuple(varying_like(a, lp, pads, g) for a in (a_phi, a_emit))
+    _, (a_le, a_lb) = jax.lax.scan(step, carry, jnp.arange(frames), reverse=True)
     # d/d log-probabilities: each label's adjoint at its class (one batched product for all frames, faster on CPU
     # than a scatter per frame), the blank adjoints at blank_id; then through the log-softmax
     a_lp = jnp.einsum("tbn,bnk->btk", a_le, one_hot)
     a_lp = a_lp + a_lb.T[:, :, None] * jax.nn.one_hot(blank_id, classes, dtype=lp.dtype)
-    total = jnp.sum(a_le, axis=2).T + a_lb.T
+    total = jnp.einsum("tbn,bn->bt", a_le, jnp.sum(one_hot, axis=2)) + a_lb.T  # Σ_k a_lp: in-range labels only
     return a_lp - jnp.exp(lp) * total[:, :, None], None, None, None, None
 
 
@@ -209,7 +212,7 @@ def _jvp(res, dx, *unused, blank_id, probs):
         carry = _blend(pad, d_phi, new_phi), _blend(pad, d_emit, new_emit)
         return carry, (carry if probs else None)
 
-    zeros = jnp.zeros((batch, n + 1), lp.dtype), jnp.zeros((batch, n), lp.dtype)
+    zeros = tuple(varying_like(jnp.zeros(shape, lp.dtype), lp, pads, dx) for shape in ((batch, n + 1), (batch, n)))
     (d_phi, d_emit), stacked = jax.lax.scan(step, zeros, jnp.arange(frames))
     _, w_f, w_g = _final(phis[-1], emits[-1])
     d_last = jnp.concatenate([d_phi[:, :1], w_f * d_phi[:, 1:] + w_g * d_emit], axis=1)
@@ -258,7 +261,7 @@ def _arguments(op: str, logits, logit_paddings, labels, label_paddings, blank_id
     # as Optax: a fractional padding sum is truncated; paddings, labels and log ε get no gradient
     lengths = labels.shape[1] - jnp.sum(label_paddings, axis=1).astype(jnp.int32)
     stop = jax.lax.stop_gradient
-    return (logits, stop(logit_paddings), labels, stop(lengths), stop(log_epsilon.astype(logits.dtype))), blank_id
+    return (logits, stop(logit_paddings), labels, stop(lengths), stop(log_epsilon.astype(compute_dtype(logits.dtype)))), blank_id
 
 
 def _alignments(rng, case):
@@ -292,11 +295,16 @@ def _extreme():
 
 
 _checks = Checks(sample=_alignments, cases=((2, 6, 4, 3), (3, 5, 5, 2)), extreme=_extreme)
+# The forward variables of unreachable states sit near k·log_epsilon: at -1e5 float32 keeps 3 digits of their
+# derivatives and float16 cannot hold them, so the registry checks them with log ε = -10 (which also gives the
+# ε-weighted transitions a visible share of every gradient); tests/test_dropin.py compares the default with optax.
+_probs_checks = dataclasses.replace(_checks, variants=({"log_epsilon": -10.0},))
 _saves = ("the log-probabilities [B, T, K] and the forward variables log α of every frame ([T, B, N+1] and "
           "[T, B, N]), with the labels, paddings and label lengths")
 _differs = ("logit_paddings, label_paddings and log_epsilon get no gradient (optax's autodiff gives the float "
             "paddings one through its blend pad·α_prev + (1 - pad)·α_new, meaningful only for 0/1 paddings); the "
-            "outputs have the logits' dtype (optax promotes with the paddings' dtype); blank_id must be an int in "
+            "outputs have the logits' dtype (optax's forward variables start in the default float dtype and take "
+            "the paddings' dtype, so under x64 its float32 losses come out float64); blank_id must be an int in "
             "[0, K) and there must be at least one frame (optax fails obscurely)")
 
 
@@ -323,7 +331,7 @@ def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_
     return _CTC(*args, blank_id=blank_id)
 
 
-@declare(forms=_CTC_PROBS, saves=_saves, differs=_differs, checks=_checks)
+@declare(forms=_CTC_PROBS, saves=_saves, differs=_differs, checks=_probs_checks)
 def ctc_loss_with_forward_probs(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
     """CTC loss and the forward variables, as ``optax.losses.ctc_loss_with_forward_probs``.
 
