@@ -31,9 +31,18 @@ declare = declarer("losses", twins=twin, upstream=optax.losses)
 
 # ------------------------------------------------------------------ the recursion, its weights and its adjoint
 def _lae(a, b):
-    """``(log(eᵃ + eᵇ), e^{a - out}, e^{b - out})``: ``jnp.logaddexp`` and its two partial derivatives."""
-    out = jnp.logaddexp(a, b)
-    return out, jnp.exp(a - out), jnp.exp(b - out)
+    """``(log(eᵃ + eᵇ), e^{a - out}, e^{b - out})``: ``jnp.logaddexp`` and its two partial derivatives.
+
+    The derivatives are ``1/(1 + e)`` and ``e/(1 + e)`` with ``e = e^{-|a - b|}``: one exponential for both
+    (the rules only need the weights of two of each frame's three logaddexps, so this halves their work).
+    ``-|a - b|`` is written as a select, whose derivative is right at a tie (``abs``'s is 0 there).
+    """
+    d = a - b
+    ahead = d >= 0
+    e = jnp.exp(jnp.where(ahead, -d, d))
+    w_hi = 1.0 / (1.0 + e)
+    w_lo = e * w_hi
+    return jnp.logaddexp(a, b), jnp.where(ahead, w_hi, w_lo), jnp.where(ahead, w_lo, w_hi)
 
 
 def _repeats(labels, dtype):
@@ -42,13 +51,14 @@ def _repeats(labels, dtype):
     return jnp.concatenate([same, jnp.zeros((labels.shape[0], 1), dtype)], axis=1)[:, :labels.shape[1]]
 
 
-def _emissions(lp_t, labels, blank_id):
-    """Frame ``t``'s log-probabilities of each label (0 for a label outside ``[0, K)``, as Optax's one-hot) and of
-    the blank."""
-    k = lp_t.shape[-1]
+def _emissions(lp, labels, blank_id):
+    """Every frame's log-probabilities of each label, [T, B, N] (0 for a label outside ``[0, K)``, as Optax's
+    one-hot reads), and of the blank, [T, B, 1]."""
+    batch, frames, k = lp.shape
     inside = (labels >= 0) & (labels < k)
-    emit = jnp.take_along_axis(lp_t, jnp.where(inside, labels, 0), axis=-1)
-    return jnp.where(inside, emit, 0.0), lp_t[:, blank_id:blank_id + 1]
+    index = jnp.broadcast_to(jnp.where(inside, labels, 0)[:, None, :], (batch, frames, labels.shape[1]))
+    emit = jnp.where(inside[:, None, :], jnp.take_along_axis(lp, index, axis=2), 0.0)
+    return emit.transpose(1, 0, 2), lp[:, :, blank_id].T[:, :, None]
 
 
 def _init(batch, n, eps, dtype):
@@ -90,25 +100,17 @@ def _at_length(phi_last, lengths):
 
 
 def _forward(lp, pads, labels, eps, blank_id, stack):
-    """The forward variables: the last ones, or (``stack``) every frame's ``[T, B, N+1]`` and ``[T, B, N]``."""
-    batch, frames, _ = lp.shape
+    """The last frame's forward variables, and (``stack``) those before each frame, [T, B, N+1] and [T, B, N]."""
     rep = _repeats(labels, lp.dtype)
 
-    def step(carry, t):
+    def step(carry, frame):
+        le, lb, pad = frame
+        new_phi, new_emit, _ = _weights(*carry, le, lb, rep, eps)
         phi, emit = carry
-        le, lb = _emissions(jax.lax.dynamic_index_in_dim(lp, t, axis=1, keepdims=False), labels, blank_id)
-        new_phi, new_emit, _ = _weights(phi, emit, le, lb, rep, eps)
-        pad = jax.lax.dynamic_index_in_dim(pads, t, axis=1)
-        carry = _blend(pad, phi, new_phi), _blend(pad, emit, new_emit)
-        return carry, (carry if stack else None)
+        return (_blend(pad, phi, new_phi), _blend(pad, emit, new_emit)), (carry if stack else None)
 
-    init = tuple(varying_like(a, lp, pads) for a in _init(batch, labels.shape[1], eps, lp.dtype))
-    return jax.lax.scan(step, init, jnp.arange(frames))
-
-
-def _previous(stacked, t, init):
-    """The forward variables before frame ``t``: frame ``t - 1``'s, or the initial ones at ``t = 0``."""
-    return jnp.where(t > 0, jax.lax.dynamic_index_in_dim(stacked, jnp.maximum(t - 1, 0), keepdims=False), init)
+    init = tuple(varying_like(a, lp, pads) for a in _init(lp.shape[0], labels.shape[1], eps, lp.dtype))
+    return jax.lax.scan(step, init, (*_emissions(lp, labels, blank_id), pads.T[:, :, None]))
 
 
 def _save(logits, pads, labels, lengths, eps, *, blank_id, probs):
@@ -117,8 +119,9 @@ def _save(logits, pads, labels, lengths, eps, *, blank_id, probs):
     (phi_t, emit_t), (phis, emits) = _forward(lp, pads, labels, eps, blank_id, stack=True)
     phi_last = _final(phi_t, emit_t)[0]
     loss = -_at_length(phi_last, lengths)
-    y = _pack(loss, phis.at[-1].set(phi_last), emits) if probs else loss
-    return y.astype(logits.dtype), (lp, phis, emits, pads, labels, lengths, eps)
+    if probs:  # after each frame: the next frame's inputs, then the last frame's (with the closing move)
+        loss = _pack(loss, jnp.concatenate([phis[1:], phi_last[None]]), jnp.concatenate([emits[1:], emit_t[None]]))
+    return loss.astype(logits.dtype), (lp, phis, emits, phi_t, emit_t, pads, labels, lengths, eps)
 
 
 def _value(logits, pads, labels, lengths, eps, *, blank_id, probs):
@@ -140,34 +143,28 @@ def _unpack(flat, batch, frames, n):
 
 
 def _vjp(res, g, *, blank_id, probs):
-    lp, phis, emits, pads, labels, lengths, eps = res
+    lp, phis, emits, phi_t, emit_t, pads, labels, lengths, eps = res
     batch, frames, classes = lp.shape
     n = labels.shape[1]
     g = widen(g)
-    if probs:
+    if probs:  # the last frame's blank row is phi_last's: its cotangent enters with the loss's
         g_loss, g_phi, g_emit = _unpack(g, batch, frames, n)
+        g_last, g_phi = g_phi[-1], g_phi.at[-1].set(0.0)
     else:
-        g_loss, g_phi, g_emit = g, None, None
+        g_loss, g_last = g, 0.0
     rep = _repeats(labels, lp.dtype)
-    init_phi, init_emit = _init(batch, n, eps, lp.dtype)
     # the loss picks -phi_last[L]; phi_last is the closing move on the last frame's variables
-    a_last = -g_loss[:, None] * jax.nn.one_hot(lengths, n + 1, dtype=lp.dtype)
-    if g_phi is not None:
-        a_last = a_last + g_phi[-1]
-    _, w_f, w_g = _final(phis[-1], emits[-1])
+    a_last = g_last - g_loss[:, None] * jax.nn.one_hot(lengths, n + 1, dtype=lp.dtype)
+    _, w_f, w_g = _final(phi_t, emit_t)
     a_phi = jnp.concatenate([a_last[:, :1], a_last[:, 1:] * w_f], axis=1)
     a_emit = a_last[:, 1:] * w_g
-    one_hot = jax.nn.one_hot(labels, classes, dtype=lp.dtype)  # [B, N, K]; zero rows for labels outside [0, K)
 
-    def step(carry, t):
-        a_phi, a_emit = carry  # adjoints of frame t's forward variables
-        if g_phi is not None:  # the cotangents of the outputs at frame t (the last phi row is phi_last's)
-            a_phi = a_phi + jnp.where(t < frames - 1, g_phi[t], 0.0)
-            a_emit = a_emit + g_emit[t]
-        phi, emit = _previous(phis, t, init_phi), _previous(emits, t, init_emit)
-        le, lb = _emissions(jax.lax.dynamic_index_in_dim(lp, t, axis=1, keepdims=False), labels, blank_id)
+    def step(carry, frame):
+        a_phi, a_emit = carry  # adjoints of the variables after this frame
+        phi, emit, le, lb, pad, *cts = frame  # the variables before it
+        if cts:  # the cotangents of the outputs after this frame
+            a_phi, a_emit = a_phi + cts[0], a_emit + cts[1]
         _, _, (w_a, w_b, w_c, w_d, w_p, w_q) = _weights(phi, emit, le, lb, rep, eps)
-        pad = jax.lax.dynamic_index_in_dim(pads, t, axis=1)
         new_phi, new_emit = (1.0 - pad) * a_phi, (1.0 - pad) * a_emit
         # through the frame's two logaddexps, then the frame-free move before them
         a_phi1 = jnp.concatenate([new_phi[:, :1], new_phi[:, 1:] * w_p], axis=1)
@@ -176,10 +173,14 @@ def _vjp(res, g, *, blank_id, probs):
         prev_phi = pad * a_phi + jnp.concatenate([a_phi1[:, :1], a_phi1[:, 1:] * w_c], axis=1)
         return (prev_phi, prev_emit), (new_emit, jnp.sum(new_phi, axis=1))
 
+    frames_in = (phis, emits, *_emissions(lp, labels, blank_id), pads.T[:, :, None])
+    if probs:
+        frames_in += (g_phi, g_emit)
     carry = tuple(varying_like(a, lp, pads, g) for a in (a_phi, a_emit))
-    _, (a_le, a_lb) = jax.lax.scan(step, carry, jnp.arange(frames), reverse=True)
+    _, (a_le, a_lb) = jax.lax.scan(step, carry, frames_in, reverse=True)
     # d/d log-probabilities: each label's adjoint at its class (one batched product for all frames, faster on CPU
     # than a scatter per frame), the blank adjoints at blank_id; then through the log-softmax
+    one_hot = jax.nn.one_hot(labels, classes, dtype=lp.dtype)  # [B, N, K]; zero rows for labels outside [0, K)
     a_lp = jnp.einsum("tbn,bnk->btk", a_le, one_hot)
     a_lp = a_lp + a_lb.T[:, :, None] * jax.nn.one_hot(blank_id, classes, dtype=lp.dtype)
     total = jnp.einsum("tbn,bn->bt", a_le, jnp.sum(one_hot, axis=2)) + a_lb.T  # Σ_k a_lp: in-range labels only
@@ -187,34 +188,27 @@ def _vjp(res, g, *, blank_id, probs):
 
 
 def _jvp(res, dx, *unused, blank_id, probs):
-    lp, phis, emits, pads, labels, lengths, eps = res
+    lp, phis, emits, phi_t, emit_t, pads, labels, lengths, eps = res
     if dx is None:
         return None
-    batch, frames, _ = lp.shape
-    n = labels.shape[1]
     dx = widen(dx)
     rep = _repeats(labels, lp.dtype)
-    init_phi, init_emit = _init(batch, n, eps, lp.dtype)
 
-    def step(carry, t):
+    def step(carry, frame):
         d_phi, d_emit = carry
-        phi, emit = _previous(phis, t, init_phi), _previous(emits, t, init_emit)
-        lp_t = jax.lax.dynamic_index_in_dim(lp, t, axis=1, keepdims=False)
-        dx_t = jax.lax.dynamic_index_in_dim(dx, t, axis=1, keepdims=False)
-        le, lb = _emissions(lp_t, labels, blank_id)
+        phi, emit, le, lb, pad, d_le, d_lb = frame
         _, _, (w_a, w_b, w_c, w_d, w_p, w_q) = _weights(phi, emit, le, lb, rep, eps)
-        d_lp = dx_t - jnp.sum(jnp.exp(lp_t) * dx_t, axis=1, keepdims=True)
-        d_le, d_lb = _emissions(d_lp, labels, blank_id)
         d_phi1 = jnp.concatenate([d_phi[:, :1], w_c * d_phi[:, 1:] + w_d * d_emit], axis=1)
         new_emit = w_a * d_phi1[:, :-1] + w_b * d_emit + d_le
         new_phi = jnp.concatenate([d_phi1[:, :1], w_p * d_phi1[:, 1:] + w_q * d_emit], axis=1) + d_lb
-        pad = jax.lax.dynamic_index_in_dim(pads, t, axis=1)
         carry = _blend(pad, d_phi, new_phi), _blend(pad, d_emit, new_emit)
         return carry, (carry if probs else None)
 
-    zeros = tuple(varying_like(jnp.zeros(shape, lp.dtype), lp, pads, dx) for shape in ((batch, n + 1), (batch, n)))
-    (d_phi, d_emit), stacked = jax.lax.scan(step, zeros, jnp.arange(frames))
-    _, w_f, w_g = _final(phis[-1], emits[-1])
+    d_lp = dx - jnp.sum(jnp.exp(lp) * dx, axis=2, keepdims=True)
+    frames_in = (phis, emits, *_emissions(lp, labels, blank_id), pads.T[:, :, None], *_emissions(d_lp, labels, blank_id))
+    zeros = tuple(varying_like(jnp.zeros_like(a), lp, pads, dx) for a in (phi_t, emit_t))
+    (d_phi, d_emit), stacked = jax.lax.scan(step, zeros, frames_in)
+    _, w_f, w_g = _final(phi_t, emit_t)
     d_last = jnp.concatenate([d_phi[:, :1], w_f * d_phi[:, 1:] + w_g * d_emit], axis=1)
     d_loss = -_at_length(d_last, lengths)
     if not probs:
