@@ -194,6 +194,23 @@ XS = jnp.asarray(_RNG.normal(size=(2, 3, 4, 3)))  # segmentation: batch, H, W, c
 TS = jax.nn.one_hot(jnp.asarray(_RNG.integers(0, 3, (2, 3, 4))), 3, dtype=jnp.float64)
 DICE = "dice_loss"
 RANK = "ranking_softmax_loss"
+CTC, CTC_PROBS = "ctc_loss", "ctc_loss_with_forward_probs"
+
+
+def _ctc(frames, classes, labels, logit_lengths, label_lengths):
+    """CTC arguments: logits [B, T, K], right-padded frames and labels (paddings 1.0 past each length)."""
+    labels = jnp.asarray(labels, jnp.int32)
+    pads = lambda lengths, size: (np.arange(size)[None] >= np.asarray(lengths)[:, None]).astype(float)  # noqa: E731
+    logits = jnp.asarray(_RNG.normal(0.0, 1.5, (labels.shape[0], frames, classes)))
+    return logits, jnp.asarray(pads(logit_lengths, frames)), labels, jnp.asarray(pads(label_lengths, labels.shape[1]))
+
+
+# repeats (1 1, 2 2 2), a padded frame, labels of every length; labels equal to blank_id 2 (as optax allows)
+CTC_ARGS = _ctc(8, 5, [[1, 1, 2, 3], [2, 2, 2, 4], [3, 1, 4, 1], [4, 3, 0, 0]], [8, 7, 6, 3], [4, 3, 2, 1])
+CTC_EMPTY = _ctc(5, 4, [[1, 2], [3, 3], [2, 1]], [5, 0, 4], [0, 0, 2])  # no labels; a row of padded frames
+# infeasible: 4 labels in 3 frames; 1 1 1 needs 5 frames, has 4; 1 2 3 in exactly 3 frames (one alignment)
+CTC_TIGHT = _ctc(4, 4, [[1, 2, 3, 1], [1, 1, 1, 0], [1, 2, 3, 0]], [3, 4, 3], [4, 3, 3])
+CTC_OUT_OF_RANGE = _ctc(5, 4, [[1, 4, 2], [-1, 3, 3]], [5, 5], [3, 3])  # optax's one-hot reads 0 there
 
 # (id, loss name, keywords, args, argnums differentiated)
 LOSS_CASES = [
@@ -362,7 +379,21 @@ LOSS_CASES = [
     ("triplet-bcast", "triplet_margin_loss", {"margin": 2.0}, (X3, T3[0], -X3[:, :1]), (0, 1, 2)),
     ("triplet-at-hinge", "triplet_margin_loss", {"eps": 0.0},
      (jnp.zeros((2, 2)), jnp.array([[0.0, 4.0], [1.0, 0.0]]), jnp.array([[5.0, 0.0], [0.0, 2.0]])), (0, 1, 2)),
+    # CTC: repeats, padded frames and labels, blank_id, empty labels, infeasible and tight alignments, log ε
+    ("ctc", CTC, {}, CTC_ARGS, (0,)),
+    ("ctc-blank2", CTC, {"blank_id": 2}, CTC_ARGS, (0,)),
+    ("ctc-empty-labels", CTC, {}, CTC_EMPTY, (0,)),
+    ("ctc-infeasible", CTC, {}, CTC_TIGHT, (0,)),
+    ("ctc-log-eps", CTC, {"log_epsilon": -3.0}, CTC_TIGHT, (0,)),
+    ("ctc-out-of-range-labels", CTC, {}, CTC_OUT_OF_RANGE, (0,)),
+    ("ctc-probs", CTC_PROBS, {}, CTC_ARGS, (0,)),
+    ("ctc-probs-blank3-empty", CTC_PROBS, {"blank_id": 3}, CTC_EMPTY, (0,)),
+    ("ctc-probs-infeasible", CTC_PROBS, {}, CTC_TIGHT, (0,)),
+    ("ctc-probs-log-eps", CTC_PROBS, {"log_epsilon": -2.0}, CTC_ARGS, (0,)),
 ]
+# the forward variables of unreachable states sit near -1e5 (log ε): their derivatives, differences of such
+# numbers, keep about 1e-11 absolute in float64 (optax's autodiff and funcnet's rule alike), 1e-12 of the largest
+ABSOLUTE = {"ctc-probs": 1e-10, "ctc-probs-blank3-empty": 1e-10, "ctc-probs-infeasible": 1e-10}
 # optax is finite at these (value and gradient) despite an infinite logit: funcnet must be too
 FINITE_DESPITE_INF = {"sce-where--inf-masked", "int-where--inf-masked", "safe-sce--inf-zero-label"}
 # optax's forward mode is NaN here (a zero weight's tangent times -inf inside its rules); funcnet's tangent is
@@ -379,7 +410,8 @@ def _directions(case):
     """A cotangent for the output and a tangent per differentiated argument (random, fixed)."""
     _, name, kw, args, argnums = case
     out = jax.eval_shape(_loss(name, **kw)[1], *args)
-    ct = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), out.dtype)
+    rng = np.random.default_rng(1)
+    ct = jax.tree.map(lambda o: jnp.asarray(rng.normal(size=o.shape), o.dtype), out)  # a tuple: CTC's forward probs
     tangents = tuple(jnp.asarray(np.random.default_rng(2 + i).normal(size=np.shape(args[i])), args[i].dtype)
                      for i in argnums)
     return ct, tangents
@@ -394,7 +426,10 @@ def _value_grad_tangent(f, args, argnums, ct, tangents):
         return f(*full)
 
     primals = tuple(args[i] for i in argnums)
-    grads = jax.grad(lambda *d: jnp.sum(part(*d) * ct), argnums=tuple(range(len(argnums))))(*primals)
+    def dot(*d):
+        return sum(jnp.sum(o * c) for o, c in zip(jax.tree.leaves(part(*d)), jax.tree.leaves(ct)))
+
+    grads = jax.grad(dot, argnums=tuple(range(len(argnums))))(*primals)
     return f(*args), grads, jax.jvp(part, primals, tangents)[1]
 
 
@@ -474,7 +509,8 @@ def _check_loss_case(case):
         leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
         assert len(leaves_a) == len(leaves_b), (case_id, what)
         for i, (ai, bi) in enumerate(zip(leaves_a, leaves_b)):
-            _same(ai, bi, f"{case_id}: {what} {i}", **_tol(args))
+            _same(ai, bi, f"{case_id}: {what} {i}", **{**_tol(args), **({"atol": ABSOLUTE[case_id]}
+                                                                           if case_id in ABSOLUTE else {})})
     if case_id in FINITE_DESPITE_INF:
         assert all(np.isfinite(leaf).all() for part in got for leaf in jax.tree.leaves(part)), case_id
 

@@ -202,8 +202,9 @@ def battery(spec: OpSpec) -> list[str]:
     failures: list[str] = []
     for (dtype, k), (y, twin, up, g, g_twin) in out["values"].items():
         tol, what = spec.tolerance(dtype), f"value {dtype} {spec.cases[k]}"
-        if not y.dtype == twin.dtype == jnp.dtype(dtype) or y.shape != twin.shape:
-            failures.append(f"{what}: {y.dtype}{y.shape}, twin {twin.dtype}{twin.shape}")
+        for a, b in zip(jax.tree.leaves(y), jax.tree.leaves(twin)):  # one output, or a tuple (CTC's forward probs)
+            if not a.dtype == b.dtype == jnp.dtype(dtype) or a.shape != b.shape:
+                failures.append(f"{what}: {a.dtype}{a.shape}, twin {b.dtype}{b.shape}")
         if any(leaf.dtype != jnp.dtype(dtype) for leaf in jax.tree.leaves(g)):
             failures.append(f"gradient {dtype} {spec.cases[k]}: dtypes {[leaf.dtype for leaf in jax.tree.leaves(g)]}")
         _close(failures, what + " vs twin", y, twin, tol.rtol, tol.atol)

@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent("""
             continue
         per_example = jax.vmap(lambda a0, *rest: spec.op(a0, *rest), in_axes=(0,) + (None,) * (len(args) - 1))
         def loss(*a):
-            return jnp.sum(per_example(*a) ** 2)
+            return sum(jnp.sum(o ** 2) for o in jax.tree.leaves(per_example(*a)))  # a tuple: CTC's forward probs
         argnums = spec.diff_argnums
         def sharded_loss(*a):
             return jax.lax.psum(loss(*a), "data")

@@ -5,7 +5,7 @@ each runs, every optax loss that funcnet shares a name with is funcnet's, in
 ``optax.losses`` and in the private modules the tests call (``_classification``,
 ``_regression``, ``_segmentation``, ``_smoothing``, ``_ranking``, ``_fenchel_young``, ``_self_supervised``;
 optax's own functions that call one another get funcnet's too). The classes for losses funcnet does not have
-yet (``ctc_loss``) are
+(none now) are
 left out, so that each test here runs funcnet code. A failure is a difference from
 optax that a user of its tests would meet; a deliberate one is marked below with
 the reason, as in the README's list.
@@ -49,7 +49,7 @@ PLACES = (optax.losses, _classification, _regression, _segmentation, _smoothing,
 #: optax's loss names that funcnet has.
 SHARED = sorted(n for n in dir(optax.losses) if not n.startswith("_") and hasattr(losses, n))
 #: Test classes of losses funcnet does not have (yet).
-NOT_OURS = {"CTCTest"}
+NOT_OURS: set[str] = set()
 
 CLASSES = {name: cls for module in (_classification_test, _regression_test, _segmentation_test, _smoothing_test,
                                     _ranking_test, _fenchel_young_test, _self_supervised_test)

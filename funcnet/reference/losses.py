@@ -24,6 +24,7 @@ __all__ = [
     "dice_loss", "binary_dice_loss", "multiclass_generalized_dice_loss",
     "ranking_softmax_loss",
     "ntxent", "triplet_margin_loss",
+    "ctc_loss", "ctc_loss_with_forward_probs",
 ]
 
 
@@ -347,3 +348,39 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree=2, m
     dp = _triplet_distance(anchors - positives, axis, norm_degree, eps)
     dn = _triplet_distance(anchors - negatives, axis, norm_degree, eps)
     return jnp.maximum(dp - dn + margin, 0.0)
+# ---- sequence
+def ctc_loss_with_forward_probs(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
+    """Optax's CTC recursion, autodiff through the scan; outputs in the logits' dtype, no gradient to paddings."""
+    dtype = logits.dtype
+    logp = jax.nn.log_softmax(logits)
+    pad_t = jax.lax.stop_gradient(logit_paddings).astype(dtype).T[:, :, None]  # [T, B, 1]
+    eps = jax.lax.stop_gradient(jnp.asarray(log_epsilon, dtype))
+    batch, n = labels.shape
+    same = jnp.zeros((batch, n), dtype).at[:, :-1].set(labels[:, :-1] == labels[:, 1:])
+    blank = jnp.moveaxis(logp[:, :, blank_id:blank_id + 1], 1, 0)  # [T, B, 1]
+    emit_lp = jnp.moveaxis(jnp.sum(logp[:, :, None, :] * jax.nn.one_hot(labels, logits.shape[-1], dtype=dtype)[:, None],
+                                   axis=-1), 1, 0)  # [T, B, N]
+    lengths = n - jnp.sum(label_paddings, axis=1).astype(jnp.int32)
+
+    def join(phi, other):  # phi[:, 1:] ⊕ other
+        return phi.at[:, 1:].set(jnp.logaddexp(phi[:, 1:], other))
+
+    def frame(state, inputs):
+        phi, emit = state
+        e, b, pad = inputs
+        moved = join(phi, emit + eps * same)
+        new_emit = jnp.logaddexp(moved[:, :-1] + e, emit + e)
+        new_phi = join(moved + b, emit + b + eps * (1.0 - same))
+        state = (pad * phi + (1.0 - pad) * new_phi, pad * emit + (1.0 - pad) * new_emit)
+        return state, state
+
+    start = (jnp.full((batch, n + 1), eps, dtype).at[:, 0].set(0.0), jnp.full((batch, n), eps, dtype))
+    (phi, emit), (phis, emits) = jax.lax.scan(frame, start, (emit_lp, blank, pad_t))
+    last = join(phi, emit)
+    loss = -jnp.sum(last * jax.nn.one_hot(lengths, n + 1, dtype=dtype), axis=1)
+    return loss, phis.at[-1].set(last), emits
+
+
+def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id=0, log_epsilon=-1e5):
+    return ctc_loss_with_forward_probs(logits, logit_paddings, labels, label_paddings, blank_id=blank_id,
+                                       log_epsilon=log_epsilon)[0]

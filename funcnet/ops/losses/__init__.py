@@ -19,11 +19,12 @@ The families, as Optax lays them out: :mod:`.regression`, :mod:`.binary`,
 :mod:`.softmax`, :mod:`.margin`, :mod:`.divergences`, :mod:`.smoothing`,
 :mod:`.penalties`, :mod:`.segmentation` (whose Dice losses reduce over classes,
 as Optax's do), :mod:`.ranking`, :mod:`.fenchel_young` (a factory: each ``max_fun``
-builds its own op), :mod:`.self_supervised`. The fused classifier head is :mod:`funcnet.ops.fused_head`.
+builds its own op), :mod:`.self_supervised`, :mod:`.sequence` (CTC). The fused classifier head is
+:mod:`funcnet.ops.fused_head`.
 """
 
 from funcnet.ops.losses import (binary, divergences, fenchel_young, margin, penalties, ranking, regression,
-                                segmentation, self_supervised, smoothing, softmax)
+                                segmentation, self_supervised, sequence, smoothing, softmax)
 from funcnet.ops.losses.binary import *  # noqa: F401,F403
 from funcnet.ops.losses.divergences import *  # noqa: F401,F403
 from funcnet.ops.losses.fenchel_young import *  # noqa: F401,F403
@@ -33,12 +34,13 @@ from funcnet.ops.losses.ranking import *  # noqa: F401,F403
 from funcnet.ops.losses.regression import *  # noqa: F401,F403
 from funcnet.ops.losses.segmentation import *  # noqa: F401,F403
 from funcnet.ops.losses.self_supervised import *  # noqa: F401,F403
+from funcnet.ops.losses.sequence import *  # noqa: F401,F403
 from funcnet.ops.losses.smoothing import *  # noqa: F401,F403
 from funcnet.ops.losses.softmax import *  # noqa: F401,F403
 from funcnet.ops.numerics import LOG_FLOOR  # noqa: F401
 
 #: The families in the order their losses are listed (``funcnet.losses.__all__``, the docs, the registry).
 FAMILIES = (regression, binary, softmax, margin, divergences, penalties, smoothing, segmentation, ranking,
-            fenchel_young, self_supervised)
+            fenchel_young, self_supervised, sequence)
 
 __all__ = [name for family in FAMILIES for name in family.__all__] + ["LOG_FLOOR"]

@@ -1,0 +1,95 @@
+"""funcnet's CTC loss against Optax's: temporary memory and step time of ``value_and_grad``.
+
+One gradient step, with respect to the logits, of the summed per-sequence loss
+``ctc_loss(logits, logit_paddings, labels, label_paddings).sum()`` over a batch
+of ``B`` sequences of ``T`` frames and ``K`` classes with ``N`` labels each
+(random logits, no padding, labels drawn from the non-blank classes):
+
+* funcnet: ``funcnet.losses.ctc_loss`` (hand-written forward–backward rule,
+  saving the log-probabilities and the forward variables);
+* optax: ``optax.losses.ctc_loss`` (autodiff through its ``lax.scan``).
+
+Memory is XLA's ``temp_size_in_bytes`` of the compiled program (compiled, not
+run); time is the median over rounds in which the two run in turn, with the
+median of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from funcnet import losses
+
+__all__ = ["SIZES", "measure", "markdown_lines"]
+
+#: (B, T, K, N) of the table: the issue's target size.
+SIZES = ((32, 500, 100, 100),)
+
+
+def _steps() -> dict[str, Any]:
+    def step(ctc):
+        return jax.jit(jax.value_and_grad(lambda x, xp, y, yp: ctc(x, xp, y, yp).sum()))
+
+    return {"funcnet": step(losses.ctc_loss), "optax": step(optax.losses.ctc_loss)}
+
+
+def measure(batch: int = 32, frames: int = 500, classes: int = 100, labels: int = 100, dtype: Any = jnp.float32,
+            rounds: int = 3, seed: int = 0) -> dict:
+    """``{"funcnet": {...}, "optax": {...}}`` with ``temp_bytes`` and, if ``rounds``, ``median_s``; and ratios."""
+    steps = _steps()
+    shapes = [jax.ShapeDtypeStruct((batch, frames, classes), dtype), jax.ShapeDtypeStruct((batch, frames), dtype),
+              jax.ShapeDtypeStruct((batch, labels), jnp.int32), jax.ShapeDtypeStruct((batch, labels), dtype)]
+    out: dict = {"batch": batch, "frames": frames, "classes": classes, "labels": labels,
+                 "dtype": jnp.dtype(dtype).name, "rounds": rounds, "device": jax.devices()[0].device_kind}
+    compiled = {}
+    for name, step in steps.items():
+        compiled[name] = step.lower(*shapes).compile()
+        out[name] = {"temp_bytes": int(compiled[name].memory_analysis().temp_size_in_bytes)}
+    out["memory_ratio"] = out["funcnet"]["temp_bytes"] / out["optax"]["temp_bytes"]
+    if rounds:
+        rng = np.random.default_rng(seed)
+        args = (jnp.asarray(rng.standard_normal((batch, frames, classes)), dtype), jnp.zeros((batch, frames), dtype),
+                jnp.asarray(rng.integers(1, classes, (batch, labels)), jnp.int32), jnp.zeros((batch, labels), dtype))
+        times: dict[str, list[float]] = {name: [] for name in compiled}
+        for name in compiled:  # a warm-up of each
+            jax.block_until_ready(compiled[name](*args))
+        for r in range(rounds):
+            for name in (("funcnet", "optax") if r % 2 == 0 else ("optax", "funcnet")):
+                t0 = time.perf_counter()
+                jax.block_until_ready(compiled[name](*args))
+                times[name].append(time.perf_counter() - t0)
+        for name, ts in times.items():
+            out[name]["median_s"] = statistics.median(ts)
+        out["time_ratio"] = statistics.median(f / o for f, o in zip(times["funcnet"], times["optax"]))
+    return out
+
+
+def markdown_lines(rows: list[dict]) -> list[str]:
+    """A section for ``docs/benchmarks.md`` from :func:`measure` rows."""
+    lines = [f"## CTC loss ({rows[0]['dtype']}, {rows[0]['device']})", "",
+             "`value_and_grad` with respect to the logits of `ctc_loss(logits, logit_paddings, labels, "
+             "label_paddings).sum()`: funcnet's `losses.ctc_loss` (hand-written forward–backward rule) against "
+             "`optax.losses.ctc_loss` (autodiff through its scan). Memory: XLA's temporary memory of the compiled "
+             "program; time: median over rounds that run the two in turn, and the median of the per-round ratios.",
+             "",
+             "| B × T × K, N labels | funcnet (MiB) | optax (MiB) | funcnet / optax | funcnet step | optax step "
+             "| time ratio |",
+             "| :--- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        timed = "median_s" in r["funcnet"]
+        cells = [f"{r['batch']} × {r['frames']} × {r['classes']}, N = {r['labels']}",
+                 f"{r['funcnet']['temp_bytes'] / 2**20:,.1f}", f"{r['optax']['temp_bytes'] / 2**20:,.1f}",
+                 f"{r['memory_ratio']:.3f}",
+                 f"{r['funcnet']['median_s'] * 1e3:.0f} ms" if timed else "-",
+                 f"{r['optax']['median_s'] * 1e3:.0f} ms" if timed else "-",
+                 f"{r['time_ratio']:.2f} ({r['rounds']} rounds)" if timed else "not timed"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
