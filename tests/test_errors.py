@@ -21,8 +21,10 @@ def raises(exc, *fragments):
 @pytest.mark.parametrize("name", nn.__all__)
 def test_activations_reject_non_numeric_input(name):
     f = getattr(nn, name)
-    args = {"prelu": ("abc", jnp.float32(0.1)), "one_hot": ("abc", 3)}.get(name, ("abc",))
-    with raises(TypeError, f"funcnet.nn.{f.__name__}", "`x`", "str"):  # an alias names its function
+    args = {"prelu": ("abc", jnp.float32(0.1)), "one_hot": ("abc", 3),
+            "dot_product_attention": ("abc", jnp.ones((2, 1, 4)), jnp.ones((2, 1, 4)))}.get(name, ("abc",))
+    first = {"dot_product_attention": "`query`"}.get(name, "`x`")
+    with raises(TypeError, f"funcnet.nn.{f.__name__}", first, "str"):  # an alias names its function
         f(*args)
 
 
