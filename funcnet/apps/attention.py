@@ -15,14 +15,13 @@ in turn, with the median of the per-round ratios.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcnet.apps.compare import two_programs
 from funcnet import nn
 
 __all__ = ["measure", "markdown_lines"]
@@ -51,25 +50,12 @@ def measure(b: int = 4, n: int = 8, t: int = 4096, s: int | None = None, h: int 
               jax.ShapeDtypeStruct((b, s, n, h), dtype), jax.ShapeDtypeStruct((b, t, n, h), dtype)]
     out: dict = {"b": b, "n": n, "t": t, "s": s, "h": h, "causal": is_causal, "dtype": jnp.dtype(dtype).name,
                  "rounds": rounds, "blocks": dict(blocks)}
-    compiled = {}
-    for name, step in steps.items():
-        compiled[name] = step.lower(*shapes).compile()
-        out[name] = {"temp_bytes": int(compiled[name].memory_analysis().temp_size_in_bytes)}
-    out["memory_ratio"] = out["funcnet"]["temp_bytes"] / out["jax.nn"]["temp_bytes"]
-    if rounds:
+
+    def make_args():
         rng = np.random.default_rng(seed)
-        args = tuple(jnp.asarray(rng.standard_normal(x.shape), dtype) for x in shapes)
-        times: dict[str, list[float]] = {name: [] for name in compiled}
-        for name in compiled:  # a warm-up of each
-            jax.block_until_ready(compiled[name](*args))
-        for r in range(rounds):
-            for name in (("funcnet", "jax.nn") if r % 2 == 0 else ("jax.nn", "funcnet")):
-                t0 = time.perf_counter()
-                jax.block_until_ready(compiled[name](*args))
-                times[name].append(time.perf_counter() - t0)
-        for name, ts in times.items():
-            out[name]["median_s"] = statistics.median(ts)
-        out["time_ratio"] = statistics.median(f / u for f, u in zip(times["funcnet"], times["jax.nn"]))
+        return tuple(jnp.asarray(rng.standard_normal(x.shape), dtype) for x in shapes)
+
+    out.update(two_programs(steps, shapes, rounds, make_args))
     return out
 
 

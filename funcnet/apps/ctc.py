@@ -16,8 +16,6 @@ median of the per-round ratios.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
 import jax
@@ -25,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from funcnet.apps.compare import two_programs
 from funcnet import losses
 
 __all__ = ["SIZES", "measure", "markdown_lines"]
@@ -48,26 +47,13 @@ def measure(batch: int = 32, frames: int = 500, classes: int = 100, labels: int 
               jax.ShapeDtypeStruct((batch, labels), jnp.int32), jax.ShapeDtypeStruct((batch, labels), dtype)]
     out: dict = {"batch": batch, "frames": frames, "classes": classes, "labels": labels,
                  "dtype": jnp.dtype(dtype).name, "rounds": rounds, "device": jax.devices()[0].device_kind}
-    compiled = {}
-    for name, step in steps.items():
-        compiled[name] = step.lower(*shapes).compile()
-        out[name] = {"temp_bytes": int(compiled[name].memory_analysis().temp_size_in_bytes)}
-    out["memory_ratio"] = out["funcnet"]["temp_bytes"] / out["optax"]["temp_bytes"]
-    if rounds:
+
+    def make_args():
         rng = np.random.default_rng(seed)
-        args = (jnp.asarray(rng.standard_normal((batch, frames, classes)), dtype), jnp.zeros((batch, frames), dtype),
+        return (jnp.asarray(rng.standard_normal((batch, frames, classes)), dtype), jnp.zeros((batch, frames), dtype),
                 jnp.asarray(rng.integers(1, classes, (batch, labels)), jnp.int32), jnp.zeros((batch, labels), dtype))
-        times: dict[str, list[float]] = {name: [] for name in compiled}
-        for name in compiled:  # a warm-up of each
-            jax.block_until_ready(compiled[name](*args))
-        for r in range(rounds):
-            for name in (("funcnet", "optax") if r % 2 == 0 else ("optax", "funcnet")):
-                t0 = time.perf_counter()
-                jax.block_until_ready(compiled[name](*args))
-                times[name].append(time.perf_counter() - t0)
-        for name, ts in times.items():
-            out[name]["median_s"] = statistics.median(ts)
-        out["time_ratio"] = statistics.median(f / o for f, o in zip(times["funcnet"], times["optax"]))
+
+    out.update(two_programs(steps, shapes, rounds, make_args))
     return out
 
 

@@ -14,8 +14,6 @@ in turn, with the median of the per-round ratios.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
 import jax
@@ -23,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from funcnet.apps.compare import two_programs
 from funcnet import losses
 
 __all__ = ["VOCABS", "measure", "markdown_lines"]
@@ -50,27 +49,14 @@ def measure(vocab: int, n: int = 8192, d: int = 1024, dtype: Any = jnp.float32, 
     shapes = [jax.ShapeDtypeStruct((n, d), dtype), jax.ShapeDtypeStruct((d, vocab), dtype),
               jax.ShapeDtypeStruct((vocab,), dtype), jax.ShapeDtypeStruct((n,), jnp.int32)]
     out: dict = {"vocab": vocab, "n": n, "d": d, "dtype": jnp.dtype(dtype).name, "rounds": rounds}
-    compiled = {}
-    for name, step in steps.items():
-        compiled[name] = step.lower(*shapes).compile()
-        out[name] = {"temp_bytes": int(compiled[name].memory_analysis().temp_size_in_bytes)}
-    out["memory_ratio"] = out["fused"]["temp_bytes"] / out["unfused"]["temp_bytes"]
-    if rounds:
+
+    def make_args():
         rng = np.random.default_rng(seed)
-        args = (jnp.asarray(rng.standard_normal((n, d)) / np.sqrt(d), dtype),
+        return (jnp.asarray(rng.standard_normal((n, d)) / np.sqrt(d), dtype),
                 jnp.asarray(rng.standard_normal((d, vocab)) / np.sqrt(d), dtype),
                 jnp.zeros((vocab,), dtype), jnp.asarray(rng.integers(0, vocab, n), jnp.int32))
-        times: dict[str, list[float]] = {name: [] for name in compiled}
-        for name in compiled:  # a warm-up of each
-            jax.block_until_ready(compiled[name](*args))
-        for r in range(rounds):
-            for name in (("fused", "unfused") if r % 2 == 0 else ("unfused", "fused")):
-                t0 = time.perf_counter()
-                jax.block_until_ready(compiled[name](*args))
-                times[name].append(time.perf_counter() - t0)
-        for name, ts in times.items():
-            out[name]["median_s"] = statistics.median(ts)
-        out["time_ratio"] = statistics.median(f / u for f, u in zip(times["fused"], times["unfused"]))
+
+    out.update(two_programs(steps, shapes, rounds, make_args))
     return out
 
 
