@@ -39,7 +39,9 @@ def test_sum_to_shape_is_the_transpose_of_broadcast(shapes, seed):
     np.testing.assert_allclose(sum_to_shape(g, shape), pullback(g)[0], rtol=1e-12, atol=1e-12)
 
 
-_ACT = [n for n in nn.__all__ if n not in ("prelu", "one_hot")]  # one_hot: an encoding, no gradient
+#: The ops of one array argument (prelu's slope, attention's keys and values are arguments of their own;
+#: one_hot is an encoding, with no gradient).
+_ACT = [n for n in nn.__all__ if n not in ("prelu", "one_hot", "dot_product_attention")]
 _jitted = {}
 
 
