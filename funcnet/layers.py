@@ -18,6 +18,7 @@ twice and its gradients compared.
 
 from __future__ import annotations
 
+import contextvars
 import types
 import warnings
 from collections.abc import Mapping
@@ -47,7 +48,20 @@ __all__ = [
     "Dropout", "Flatten", "LayerNorm", "RMSNorm", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS", "NORMS",
     "ParameterError",
     "parallel", "ActivationDense",  # deprecated names of branches and ActivationThenDense
+    "LAYER_TAP",
 ]
+
+#: A hook that sees every layer with parameters as it runs, or None (the default: layers run as written).
+#: :mod:`funcnet.curvature` sets it to ``tap(kind, params, inputs, output, spec) -> output`` to record each
+#: layer's input and add a probe to its output, whose cotangent is the layer's per-example output cotangent.
+#: ``kind`` is ``"dense"`` (spec: ``activation``, ``activation_kwargs``, ``ops``), ``"layer_norm"``,
+#: ``"rms_norm"`` (spec: ``epsilon``, ``ops``) or ``"prelu"`` (spec: ``ops``).
+LAYER_TAP: contextvars.ContextVar = contextvars.ContextVar("funcnet.layers.LAYER_TAP", default=None)
+
+
+def _tapped(kind: str, params, inputs, output, **spec):
+    tap = LAYER_TAP.get()
+    return output if tap is None else tap(kind, params, inputs, output, spec)
 
 
 class Layer(NamedTuple):
@@ -218,8 +232,10 @@ def _dense(fn: str, units, w_init, b_init, ops, activation: str | None, activati
         if x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise _shape_error(desc, f"expected inputs whose last axis is {w.shape[0]}, got shape {tuple(x.shape)}")
         if activation is None:
-            return ops.gates.affine(x, w, params["b"])
-        return ops.gates.activation_affine(x, w, params["b"], activation, **activation_kwargs)
+            out = ops.gates.affine(x, w, params["b"])
+        else:
+            out = ops.gates.activation_affine(x, w, params["b"], activation, **activation_kwargs)
+        return _tapped("dense", params, x, out, activation=activation, activation_kwargs=activation_kwargs, ops=ops)
 
     return Layer(init, apply, "dense", desc, ops)
 
@@ -305,7 +321,7 @@ def PReLU(alpha_init: float = 0.25, *, per_channel: bool = True, ops: types.Modu
     def apply(params, x, *, key=None, train=False):
         shape = (x.shape[-1],) if per_channel and jnp.ndim(x) else ()
         _check_params(desc, params, {"alpha": shape})
-        return ops.nn.prelu(x, params["alpha"])
+        return _tapped("prelu", params, x, ops.nn.prelu(x, params["alpha"]), ops=ops)
 
     return Layer(init, apply, "prelu", desc, ops)
 
@@ -337,9 +353,9 @@ def _norm_layer(kind: str, epsilon: float, ops: types.ModuleType) -> Layer:
     def apply(params, x, *, key=None, train=False):
         width = x.shape[-1] if jnp.ndim(x) else None
         _check_params(desc, params, {"scale": (width,), "bias": (width,)} if centred else {"scale": (width,)})
-        if centred:
-            return fn(x, params["scale"], params["bias"], epsilon=epsilon)
-        return fn(x, params["scale"], epsilon=epsilon)
+        extra = (params["bias"],) if centred else ()
+        out = fn(x, params["scale"], *extra, epsilon=epsilon)
+        return _tapped(kind, params, x, out, epsilon=epsilon, ops=ops)
 
     return Layer(init, apply, kind, desc, ops)
 

@@ -6,3 +6,13 @@ mean data loss over the batch, ``L(θ) = (1/B) Σᵢ ℓ(f(θ, xᵢ), yᵢ)`` (n
 per-example quantities are those of ``ℓᵢ`` (as ``vmap(grad(ℓᵢ))`` gives them),
 matrices (Hessian, generalized Gauss–Newton, Fisher) those of ``L``.
 """
+
+from funcnet.curvature.first_order import Moments as Moments
+from funcnet.curvature.first_order import clipped_gradient as clipped_gradient
+from funcnet.curvature.first_order import gradient_moments as gradient_moments
+from funcnet.curvature.first_order import per_example_gradient_norms as per_example_gradient_norms
+from funcnet.curvature.first_order import per_example_gradients as per_example_gradients
+from funcnet.curvature.taps import tap as tap
+
+__all__ = ["tap", "per_example_gradients", "per_example_gradient_norms", "gradient_moments", "Moments",
+           "clipped_gradient"]
