@@ -167,3 +167,9 @@ def test_the_readme_lists_every_example_with_its_command():
     readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
     for script in sorted(EXAMPLES.glob("[!_]*.py")):
         assert f"python examples/{script.name}" in readme, f"README.md does not list examples/{script.name}"
+
+
+def test_dp_sgd_clips_from_ghost_norms_like_vmap_grad(example):
+    r = example("dp_sgd").main(["--epochs", "2", "--hidden", "16", "--batch-size", "32"])
+    assert r["difference"] < 1e-5  # the same clipped gradient as forming every example's gradient
+    assert r["accuracy"] > 0.5 and r["private_accuracy"] > 0.2  # both train (10 classes: chance is 0.1)

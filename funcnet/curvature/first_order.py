@@ -32,18 +32,26 @@ __all__ = ["per_example_gradients", "per_example_gradient_norms", "gradient_mome
            "clipped_gradient"]
 
 
-def backward(model: Layer, params, x, y, loss: str | Loss, fn: str):
-    """``(per-example losses, Σᵢ gᵢ, taps, δ of each site)``: one forward and one backward pass.
+def per_example_losses(loss_fn, outputs, y, fn: str):
+    """``ℓᵢ``: the loss's values averaged over every axis but the batch axis, so that their mean over the
+    batch is the training objective (:func:`funcnet.train.make_objective` averages every value): a
+    regression loss such as ``squared_error`` gives one value per output."""
+    values = loss_fn(outputs, y)
+    if values.ndim < 1 or values.shape[0] != outputs.shape[0]:
+        raise ValueError(f"{fn}: the loss must give a value per example (a leading axis of {outputs.shape[0]}), "
+                         f"got shape {tuple(values.shape)}")
+    return values.reshape(values.shape[0], -1).mean(axis=1)
+
+
+def backward(model: Layer, params, x, y, loss: str | Loss, fn: str, parameter_gradients: bool = False):
+    """``(per-example losses, Σᵢ gᵢ or None, taps, δ of each site)``: one forward and one backward pass.
 
     The backward pass starts from each example's own ``∂ℓᵢ/∂f(xᵢ)`` (not divided
     by ``B``), so each site's ``δ`` holds per-example cotangents.
     """
     loss_fn = loss_function(canonical_loss(loss), model)
-    t = _taps.tap(model, params, x, fn=fn)
-    losses, loss_vjp = jax.vjp(lambda out: loss_fn(out, y), t.outputs)
-    if losses.shape != (x.shape[0],):
-        raise ValueError(f"{fn}: the loss must give one value per example, shape ({x.shape[0]},), got "
-                         f"{tuple(losses.shape)}")
+    t = _taps.tap(model, params, x, parameter_gradients=parameter_gradients, fn=fn)
+    losses, loss_vjp = jax.vjp(lambda out: per_example_losses(loss_fn, out, y, fn), t.outputs)
     (d_out,) = loss_vjp(jnp.ones_like(losses))
     grads, deltas = t.pullback(d_out)
     return losses, grads, t, deltas
@@ -114,7 +122,7 @@ def gradient_moments(model: Layer, params, x, y, *, loss: str | Loss = DEFAULT_L
     matrix product the size of the weight gradient's, so this costs about one
     more weight-gradient product per Dense layer than ``value_and_grad``.
     """
-    losses, grads, t, deltas = backward(model, params, x, y, loss, "gradient_moments")
+    losses, grads, t, deltas = backward(model, params, x, y, loss, "gradient_moments", True)
     b = x.shape[0]
     mean = jax.tree.map(lambda g: g / b, grads)
     squares = _taps.gather(params, t.sites, [_taps.sum_of_squares(s, d) for s, d in zip(t.sites, deltas)])

@@ -68,7 +68,8 @@ class Taps(NamedTuple):
       outputs: the model's outputs.
       sites: one :class:`Site` per tapped layer, in the order the layers ran.
       pullback: ``pullback(cotangent of outputs) -> (parameter cotangents, (g of each site, ...))``;
-        linear, so it may be vmapped over several cotangents.
+        linear, so it may be vmapped over several cotangents. The parameter cotangents are None when
+        :func:`tap` was asked for none.
     """
 
     outputs: Any
@@ -84,8 +85,11 @@ def _paths(params) -> dict[int, Path]:
     return {id(leaf): tuple(_key(k) for k in path) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
-def tap(model: Layer, params, x, *, fn: str = "curvature") -> Taps:
+def tap(model: Layer, params, x, *, parameter_gradients: bool = True, fn: str = "curvature") -> Taps:
     """Run ``model`` on ``x`` (inference mode) and tap every layer with parameters; see the module docstring.
+
+    With ``parameter_gradients=False`` the pullback gives ``(None, δs)`` and the
+    backward pass forms no parameter gradient (what the ghost norms save).
 
     Raises a ValueError naming the entry when a parameter belongs to no
     tappable layer (one :mod:`funcnet.layers` does not build, or parameters
@@ -124,7 +128,13 @@ def tap(model: Layer, params, x, *, fn: str = "curvature") -> Taps:
 
     # a probe per tapped layer, shaped like its output (a trace, no computation)
     probes = tuple(jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(site_outputs, params))
-    out, vjp, inputs = jax.vjp(run, params, probes, has_aux=True)
+    if parameter_gradients:
+        out, vjp, inputs = jax.vjp(run, params, probes, has_aux=True)
+    else:
+        out, vjp_probes, inputs = jax.vjp(lambda probes: run(params, probes), probes, has_aux=True)
+
+        def vjp(cotangent):
+            return None, vjp_probes(cotangent)[0]
     sites = tuple(Site(k, p, sh, i, sp) for (k, p, sh, sp), i in zip(static, inputs))
     _check_covered(fn, params, sites)
     return Taps(out, sites, vjp)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
 from typing import Callable
 
 import jax
@@ -102,7 +103,10 @@ class Op:
     Args:
       name: the op's public name, used in error messages and the jaxpr.
       value: ``value(*args, **static) -> y``.
-      vjp: ``vjp(res, g, **static) -> tuple`` of cotangents, one per argument.
+      vjp: ``vjp(res, g, **static) -> tuple`` of cotangents, one per argument. A rule
+        whose signature names a keyword ``wanted`` is told which cotangents are
+        used (a tuple of bools, one per argument: not those of arguments nothing
+        differentiates) and may give None for the others and skip their work.
       jvp: ``jvp(res, *tangents, **static) -> y_dot``.
       save: ``save(*args, **static) -> (y, res)``; by default the residuals are
         the arguments themselves.
@@ -233,6 +237,11 @@ def _custom_jvp(rule: Op, static_items: tuple):
     return op
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_wanted(vjp: Callable) -> bool:
+    return "wanted" in inspect.signature(vjp).parameters
+
+
 def _is_tangent(t, primal) -> bool:
     """Whether ``t`` is a tangent to use: not a symbolic zero, and of a floating argument."""
     return not isinstance(t, SymbolicZero) and _is_float(primal) and t.dtype != jax.dtypes.float0
@@ -287,7 +296,8 @@ def _linear_primitive(rule: Op) -> Primitive:
 
         def base(*res_and_ct):
             res = jax.tree.unflatten(res_tree, res_and_ct[:n_res])
-            cts = [c for c, keep in zip(rule.vjp(res, res_and_ct[n_res], **dict(static)), present) if keep]
+            told = {"wanted": present} if _takes_wanted(rule.vjp) else {}
+            cts = [c for c, keep in zip(rule.vjp(res, res_and_ct[n_res], **dict(static), **told), present) if keep]
             return tuple(jnp.zeros(shape, dtype) if c is None else jnp.broadcast_to(c, shape).astype(dtype)
                          for c, shape, dtype in zip(cts, tangent_shapes, tangent_dtypes))
 
