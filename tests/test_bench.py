@@ -350,3 +350,31 @@ def test_funcnet_s_losses_need_no_more_memory_than_optax_s(monkeypatch):
                                                    lambda ns: wasteful if ns is funcnet.losses else pick(ns)))
     (planted,) = optax_memory.measure([name], log=lambda m: None)
     assert planted["funcnet_bytes"] > planted["optax_bytes"], planted
+
+
+def test_tables_run_through_the_suite_into_the_report(monkeypatch, capsys):
+    """``--tables``: each named table's rows land in the report; an unknown name is one line, before measuring."""
+    from funcnet.apps import ctc
+
+    monkeypatch.setattr(ctc, "SIZES", ((2, 12, 5, 3),))
+    result = suite.run((), ("funcnet",), memory=False, activations_sweep=False, scan=False, scaling_devices=0,
+                       roofline=False, dispatch=False, tables=("ctc",), table_rounds=1, log=lambda m: None)
+    (row,) = result["tables"]["ctc"]
+    assert row["funcnet"]["median_s"] > 0 and row["optax"]["median_s"] > 0
+    assert "| 2 × 12 × 5, N = 3 |" in report.markdown(result, "funcnet bench --tables ctc")
+    assert cli.main(["bench", "--tables", "ctc,nope"]) == 2
+    assert "--tables: unknown table nope; known: ctc, attention, curvature, or all" in capsys.readouterr().err
+
+
+def test_curvature_table_ghost_norms_within_the_memory_target():
+    """Issue 26's memory target (≤ 1.1x one value_and_grad), deterministic (compiled, not run), and the table
+    prints what it measured."""
+    from funcnet.apps import curvature as table
+
+    rows = table.measure(configs=("small",), quantities=["per-example gradient norms", "per-example gradients"],
+                         rounds=0, log=lambda m: None)
+    norms, per = rows
+    assert norms["baseline_name"] == "value_and_grad" and per["baseline_name"] == "vmap(grad)"
+    assert norms["memory_ratio"] <= 1.1, norms
+    line = next(l for l in table.markdown_lines(rows) if "| per-example gradient norms |" in l)
+    assert f"| {norms['memory_ratio']:.2f} |" in line and "| not timed |" in line

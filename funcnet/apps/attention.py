@@ -24,7 +24,11 @@ import numpy as np
 from funcnet.apps.compare import two_programs
 from funcnet import nn
 
-__all__ = ["measure", "markdown_lines"]
+__all__ = ["MEMORY_LENGTHS", "TIMED_LENGTHS", "measure", "default_rows", "markdown_lines"]
+
+#: Sequence lengths T = S of the memory sweep (compiled, not run) and of the timed rows (B = 4, N = 8, H = 64).
+MEMORY_LENGTHS = (512, 1024, 2048, 4096, 8192)
+TIMED_LENGTHS = (512, 1024)
 
 
 def _steps(is_causal: bool, blocks: dict) -> dict[str, Any]:
@@ -57,6 +61,18 @@ def measure(b: int = 4, n: int = 8, t: int = 4096, s: int | None = None, h: int 
 
     out.update(two_programs(steps, shapes, rounds, make_args))
     return out
+
+
+def default_rows(rounds: int = 3, log=print) -> list[dict]:
+    """The rows of ``funcnet bench --tables attention``: memory over :data:`MEMORY_LENGTHS`, causal and not,
+    and time at :data:`TIMED_LENGTHS` (jax.nn's step at T = 4096 holds 8 GiB and takes seconds on a CPU)."""
+    rows = []
+    for t in MEMORY_LENGTHS:
+        for causal in (False, True):
+            timed = rounds if t in TIMED_LENGTHS else 0
+            log(f"[attention] T = S = {t}{', causal' if causal else ''}: memory{' and time' if timed else ''} ...")
+            rows.append(measure(t=t, is_causal=causal, rounds=timed))
+    return rows
 
 
 def markdown_lines(rows: list[dict]) -> list[str]:

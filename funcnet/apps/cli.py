@@ -329,6 +329,11 @@ def _bench(args: argparse.Namespace) -> int:
         raise _UsageError(f"--heads must be comma-separated class counts, e.g. 8192,32768, got {args.heads!r}") from None
     if any(v < 2 for v in heads):
         raise _UsageError(f"--heads class counts must be at least 2, got {args.heads!r}")
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    tables = list(suite.TABLES) if tables == ["all"] else tables
+    unknown = [t for t in tables if t not in suite.TABLES]
+    if unknown:
+        raise _UsageError(f"--tables: unknown table {', '.join(unknown)}; known: {', '.join(suite.TABLES)}, or all")
     _check_not_empty("--markdown", args.markdown)
     _check_not_empty("--plot", args.plot)
     if args.markdown and args.plot and pathlib.Path(args.markdown).resolve() == pathlib.Path(args.plot).resolve():
@@ -347,7 +352,8 @@ def _bench(args: argparse.Namespace) -> int:
     result = suite.run(configs, frameworks, rounds=args.rounds, steps=args.steps, memory=not args.no_memory,
                        activations_sweep=not args.no_sweep, scan=not args.no_scan, dispatch=not args.no_dispatch,
                        scaling_devices=args.scaling_devices, roofline=not args.no_roofline,
-                       head_vocabs=heads, head_rounds=args.head_rounds, log=lambda m: print(m, file=sys.stderr))
+                       head_vocabs=heads, head_rounds=args.head_rounds, tables=tuple(tables),
+                       table_rounds=args.head_rounds, log=lambda m: print(m, file=sys.stderr))
     text = report.markdown(result, "funcnet bench " + shlex.join(sys.argv[2:]))
     print(report.dumps(result) if args.json else text)
     if args.markdown:
@@ -460,7 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also compare the fused classifier head with the unfused one for these class counts "
                     "(N = 8192 rows, D = 1024 features), e.g. 8192,32768,131072")
     be.add_argument("--head-rounds", type=_integer, default=3, metavar="N",
-                    help="timed rounds per head (0: memory only) [default: 3]")
+                    help="timed rounds per head and per row of --tables (0: memory only) [default: 3]")
+    be.add_argument("--tables", default="", metavar="NAME,...",
+                    help="also these tables: ctc (CTC loss against optax's, 32 x 500 frames), attention (streaming "
+                    "attention against jax.nn's, T = 512 ... 8192), curvature (funcnet.curvature's quantities "
+                    "against one gradient, medium and deep networks), or all; minutes each on a CPU")
     be.add_argument("--scaling-devices", type=_integer, default=None, metavar="N",
                     help="throughput on data-parallel meshes of 1, 2, 4, ... N devices and on N devices with a "
                     "model axis (0 to skip)")

@@ -15,16 +15,18 @@ __all__ = ["two_programs"]
 
 
 def two_programs(steps: dict[str, Callable], shapes: Sequence, rounds: int, make_args: Callable[[], tuple]) -> dict:
-    """``{name: {"temp_bytes", "median_s"}, "memory_ratio", "time_ratio"}`` of two jitted programs.
+    """``{name: {"temp_bytes", "output_bytes", "median_s"}, "memory_ratio", "time_ratio"}`` of two jitted programs.
 
-    Memory is XLA's ``temp_size_in_bytes`` of each program compiled for ``shapes`` (not run).
+    Memory is XLA's ``temp_size_in_bytes`` (and ``output_size_in_bytes``) of each program compiled for
+    ``shapes`` (not run); ``memory_ratio`` compares the temporaries.
     With ``rounds``, each runs once to warm up on ``make_args()``, then once per round, the
     order alternating; the times are the medians, the ratio the median of the per-round ratios
     (the first program's over the second's).
     """
     (ours, theirs) = steps
     compiled = {name: step.lower(*shapes).compile() for name, step in steps.items()}
-    out: dict = {name: {"temp_bytes": int(c.memory_analysis().temp_size_in_bytes)} for name, c in compiled.items()}
+    out: dict = {name: {"temp_bytes": int(c.memory_analysis().temp_size_in_bytes),
+                        "output_bytes": int(c.memory_analysis().output_size_in_bytes)} for name, c in compiled.items()}
     out["memory_ratio"] = out[ours]["temp_bytes"] / out[theirs]["temp_bytes"]
     if rounds:
         args = make_args()

@@ -26,7 +26,7 @@ import optax
 from funcnet.apps.compare import two_programs
 from funcnet import losses
 
-__all__ = ["SIZES", "measure", "markdown_lines"]
+__all__ = ["SIZES", "measure", "default_rows", "markdown_lines"]
 
 #: (B, T, K, N) of the table: the issue's target size.
 SIZES = ((32, 500, 100, 100),)
@@ -55,6 +55,15 @@ def measure(batch: int = 32, frames: int = 500, classes: int = 100, labels: int 
 
     out.update(two_programs(steps, shapes, rounds, make_args))
     return out
+
+
+def default_rows(rounds: int = 3, log=print) -> list[dict]:
+    """The rows of ``funcnet bench --tables ctc``: the issue's size, timed over ``rounds``."""
+    rows = []
+    for size in SIZES:
+        log(f"[ctc] B, T, K, N = {size}: funcnet against optax ...")
+        rows.append(measure(*size, rounds=rounds))
+    return rows
 
 
 def markdown_lines(rows: list[dict]) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from funcnet.apps import dispatch, head, optax_memory, remat
+from funcnet.apps.bench.suite import TABLES
 from funcnet.apps.bench.steps import CONFIGS, FRAMEWORKS
 
 
@@ -115,6 +116,8 @@ def markdown(result: dict, command: str) -> str:
         lines += optax_memory.markdown_lines(result["optax_memory"])
     if result.get("heads"):
         lines += head.markdown_lines(result["heads"])
+    for table, rows in result.get("tables", {}).items():
+        lines += TABLES[table].markdown_lines(rows)
     if "scan" in result:
         s = result["scan"]
         lines += ["## Steps fused in one `lax.scan` (small network)", "",

@@ -7,11 +7,17 @@ import jax.numpy as jnp
 
 from funcnet import layers
 from funcnet.apps import dispatch as dispatch_table
-from funcnet.apps import head, optax_memory, remat
+from funcnet.apps import attention, ctc, head, optax_memory, remat
+from funcnet.apps import curvature as curvature_table
 from funcnet.apps.bench.measure import (BASELINE, compiled_ratio, fused_step_times, loss_memory, machine,
                                         matmul_rate, precision_steps, scan_vs_loop, temp_memory, time_steps)
 from funcnet.apps.bench.scaling import default_meshes, scaling, scaling_in_subprocess
 from funcnet.apps.bench.steps import CONFIGS, FRAMEWORKS, missing_packages, param_count
+
+#: The tables ``funcnet bench --tables`` adds, each a module with ``default_rows(rounds, log)`` and
+#: ``markdown_lines(rows)``: the CTC loss against optax's, streaming attention against jax.nn's, and the
+#: quantities of :mod:`funcnet.curvature` against one gradient.
+TABLES = {"ctc": ctc, "attention": attention, "curvature": curvature_table}
 
 #: Activations whose fused and unfused steps are timed against each other (output-, input- and mask-based rules).
 FUSED_TIMING = ("relu", "tanh", "silu", "gelu")
@@ -47,13 +53,17 @@ def _check_args(configs, frameworks, rounds, steps, scaling_devices, sweep_batch
 def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         memory: bool = True, activations_sweep: bool = True, scan: bool = True, sweep_batch: int = 4096,
         scaling_devices: int = 8, roofline: bool = True, head_vocabs: tuple[int, ...] = (),
-        head_rounds: int = 3, dispatch: bool = True, log=print) -> dict:
+        head_rounds: int = 3, dispatch: bool = True, tables: tuple[str, ...] = (), table_rounds: int = 3,
+        log=print) -> dict:
     """Run the benchmark and return every number (also the input of :func:`funcnet.apps.bench.report.markdown`).
 
     ``configs`` defaults to :func:`default_configs`.
     """
     configs = default_configs() if configs is None else tuple(configs)
     _check_args(configs, frameworks, rounds, steps, scaling_devices, sweep_batch)
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown:
+        raise ValueError(f"bench.run: unknown table {', '.join(map(repr, unknown))}; known: {', '.join(TABLES)}")
     notes: list[str] = []
     result = {"machine": machine(), "configs": {}, "notes": notes}
     if dispatch:
@@ -99,6 +109,8 @@ def run(configs=None, frameworks=FRAMEWORKS, rounds: int = 10, steps: int = 10,
         for vocab in head_vocabs:
             log(f"[fused head, V = {vocab}] memory{' and time' if head_rounds else ''} ...")
             result["heads"].append(head.measure(vocab, rounds=head_rounds))
+    for table in tables:
+        result.setdefault("tables", {})[table] = TABLES[table].default_rows(rounds=table_rounds, log=log)
     if scan:
         log("[small] scan vs step-at-a-time ...")
         result["scan"] = scan_vs_loop(CONFIGS["small"])
