@@ -83,6 +83,8 @@ def custom_op(
       vjp: the reverse rule, ``vjp(residuals, g, **static) -> tuple`` of one cotangent per
         argument (``None`` for an integer argument). ``jax.grad``/``vjp``/``jacrev`` run it, in
         every context (``jit``, ``vmap``, ``scan``, ``jax.checkpoint`` under any policy, ``shard_map``).
+        A rule with a keyword ``wanted`` is told which cotangents are used (a tuple of bools, one
+        per argument) and may give None for the others and skip their work.
       jvp: the forward rule, ``jvp(residuals, *tangents, **static) -> y_dot``; a tangent is
         ``None`` where it is zero. ``jax.jvp``/``jacfwd``/``linearize`` run it.
       value: ``value(*args, **static) -> y`` for undifferentiated calls (default: ``save``'s

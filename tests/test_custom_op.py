@@ -105,3 +105,22 @@ def test_gradcheck_module_errors_are_one_line(tmp_path, capsys, contents, messag
     assert cli.main(["gradcheck", "--module", str(path)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_reverse_rule_that_takes_wanted_is_told_which_cotangents_are_used():
+    told = []
+
+    def vjp(res, g, wanted=(True, True)):
+        told.append(tuple(wanted))
+        x, w = res
+        return (g * w if wanted[0] else None), (g * x if wanted[1] else None)
+
+    scale = funcnet.custom_op("scale_told", save=lambda x, w: (x * w, (x, w)), vjp=vjp,
+                              jvp=lambda res, tx, tw: (0 if tx is None else tx * res[1]) + (0 if tw is None else tw * res[0]),
+                              cases=[((2,), (2,))])
+    x, w = jnp.array([1.0, 2.0]), jnp.array([3.0, 5.0])
+    assert jnp.allclose(jax.grad(lambda x: jnp.sum(scale(x, w)))(x), w)
+    assert jnp.allclose(jax.grad(lambda w: jnp.sum(scale(x, w)))(w), x)
+    gx, gw = jax.grad(lambda x, w: jnp.sum(scale(x, w)), argnums=(0, 1))(x, w)
+    assert jnp.allclose(gx, w) and jnp.allclose(gw, x)
+    assert told == [(True, False), (False, True), (True, True)]
