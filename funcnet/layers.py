@@ -580,7 +580,8 @@ def _token_ids(desc: str, ids: Any, rows: int):
         raise TypeError(f"{desc}: expected integer token ids, got {ids.dtype}{list(jnp.shape(ids))}; "
                         "convert them with .astype(jnp.int32)")
     if not isinstance(ids, jax.core.Tracer) and np.size(ids):
-        lo, hi = int(np.min(ids)), int(np.max(ids))
+        values = np.asarray(ids)
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= rows:
             raise ValueError(f"{desc}: ids must lie in [0, {rows}), got values from {lo} to {hi}")
     return jnp.asarray(ids)
@@ -723,15 +724,17 @@ def MultiHeadAttention(num_heads: int, head_dim: int | None = None, *, causal: b
 
     With D = features, N = ``num_heads`` and H = ``head_dim`` (default D / N)::
 
-        q, k, v = x Wq + bq, x Wk + bk, x Wv + bv       (each (B, T, N·H), split into N heads)
+        q, k, v = x Wq + bq, x Wk, x Wv + bv             (each (B, T, N·H), split into N heads)
         o = softmax(q kᵀ / √H [+ causal mask]) v          per head (funcnet.nn.dot_product_attention)
         y = dropout(o Wo + bo)                            (dropout only with train=True and a key)
 
-    The four projections are ``gates.affine`` (parameters ``{"query", "key",
-    "value", "out"}``, each ``{"w", "b"}``), the attention the streaming
-    ``nn.dot_product_attention`` (its reverse rule recomputes the
-    probabilities; the T × T matrix is never held). With ``causal=True``
-    position t attends to positions ≤ t only.
+    The projections are ``gates.affine`` (``gates.matmul`` for the key),
+    the attention the streaming ``nn.dot_product_attention`` (its reverse rule
+    recomputes the probabilities; the T × T matrix is never held). Parameters:
+    ``{"query": {"w", "b"}, "key": {"w"}, "value": {"w", "b"}, "out": {"w",
+    "b"}}``. The key has no bias: it would add ``q·b_k`` to every logit of a
+    row, which the softmax ignores, so its gradient would always be zero. With
+    ``causal=True`` position t attends to positions ≤ t only.
 
     Args:
       num_heads: number of heads N.
@@ -764,7 +767,9 @@ def MultiHeadAttention(num_heads: int, head_dim: int | None = None, *, causal: b
         for name, k in zip(_ATTENTION_ENTRIES, _split_key(desc, key, 4)):
             n_in, n_out = (inner, width) if name == "out" else (width, inner)
             k_w, k_b = jax.random.split(k)
-            params[name] = {"w": w_init(k_w, (n_in, n_out)), "b": b_init(k_b, (n_out,))}
+            params[name] = {"w": w_init(k_w, (n_in, n_out))}
+            if name != "key":
+                params[name]["b"] = b_init(k_b, (n_out,))
         return input_shape, params
 
     def apply(params, x, *, key=None, train=False):
@@ -775,11 +780,17 @@ def MultiHeadAttention(num_heads: int, head_dim: int | None = None, *, causal: b
         inner = jnp.shape(w)[1] if w is not None and jnp.ndim(w) == 2 else "heads * head_dim"
         for name in _ATTENTION_ENTRIES:
             n_in, n_out = (inner, width) if name == "out" else (width, inner)
-            _in(name, _check_params, desc, params[name], {"w": (n_in, n_out), "b": (n_out,)})
+            expected = {"w": (n_in, n_out)} if name == "key" else {"w": (n_in, n_out), "b": (n_out,)}
+            _in(name, _check_params, desc, params[name], expected)
         if inner % heads:
             raise ParameterError(f"{desc}: the projections' width {inner} does not split into {heads} heads")
-        q, k, v = (ops.gates.affine(x, params[name]["w"], params[name]["b"]).reshape(B, T, heads, inner // heads)
-                   for name in _ATTENTION_ENTRIES[:3])
+
+        def heads_of(y):
+            return y.reshape(B, T, heads, inner // heads)
+
+        q = heads_of(ops.gates.affine(x, params["query"]["w"], params["query"]["b"]))
+        k = heads_of(ops.gates.matmul(x, params["key"]["w"]))
+        v = heads_of(ops.gates.affine(x, params["value"]["w"], params["value"]["b"]))
         o = ops.nn.dot_product_attention(q, k, v, is_causal=causal).reshape(B, T, inner)
         y = ops.gates.affine(o, params["out"]["w"], params["out"]["b"])
         return _dropped(desc, ops, rate, y, key, train)
