@@ -741,8 +741,8 @@ def MultiHeadAttention(num_heads: int, head_dim: int | None = None, *, causal: b
       head_dim: width H of each head (default: features // num_heads, which must divide).
       causal: mask future positions.
       dropout: rate of the inverted dropout on the output (training only).
-      w_init, b_init: initializers of the projections' weights (default
-        Glorot uniform) and biases (default zeros).
+      w_init: initializer of the projections' weights (default Glorot uniform).
+      b_init: initializer of their biases (default zeros).
       ops: the op namespace (:data:`MANUAL` or ``funcnet.reference``).
     """
     if not _is_size(num_heads):
@@ -820,8 +820,10 @@ def TransformerBlock(num_heads: int, mlp_ratio: int = 4, *, head_dim: int | None
     hand-written rule (or, with ``ops=funcnet.reference``, autodiff).
 
     Args:
-      num_heads, head_dim, causal: as :func:`MultiHeadAttention`.
+      num_heads: number of attention heads.
       mlp_ratio: the MLP's hidden width as a multiple of the features.
+      head_dim: width of each head (default: features // num_heads).
+      causal: mask future positions in the attention.
       norm: ``"layer_norm"`` or ``"rms_norm"`` (default epsilons).
       dropout: rate of the dropout on the attention's and the MLP's outputs (training only).
       activation: the MLP's activation (any of ``ActivationThenDense``'s).

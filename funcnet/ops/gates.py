@@ -9,15 +9,15 @@ a graph:
 * the **max** gate routes it to the larger input;
 * the **multiply** gate swaps: each input receives the gradient times the other.
 
-The **embedding** gate (a table lookup) is the gather whose reverse rule is a
-scatter-add: every row of the table receives the sum of the gradients of the
-positions that read it.
-
 The forward rules are the same derivatives applied to input tangents: the add
 gate sums them, the max gate passes on the winner's, the multiply gate weights
 each by the other input (``ẋ y + x ẏ``).
 
-All gates broadcast like ``jax.numpy``; a gradient is summed back to the shape of
+The **embedding** gate (a table lookup) is a gather. Its reverse rule is a
+scatter-add (every row of the table receives the sum of the gradients of the
+positions that read it) and its forward rule gathers the tangent table.
+
+The other gates broadcast like ``jax.numpy``; a gradient is summed back to the shape of
 the input it belongs to, and a tangent is broadcast to the shape of the output.
 Integer inputs are promoted to the default float dtype; mixed float dtypes are
 promoted like ``jnp`` does, and each gradient returns in its own input's dtype.
