@@ -84,6 +84,10 @@ def main(argv=None) -> dict:
     if args.chars is not None:
         train_ids = train_ids[: args.chars]
     (x, y), (xv, yv) = windows(train_ids, args.context), windows(val_ids, args.context)
+    if len(xv) == 0 or len(x) < args.batch_size:
+        raise SystemExit(f"char_lm: the text is too short for {args.batch_size} training windows of {args.context} "
+                         f"characters and one validation window (got {len(x)} and {len(xv)}); lower --context, "
+                         "--batch-size, or give a longer --text")
     vocab = len(chars)
 
     trunk = build(args, vocab)

@@ -31,7 +31,7 @@ from funcnet import init as initializers
 from funcnet import manual, reference
 from funcnet.ops.declaration import activations as declared_activations
 from funcnet.ops.fused_dense import FUSABLE
-from funcnet.ops.inputs import static_float
+from funcnet.ops.inputs import is_concrete, static_float
 from funcnet.ops.norms import epsilon_argument
 
 Shape = tuple[int, ...]
@@ -579,7 +579,7 @@ def _token_ids(desc: str, ids: Any, rows: int):
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(f"{desc}: expected integer token ids, got {ids.dtype}{list(jnp.shape(ids))}; "
                         "convert them with .astype(jnp.int32)")
-    if not isinstance(ids, jax.core.Tracer) and np.size(ids):
+    if is_concrete(ids) and np.size(ids):
         values = np.asarray(ids)
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= rows:
