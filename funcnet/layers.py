@@ -32,7 +32,7 @@ from funcnet import init as initializers
 from funcnet import manual, reference
 from funcnet.ops.declaration import activations as declared_activations
 from funcnet.ops.fused_dense import FUSABLE
-from funcnet.ops.inputs import static_float
+from funcnet.ops.inputs import is_concrete, static_float
 from funcnet.ops.norms import epsilon_argument
 
 Shape = tuple[int, ...]
@@ -46,7 +46,7 @@ __all__ = [
     "Layer", "serial", "branches", "Dense", "ActivationThenDense", "Activation", "Identity", "Sigmoid", "Tanh",
     "HardTanh", "Relu", "LeakyRelu", "Elu", "PReLU", "Softplus", "Silu", "Gelu", "Softmax", "LogSoftmax",
     "Dropout", "Flatten", "LayerNorm", "RMSNorm", "mlp", "MANUAL", "REFERENCE", "ACTIVATIONS", "NORMS",
-    "ParameterError",
+    "ParameterError", "Embedding", "PositionalEmbedding", "MultiHeadAttention", "TransformerBlock",
     "parallel", "ActivationDense",  # deprecated names of branches and ActivationThenDense
     "LAYER_TAP",
 ]
@@ -579,3 +579,314 @@ def mlp(sizes: Sequence[int], activation: str = "relu", output_activation: str |
         return unfused.init(key, input_shape)
 
     return Layer(init, net.apply, "mlp", desc, ops)
+
+
+# ------------------------------------------------- Embedding, attention, transformer blocks
+def _embedding_init(key, shape, dtype=jnp.float32):
+    """Truncated normal with variance 1/features (that of flax's ``nn.Embed``): rows of about unit norm."""
+    return initializers.lecun_normal()(key, tuple(shape)[::-1], dtype).T
+
+
+def _token_ids(desc: str, ids: Any, rows: int):
+    """``ids`` as an integer array (its values in ``[0, rows)`` when known at trace time), or an error naming
+    the layer."""
+    if not hasattr(ids, "dtype"):
+        ids = np.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"{desc}: expected integer token ids, got {ids.dtype}{list(jnp.shape(ids))}; "
+                        "convert them with .astype(jnp.int32)")
+    if is_concrete(ids) and np.size(ids):
+        values = np.asarray(ids)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= rows:
+            raise ValueError(f"{desc}: ids must lie in [0, {rows}), got values from {lo} to {hi}")
+    return jnp.asarray(ids)
+
+
+def _entries(desc: str, params: Any, names: Sequence[str]) -> None:
+    """``params`` is a dict with exactly the entries ``names`` (each a dict of its own), else a ParameterError."""
+    if not isinstance(params, Mapping):
+        raise ParameterError(f"{desc}: parameters must be a dict with entries {', '.join(names)}, "
+                             f"got {type(params).__name__}")
+    missing = [k for k in names if k not in params]
+    if missing:
+        raise ParameterError(f"{desc}: missing parameter entry {missing[0]!r} (got {sorted(map(str, params))}); "
+                             "were these parameters made by this network's init?")
+    extra = sorted(str(k) for k in params if k not in names)
+    if extra:
+        raise ParameterError(f"{desc}: unexpected parameter entry {extra[0]!r} (expected {', '.join(names)})")
+
+
+def _in(name: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``, with ``params[name]`` prepended to the path of a ParameterError it raises."""
+    try:
+        return fn(*args, **kwargs)
+    except ParameterError as err:
+        raise _in_entry(name, err) from None
+
+
+def _sequence_input(desc: str, x: Any, width: int | None = None) -> None:
+    """``x`` is ``(batch, length, features)`` (with ``features == width`` if given), else a ValueError."""
+    shape = tuple(jnp.shape(x))
+    if len(shape) != 3 or (width is not None and shape[-1] != width):
+        want = "(batch, length, features)" if width is None else f"(batch, length, {width})"
+        raise _shape_error(desc, f"expected inputs of shape {want}, got shape {shape}")
+
+
+def _sequence_shape(desc: str, input_shape: Any) -> Shape:
+    shape = _input_shape(desc, input_shape)
+    if len(shape) != 3 or shape[-1] is None or shape[-1] < 1:
+        raise _shape_error(desc, f"needs inputs (batch, length, features) with a known feature axis, got input "
+                                 f"shape {shape}")
+    return shape
+
+
+def _dropped(desc: str, ops: types.ModuleType, rate: float, y, key, train: bool):
+    """Inverted dropout of ``y`` in training (the :func:`Dropout` layer's), or ``y`` itself."""
+    if not train or rate == 0.0:
+        return y
+    if key is None:
+        raise ValueError(f"{desc}: apply(..., train=True) needs a PRNG key for its dropout: pass "
+                         "key=jax.random.key(...)")
+    return Dropout(rate, ops=ops).apply({}, y, key=key, train=True)
+
+
+def Embedding(vocab_size: int, features: int, w_init: Callable | None = None, *,
+              ops: types.ModuleType = MANUAL) -> Layer:
+    """Token embedding: integer ids ``(...)`` -> rows of a learned table, ``(..., features)`` (``gates.embedding``).
+
+    ``y[..., :] = table[ids[...], :]`` with ``table`` of shape
+    ``(vocab_size, features)`` (the parameter ``{"table"}``). The reverse rule
+    is a scatter-add (a row read at several positions receives the sum of
+    their gradients), the forward rule a gather of the tangent table; the ids
+    get no gradient.
+
+    Args:
+      vocab_size: number of rows (ids lie in ``[0, vocab_size)``).
+      features: width of each row.
+      w_init: initializer of the table (default: truncated normal with
+        variance 1/features, as flax's ``nn.Embed``).
+      ops: the op namespace (:data:`MANUAL` or ``funcnet.reference``).
+
+    The ids must be integers (a TypeError at trace time otherwise); concrete
+    ids outside ``[0, vocab_size)`` raise a ValueError naming the layer; under
+    ``jit`` such an id gives a row of NaN (see ``funcnet.gates.embedding``).
+    """
+    for name, n in (("vocab_size", vocab_size), ("features", features)):
+        if not _is_size(n):
+            raise ValueError(f"Embedding: {name} must be a positive int, got {n!r}")
+    rows, width = int(vocab_size), int(features)
+    w_init = _embedding_init if w_init is None else w_init
+    desc = f"Embedding({rows}, {width})"
+
+    def init(key, input_shape=None):
+        input_shape = _input_shape(desc, input_shape)
+        _check_key(desc, key)
+        return input_shape + (width,), {"table": w_init(key, (rows, width))}
+
+    def apply(params, x, *, key=None, train=False):
+        _check_params(desc, params, {"table": (rows, width)})
+        return ops.gates.embedding(params["table"], _token_ids(desc, x, rows))
+
+    return Layer(init, apply, "embedding", desc, ops)
+
+
+def PositionalEmbedding(max_length: int, w_init: Callable | None = None, *,
+                        ops: types.ModuleType = MANUAL) -> Layer:
+    """Adds a learned vector per position: ``y[b, t] = x[b, t] + table[t]`` for inputs ``(batch, length, features)``.
+
+    The parameter ``{"table"}`` has shape ``(max_length, features)``; inputs
+    may be shorter than ``max_length`` (the first ``length`` rows are used).
+    Built from ``gates.embedding`` (ids ``0 .. length-1``) and ``gates.add``.
+
+    Args:
+      max_length: the longest sequence the layer accepts.
+      w_init: initializer of the table (default as :func:`Embedding`'s).
+      ops: the op namespace (:data:`MANUAL` or ``funcnet.reference``).
+    """
+    if not _is_size(max_length):
+        raise ValueError(f"PositionalEmbedding: max_length must be a positive int, got {max_length!r}")
+    rows = int(max_length)
+    w_init = _embedding_init if w_init is None else w_init
+    desc = f"PositionalEmbedding({rows})"
+
+    def init(key, input_shape=None):
+        input_shape = _sequence_shape(desc, input_shape)
+        if input_shape[1] is not None and input_shape[1] > rows:
+            raise _shape_error(desc, f"sequences of length {input_shape[1]} are longer than max_length {rows}")
+        _check_key(desc, key)
+        return input_shape, {"table": w_init(key, (rows, input_shape[-1]))}
+
+    def apply(params, x, *, key=None, train=False):
+        table = params.get("table") if isinstance(params, Mapping) else None
+        width = jnp.shape(table)[-1] if table is not None and jnp.ndim(table) == 2 else "features"
+        _check_params(desc, params, {"table": (rows, width)})
+        _sequence_input(desc, x, params["table"].shape[-1])
+        length = x.shape[1]
+        if length > rows:
+            raise _shape_error(desc, f"got sequences of length {length}, longer than max_length {rows}")
+        return ops.gates.add(x, ops.gates.embedding(params["table"], np.arange(length)))
+
+    return Layer(init, apply, "positional_embedding", desc, ops)
+
+
+_ATTENTION_ENTRIES = ("query", "key", "value", "out")
+
+
+def MultiHeadAttention(num_heads: int, head_dim: int | None = None, *, causal: bool = False, dropout: float = 0.0,
+                       w_init: Callable | None = None, b_init: Callable = initializers.zeros,
+                       ops: types.ModuleType = MANUAL) -> Layer:
+    """Multi-head self-attention on inputs ``(batch, length, features)``; the output has the input's shape.
+
+    With D = features, N = ``num_heads`` and H = ``head_dim`` (default D / N)::
+
+        q, k, v = x Wq + bq, x Wk, x Wv + bv             (each (B, T, N·H), split into N heads)
+        o = softmax(q kᵀ / √H [+ causal mask]) v          per head (funcnet.nn.dot_product_attention)
+        y = dropout(o Wo + bo)                            (dropout only with train=True and a key)
+
+    The projections are ``gates.affine`` (``gates.matmul`` for the key),
+    the attention the streaming ``nn.dot_product_attention`` (its reverse rule
+    recomputes the probabilities; the T × T matrix is never held). Parameters:
+    ``{"query": {"w", "b"}, "key": {"w"}, "value": {"w", "b"}, "out": {"w",
+    "b"}}``. The key has no bias: it would add ``q·b_k`` to every logit of a
+    row, which the softmax ignores, so its gradient would always be zero. With
+    ``causal=True`` position t attends to positions ≤ t only.
+
+    Args:
+      num_heads: number of heads N.
+      head_dim: width H of each head (default: features // num_heads, which must divide).
+      causal: mask future positions.
+      dropout: rate of the inverted dropout on the output (training only).
+      w_init: initializer of the projections' weights (default Glorot uniform).
+      b_init: initializer of their biases (default zeros).
+      ops: the op namespace (:data:`MANUAL` or ``funcnet.reference``).
+    """
+    if not _is_size(num_heads):
+        raise ValueError(f"MultiHeadAttention: num_heads must be a positive int, got {num_heads!r}")
+    if head_dim is not None and not _is_size(head_dim):
+        raise ValueError(f"MultiHeadAttention: head_dim must be a positive int or None, got {head_dim!r}")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"MultiHeadAttention: causal must be True or False, got {causal!r:.60}")
+    rate = _rate("MultiHeadAttention", "dropout", dropout)
+    heads, causal = int(num_heads), bool(causal)
+    w_init = initializers.glorot_uniform() if w_init is None else w_init
+    desc = f"MultiHeadAttention({heads}{'' if head_dim is None else f', {head_dim}'}" \
+           f"{', causal' if causal else ''}{f', dropout={rate}' if rate else ''})"
+
+    def init(key, input_shape=None):
+        input_shape = _sequence_shape(desc, input_shape)
+        width = input_shape[-1]
+        if head_dim is None and width % heads:
+            raise _shape_error(desc, f"{width} features do not split into {heads} heads; pass head_dim")
+        inner = heads * (width // heads if head_dim is None else int(head_dim))
+        params = {}
+        for name, k in zip(_ATTENTION_ENTRIES, _split_key(desc, key, 4)):
+            n_in, n_out = (inner, width) if name == "out" else (width, inner)
+            k_w, k_b = jax.random.split(k)
+            params[name] = {"w": w_init(k_w, (n_in, n_out))}
+            if name != "key":
+                params[name]["b"] = b_init(k_b, (n_out,))
+        return input_shape, params
+
+    def apply(params, x, *, key=None, train=False):
+        _entries(desc, params, _ATTENTION_ENTRIES)
+        _sequence_input(desc, x)
+        B, T, width = x.shape
+        w = params["query"].get("w") if isinstance(params["query"], Mapping) else None
+        inner = jnp.shape(w)[1] if w is not None and jnp.ndim(w) == 2 else "heads * head_dim"
+        for name in _ATTENTION_ENTRIES:
+            n_in, n_out = (inner, width) if name == "out" else (width, inner)
+            expected = {"w": (n_in, n_out)} if name == "key" else {"w": (n_in, n_out), "b": (n_out,)}
+            _in(name, _check_params, desc, params[name], expected)
+        if inner % heads:
+            raise ParameterError(f"{desc}: the projections' width {inner} does not split into {heads} heads")
+
+        def heads_of(y):
+            return y.reshape(B, T, heads, inner // heads)
+
+        q = heads_of(ops.gates.affine(x, params["query"]["w"], params["query"]["b"]))
+        k = heads_of(ops.gates.matmul(x, params["key"]["w"]))
+        v = heads_of(ops.gates.affine(x, params["value"]["w"], params["value"]["b"]))
+        o = ops.nn.dot_product_attention(q, k, v, is_causal=causal).reshape(B, T, inner)
+        y = ops.gates.affine(o, params["out"]["w"], params["out"]["b"])
+        return _dropped(desc, ops, rate, y, key, train)
+
+    return Layer(init, apply, "multi_head_attention", desc, ops)
+
+
+_BLOCK_ENTRIES = ("attention_norm", "attention", "mlp_norm", "mlp_in", "mlp_out")
+
+
+def TransformerBlock(num_heads: int, mlp_ratio: int = 4, *, head_dim: int | None = None, norm: str = "layer_norm",
+                     causal: bool = False, dropout: float = 0.0, activation: str = "gelu",
+                     w_init: Callable | None = None, ops: types.ModuleType = MANUAL) -> Layer:
+    """A pre-norm transformer block on inputs ``(batch, length, features)``; the output has the input's shape.
+
+    ::
+
+        h = x + MultiHeadAttention(norm(x))                      (its dropout on its output)
+        y = h + dropout(ActivationThenDense(activation, D)(Dense(mlp_ratio·D)(norm(h))))
+
+    i.e. the MLP is ``f(norm(h) W1 + b1) W2 + b2`` with f = ``activation``
+    (gelu, tanh-approximated, by default), its second layer the fused
+    :func:`ActivationThenDense`. Parameters: ``{"attention_norm", "attention",
+    "mlp_norm", "mlp_in", "mlp_out"}``, the norms' ``{"scale"[, "bias"]}``,
+    the attention's as :func:`MultiHeadAttention`'s, the MLP's ``{"w", "b"}``.
+    The residual sums are ``gates.add``: every derivative in the block is a
+    hand-written rule (or, with ``ops=funcnet.reference``, autodiff).
+
+    Args:
+      num_heads: number of attention heads.
+      mlp_ratio: the MLP's hidden width as a multiple of the features.
+      head_dim: width of each head (default: features // num_heads).
+      causal: mask future positions in the attention.
+      norm: ``"layer_norm"`` or ``"rms_norm"`` (default epsilons).
+      dropout: rate of the dropout on the attention's and the MLP's outputs (training only).
+      activation: the MLP's activation (any of ``ActivationThenDense``'s).
+      w_init: initializer of every weight matrix (default Glorot uniform).
+      ops: the op namespace (:data:`MANUAL` or ``funcnet.reference``).
+    """
+    if not _is_size(mlp_ratio):
+        raise ValueError(f"TransformerBlock: mlp_ratio must be a positive int, got {mlp_ratio!r}")
+    if norm not in NORMS:
+        raise ValueError(f"TransformerBlock: unknown norm {norm!r}; known: {', '.join(NORMS)}")
+    if activation not in FUSABLE:
+        raise ValueError(f"TransformerBlock: unknown activation {activation!r}; known: {', '.join(FUSABLE)}")
+    rate = _rate("TransformerBlock", "dropout", dropout)
+    ratio = int(mlp_ratio)
+    attention = MultiHeadAttention(num_heads, head_dim, causal=causal, dropout=rate, w_init=w_init, ops=ops)
+    attention_norm, mlp_norm = NORMS[norm](ops=ops), NORMS[norm](ops=ops)
+    desc = f"TransformerBlock({attention.description.removeprefix('MultiHeadAttention(').removesuffix(')')}" \
+           f", mlp_ratio={ratio}, {norm}, {activation})"
+    mlps: dict[int, tuple[Layer, Layer]] = {}
+
+    def mlp_layers(width: int) -> tuple[Layer, Layer]:
+        if width not in mlps:
+            mlps[width] = (Dense(ratio * width, w_init, ops=ops), ActivationThenDense(activation, width, w_init, ops=ops))
+        return mlps[width]
+
+    def init(key, input_shape=None):
+        input_shape = _sequence_shape(desc, input_shape)
+        mlp_in, mlp_out = mlp_layers(input_shape[-1])
+        params, shape = {}, input_shape
+        for name, layer, k in zip(_BLOCK_ENTRIES, (attention_norm, attention, mlp_norm, mlp_in, mlp_out),
+                                  _split_key(desc, key, len(_BLOCK_ENTRIES))):
+            shape, params[name] = _in(name, layer.init, k, shape)
+        return input_shape, params
+
+    def apply(params, x, *, key=None, train=False):
+        _entries(desc, params, _BLOCK_ENTRIES)
+        _sequence_input(desc, x)
+        if train and rate and key is None:
+            raise ValueError(f"{desc}: apply(..., train=True) needs a PRNG key for its dropout: pass "
+                             "key=jax.random.key(...)")
+        k_attention, k_mlp = (None, None) if key is None else tuple(jax.random.split(key))
+        mlp_in, mlp_out = mlp_layers(x.shape[-1])
+        a = _in("attention", attention.apply, params["attention"],
+                _in("attention_norm", attention_norm.apply, params["attention_norm"], x), key=k_attention, train=train)
+        h = ops.gates.add(x, a)
+        m = _in("mlp_norm", mlp_norm.apply, params["mlp_norm"], h)
+        m = _in("mlp_out", mlp_out.apply, params["mlp_out"], _in("mlp_in", mlp_in.apply, params["mlp_in"], m))
+        return ops.gates.add(h, _dropped(desc, ops, rate, m, k_mlp, train))
+
+    return Layer(init, apply, "transformer_block", desc, ops)

@@ -83,6 +83,21 @@ def test_digits_manual_rules_match_the_autodiff_twins(example, tmp_path):
     assert is_png(r["plot"])
 
 
+def test_char_lm_learns_and_writes(example, capsys):
+    """A small run (one block, 12 000 characters, 3 epochs): the loss falls well below the uniform guess and the
+    untrained model, every epoch, and the samples are text in the play's characters."""
+    r = example("char_lm").main(["--epochs", "3", "--blocks", "1", "--width", "32", "--heads", "2", "--context", "32",
+                                 "--chars", "12000", "--sample-chars", "40", "--samples", "2"])
+    val, train_loss = r["val_loss"], r["train_loss"]
+    assert len(val) == 4 and val[-1] < val[0] - 1.0 and val[-1] < math.log(r["vocab"]) - 0.8
+    assert all(b < a for a, b in zip(val, val[1:])) and train_loss[3] < train_loss[1]
+    assert r["head"] == "losses.linear_softmax_cross_entropy"
+    text = (EXAMPLES / "data" / "macbeth.txt").read_text(encoding="utf-8")
+    assert len(r["samples"]) == 2 and all(len(s) == 40 and set(s) <= set(text) for s in r["samples"])
+    out = capsys.readouterr().out
+    assert out.count("--- sample ---") == 2 and r["samples"][0] in out and "epoch   3  train" in out
+
+
 def test_sine_fit_is_close_to_the_noise_level(example, tmp_path):
     r = example("sine").main(["--epochs", "300", "--out", str(tmp_path)])
     # predicting 0 everywhere would give the variance of sin, 0.5; the noise floor is 0.0025

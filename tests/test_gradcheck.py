@@ -316,3 +316,18 @@ def test_cli_default_is_the_quick_sweep_and_all_the_full_one(monkeypatch, capsys
     assert cli.main(["gradcheck", "--all", "--no-progress"]) == 0
     assert seen["quick"] is False and len(seen["models"]) == len(funcnet.layers.ACTIVATIONS)
     assert "gradcheck ops" not in capsys.readouterr().err
+
+
+def test_cli_checks_the_transformer_model(capsys):
+    """``--model transformer``: every leaf of the small causal language model (embeddings, attention, MLP, norms,
+    the fused head), both modes and second order, one activation. That the checker fails a planted rule is the
+    test above (on the MLP); the transformer's own planted faults are tests/test_transformer.py's."""
+    assert cli.main(["gradcheck", "--model", "transformer", "--activation", "gelu", "--json", "--no-progress"]) == 0
+    (model,) = json.loads(capsys.readouterr().out)["models"]
+    paths = {leaf["path"] for leaf in model["leaves"]}
+    assert model["model"] == "transformer gelu" and model["passed"] and len(paths) == 21
+    assert {"head/w", "head/b", "trunk/embedding_0/table", "trunk/positional_embedding_0/table",
+            "trunk/transformer_block_0/attention/key/w", "trunk/transformer_block_0/mlp_out/w"} <= paths
+    # its MLP is the fused ActivationThenDense: prelu (a parameter of its own) is refused in one line
+    assert cli.main(["gradcheck", "--model", "transformer", "--activation", "prelu"]) == 2
+    assert "--model transformer: its MLP cannot use --activation prelu" in capsys.readouterr().err

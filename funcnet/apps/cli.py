@@ -152,6 +152,14 @@ def _gradcheck(args: argparse.Namespace) -> int:
     if args.module is None and (not args.op or only_models):
         model = args.model or "mlp"
         activations = args.activation or (ACTIVATIONS if args.all else QUICK_MODELS)
+        if model == "transformer":  # its MLP is ActivationThenDense: every activation but prelu (a parameter)
+            from funcnet.ops.fused_dense import FUSABLE
+
+            unfit = [a for a in args.activation or () if a not in FUSABLE]
+            if unfit:
+                raise _UsageError(f"--model transformer: its MLP cannot use --activation {unfit[0]} (the activation "
+                                  "has a parameter of its own); choose another")
+            activations = [a for a in activations if a in FUSABLE]
         for activation in _progress(args, "models")(activations):
             report = check_mlp(activation, model=model, seed=args.seed, modes=model_modes, order=2)
             model_rows.append((summary_row(f"{model} {activation}", report), report))
@@ -427,8 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--op", action="append", metavar="NAME", help="check only this op (repeatable)")
     gc.add_argument("--module", metavar="MODULE", help="check the ops a module of yours defines with "
                     "funcnet.custom_op instead (a dotted name importable from here, or a .py file)")
-    gc.add_argument("--model", choices=("mlp", "digits"), help="check only whole models: a small MLP on random "
-                    "data, or the digits network of `funcnet train` (default with no options: every op, then "
+    gc.add_argument("--model", choices=("mlp", "digits", "transformer"), help="check only whole models: a small MLP "
+                    "on random data, the digits network of `funcnet train`, or a one-block causal transformer "
+                    "language model with the fused head (default with no options: every op, then "
                     "an MLP per activation)")
     gc.add_argument("--activation", action="append", choices=ACTIVATIONS,
                     help="activation(s) of the checked models (repeatable; default: all)")

@@ -1,4 +1,4 @@
-"""Gates of a computational graph: add, multiply, maximum, matmul, affine (``funcnet.gates``).
+"""Gates of a computational graph: add, multiply, maximum, matmul, affine, embedding (``funcnet.gates``).
 
 Each gate is one :class:`~funcnet.ops.binding.Op` (value, residuals, reverse
 rule, forward rule) and one public function, declared together with
@@ -13,7 +13,11 @@ The forward rules are the same derivatives applied to input tangents: the add
 gate sums them, the max gate passes on the winner's, the multiply gate weights
 each by the other input (``ẋ y + x ẏ``).
 
-All gates broadcast like ``jax.numpy``; a gradient is summed back to the shape of
+The **embedding** gate (a table lookup) is a gather. Its reverse rule is a
+scatter-add (every row of the table receives the sum of the gradients of the
+positions that read it) and its forward rule gathers the tangent table.
+
+The other gates broadcast like ``jax.numpy``; a gradient is summed back to the shape of
 the input it belongs to, and a tangent is broadcast to the shape of the output.
 Integer inputs are promoted to the default float dtype; mixed float dtypes are
 promoted like ``jnp`` does, and each gradient returns in its own input's dtype.
@@ -25,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.ops import _samples as S
-from funcnet.ops.inputs import broadcast_shapes, promote_floats
+from funcnet.ops.inputs import as_array, broadcast_shapes, is_concrete, promote_floats
 from funcnet.ops.numerics import add_tangents, sum_to_shape
 from funcnet.ops.binding import Op
 from funcnet.ops.declaration import Checks, Kink, declarer, names
@@ -265,6 +269,89 @@ def check_affine_shapes(op: str, x_name: str, x, w, b) -> None:
         )
     if b.shape != (w.shape[1],):
         raise ValueError(f"{op}: `b` must have shape ({w.shape[1]},) to match w{tuple(w.shape)}, got {tuple(b.shape)}")
+
+
+# --------------------------------------------------------------------- embedding
+def _lookup(ids, rows):
+    """``(valid, safe)``: where ``0 <= id < rows``, and the ids with the others replaced by 0 (a row to read)."""
+    valid = (ids >= 0) & (ids < rows)
+    return valid, jnp.where(valid, ids, 0)
+
+
+def _embedding_value(table, ids, rows):
+    valid, safe = _lookup(ids, rows)
+    return jnp.where(valid[..., None], table[safe], jnp.nan).astype(table.dtype)
+
+
+def _embedding_vjp(ids, g, rows):
+    valid, _ = _lookup(ids, rows)
+    wide = jnp.promote_types(g.dtype, jnp.float32)  # the sum of many float16 rows, accumulated in float32
+    # an out-of-range id scatters to row `rows`, past the end, which mode="drop" leaves out
+    target = jnp.where(valid, ids, rows).reshape(-1)
+    dtable = jnp.zeros((rows, g.shape[-1]), wide).at[target].add(g.reshape(-1, g.shape[-1]).astype(wide), mode="drop")
+    return dtable.astype(g.dtype), None
+
+
+def _embedding_jvp(ids, t_table, _t_ids, rows):
+    if t_table is None:
+        return None
+    valid, safe = _lookup(ids, rows)
+    return jnp.where(valid[..., None], t_table[safe], 0).astype(t_table.dtype)
+
+
+_EMBEDDING = Op(
+    "embedding",
+    value=_embedding_value,
+    save=lambda table, ids, rows: (_embedding_value(table, ids, rows), ids),
+    vjp=_embedding_vjp,
+    jvp=_embedding_jvp,
+)
+
+
+def _embedding_sample(rng, shapes):
+    (rows, width), ids_shape = shapes
+    # more positions than rows: ids repeat, so the reverse rule must add (a scatter that overwrites fails)
+    return rng.standard_normal((rows, width)), rng.integers(0, rows, ids_shape)
+
+
+@declare(forms=_EMBEDDING, saves="the ids (the table's shape is static)", diff_argnums=(0,),
+         checks=Checks(sample=_embedding_sample, cases=(((4, 3), (9,)), ((3, 2), ()), ((5, 4), (2, 6))),
+                       extreme=lambda: (np.array([[1e30, -1e30], [3.0, -1e-30], [1e30, 1.0]]),
+                                        np.array([[0, 2, 0], [1, 0, 2]]))))
+def embedding(table, ids):
+    """Table lookup ``y[..., :] = table[ids[...], :]``: row ``ids[i]`` of ``table`` for every position ``i``.
+
+    ``table`` is ``(rows, features)``, ``ids`` an integer array of any shape;
+    the result has shape ``ids.shape + (features,)`` and the table's dtype.
+    The ids get no gradient.
+
+    Derivative: ∂y_i/∂table_r = [ids_i = r], so the reverse rule is a
+    scatter-add, ``dtable[r] = Σ_{i: ids_i = r} G_i`` (a row read several
+    times receives the sum of its gradients; a row never read, zero), and the
+    forward rule a gather of the tangent table, ``ẏ_i = ṫable[ids_i]``.
+    float16/bfloat16 gradients are summed in float32.
+
+    Ids are range-checked when their values are known at trace time (a
+    ValueError naming the offending values). Under ``jit`` an id outside
+    ``[0, rows)`` (negative ones included, which do not wrap around) gives a
+    row of NaN, which is constant in the table: it sends no gradient to any row
+    and has a zero tangent.
+    """
+    op = "funcnet.gates.embedding"
+    (table,) = promote_floats(op, table=table)
+    ids = as_array(op, "ids", ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"{op}: `ids` must be an integer array of row indices, got {ids.dtype}{list(ids.shape)}")
+    if table.ndim != 2:
+        raise ValueError(f"{op}: `table` must be 2-D (rows, features), got shape {tuple(table.shape)}")
+    rows = int(table.shape[0])
+    if is_concrete(ids) and ids.size:
+        values = np.asarray(ids)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= rows:
+            raise ValueError(f"{op}: ids must lie in [0, {rows}) for a table of {rows} rows, "
+                             f"got values from {lo} to {hi}")
+    return _EMBEDDING(table, ids, rows=rows)
 
 
 __all__ = names("gates")

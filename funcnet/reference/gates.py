@@ -4,7 +4,7 @@ import jax.numpy as jnp
 
 from funcnet.reference import nn
 
-__all__ = ["add", "multiply", "maximum", "matmul", "affine", "activation_affine"]
+__all__ = ["add", "multiply", "maximum", "matmul", "affine", "activation_affine", "embedding"]
 
 
 def add(x, y):
@@ -29,3 +29,8 @@ def affine(x, w, b):
 
 def activation_affine(z, w, b, activation="relu", **activation_kwargs):
     return affine(getattr(nn, activation)(z, **activation_kwargs), w, b)
+
+
+def embedding(table, ids):
+    # jnp.take wraps negative ids around; funcnet's embedding reads them as out of range (a NaN row), as ids >= rows
+    return jnp.take(table, jnp.where(ids < 0, table.shape[0], ids), axis=0, mode="fill", fill_value=jnp.nan)
