@@ -300,9 +300,10 @@ def test_kfac_factors_equal_their_formula_from_vjp_cotangents(monkeypatch):
 
 
 # -------------------------------------------------------------------------------------------- the optimizer
-def hand_step(factors_list, grads, velocity, inverses, damping, lr, momentum, decay, refresh,
+def hand_step(factors_list, grads, velocity, inverses, *, damping, lr, momentum, decay, norm_constraint, refresh,
               missed=None, swap_pi=False):
-    """One K-FAC step by hand (numpy): averaged factors, damped inverses (if ``refresh``), direction, momentum."""
+    """One K-FAC step by hand (numpy): averaged factors, damped inverses (if ``refresh``), direction, its norm
+    constraint, momentum. Returns ``(update, velocity, inverses, averaged factors, η² Δ·∇)``."""
     weight = sum(decay**t for t in range(len(factors_list)))
     avg = {k: jax.tree.map(lambda *fs: sum(decay**(len(fs) - 1 - t) * f for t, f in enumerate(fs)) / weight,
                            *[f[k] for f in factors_list]) for k in factors_list[0]}
@@ -327,8 +328,11 @@ def hand_step(factors_list, grads, velocity, inverses, damping, lr, momentum, de
             direction[k] = {"w": p[:-1], "b": p[-1]}
         else:
             direction[k] = {n: g[n] * inverses[k][n] for n in g}
+    sq = lr**2 * sum(float(np.vdot(d, g)) for d, g in zip(jax.tree.leaves(direction), jax.tree.leaves(grads)))
+    if norm_constraint is not None:
+        direction = jax.tree.map(lambda d: min(1.0, np.sqrt(norm_constraint / sq)) * d, direction)
     velocity = jax.tree.map(lambda v, d: momentum * v + d, velocity, direction)
-    return jax.tree.map(lambda v: -lr * v, velocity), velocity, inverses, avg
+    return jax.tree.map(lambda v: -lr * v, velocity), velocity, inverses, avg, sq
 
 
 def test_two_kfac_updates_equal_the_hand_computed_steps():
@@ -338,32 +342,37 @@ def test_two_kfac_updates_equal_the_hand_computed_steps():
     xs = jax.random.normal(jax.random.key(14), (2, B, 4), jnp.float64)
     ys = jnp.stack([targets(CE), targets(CE)[::-1]])
     keys = jax.random.split(jax.random.key(15), 2)
-    hp = dict(damping=0.05, lr=0.3, momentum=0.8, decay=0.7)
+    # the norm constraint binds at step 1 (η² Δ·∇ ≈ 0.64), not at step 0 (≈ 0.15); step 1 keeps step 0's inverses
+    hp = dict(damping=0.05, lr=0.3, momentum=0.8, decay=0.7, norm_constraint=0.3)
     opt = curvature.kfac(model, learning_rate=hp["lr"], damping=hp["damping"], momentum=hp["momentum"],
-                         decay=hp["decay"], inverse_update_interval=2, samples=2)  # step 1 keeps step 0's inverses
+                         decay=hp["decay"], norm_constraint=hp["norm_constraint"], inverse_update_interval=2,
+                         samples=2)
     objective = train.make_objective(model, penalty=None)
     grad = jax.jit(jax.grad(lambda p, x, y: objective(p, x, y)[0]))
     update = jax.jit(lambda g, s, p, x, y, k: opt.update(g, s, p, batch=(x, y), key=k))
     state = opt.init(params)
     step_params = params
     factors_list, velocity, inverses = [], jax.tree.map(np.zeros_like, params), None
-    checks, planted = [], []
+    checks, planted, squares = [], [], []
     for t in range(2):
         grads = grad(step_params, xs[t], ys[t])
         updates, state = update(grads, state, step_params, xs[t], ys[t], keys[t])
         factors_list.append(hand_factors_jit(step_params, xs[t], keys[t], 2))
-        want, velocity_next, inverses_next, avg = hand_step(factors_list, grads, velocity, inverses,
-                                                            hp["damping"], hp["lr"], hp["momentum"], hp["decay"],
-                                                            refresh=t == 0)
+        want, velocity_next, inverses_next, avg, sq = hand_step(factors_list, grads, velocity, inverses,
+                                                                refresh=t == 0, **hp)
+        squares.append(sq)
         checks += [float(rel(updates, want)), float(rel(factors_as_tuples(state.factors), avg))]
-        if t == 0:  # planted: a layer left unpreconditioned (a Dense, a norm), π inverted
-            for fault in (dict(missed="dense_1"), dict(missed="layer_norm_0"), dict(swap_pi=True)):
-                wrong = hand_step(factors_list, grads, velocity, inverses, hp["damping"], hp["lr"], hp["momentum"],
-                                  hp["decay"], refresh=True, **fault)[0]
-                planted.append(float(rel(updates, wrong)))
+        # planted: a layer left unpreconditioned (a Dense, a norm), π inverted, the constraint left out, and
+        # (at step 1) inverses refreshed when they are not due
+        faults = [dict(missed="dense_1"), dict(missed="layer_norm_0"), dict(swap_pi=True)] if t == 0 else \
+            [dict(refresh=True), dict(norm_constraint=None)]
+        for fault in faults:
+            wrong = hand_step(factors_list, grads, velocity, inverses, **{"refresh": t == 0, **hp, **fault})[0]
+            planted.append(float(rel(updates, wrong)))
         velocity, inverses = velocity_next, inverses_next
         step_params = optax.apply_updates(step_params, updates)
     assert max(checks) <= 1e-10, checks
+    assert squares[0] < hp["norm_constraint"] < squares[1], squares
     assert min(planted) > 1e-3, planted
     assert int(state.count) == 2
 
@@ -418,7 +427,14 @@ def test_funcnet_train_with_kfac_learns_and_its_state_round_trips_through_the_ch
 
 
 # ------------------------------------------------------------------------------------------------- errors
-def test_bad_input_gets_one_clear_error():
+def test_bad_input_gets_one_clear_error(tmp_path, capsys):
+    from funcnet.apps import cli
+
+    os.chdir(tmp_path)
+    assert cli.main(["train", "--no-progress", "--optimizer", "kfac", "--loss", "multiclass_svm"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--optimizer kfac needs a loss with curvature" in err, err
+    assert not (tmp_path / "runs").exists()
     model, params, x = net("prelu", jnp.float64)
     y = targets(CE)
     seq = layers.serial(layers.Dense(3), layers.Flatten(), layers.Dense(C))
@@ -433,11 +449,11 @@ def test_bad_input_gets_one_clear_error():
         (lambda: curvature.ggn_diagonal(model, params, x, y[:3]), ValueError, "ggn_diagonal: the outputs have 6 rows"),
         (lambda: curvature.mc_ggn_diagonal(model, params, x, y, jax.random.key(0), samples=0), ValueError,
          "mc_ggn_diagonal: `samples` must be an int >= 1"),
-        (lambda: curvature.kfac(model, loss="multiclass_svm"), ValueError, "kfac: the multiclass_svm loss has a zero"),
-        (lambda: curvature.kfac(model, damping=0.0), ValueError, "kfac: damping must be finite and in (0, inf]"),
-        (lambda: curvature.kfac(model, momentum=1.0), ValueError, "kfac: momentum must be finite and in [0, 1)"),
-        (lambda: curvature.kfac(model, inverse_update_interval=0), ValueError, "kfac: `inverse_update_interval`"),
-        (lambda: curvature.kfac(model).update(params, curvature.kfac(model).init(params), params), TypeError,
+        (lambda: curvature.kfac(model, learning_rate=0.1, loss="multiclass_svm"), ValueError, "kfac: the multiclass_svm loss has a zero"),
+        (lambda: curvature.kfac(model, learning_rate=0.1, damping=0.0), ValueError, "kfac: damping must be finite and in (0, inf]"),
+        (lambda: curvature.kfac(model, learning_rate=0.1, momentum=1.0), ValueError, "kfac: momentum must be finite and in [0, 1)"),
+        (lambda: curvature.kfac(model, learning_rate=0.1, inverse_update_interval=0), ValueError, "kfac: `inverse_update_interval`"),
+        (lambda: curvature.kfac(model, learning_rate=0.1).update(params, {}, params), TypeError,
          "kfac: update needs the parameters and the batch"),
         (lambda: curvature.kfac_factors(seq, seq_params, jnp.ones((B, 2, 4)), jax.random.key(0)), ValueError,
          "kfac_factors: the Dense layer at 'dense_0' sees 2 positions per example"),

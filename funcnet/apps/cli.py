@@ -385,11 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation [default: {d.activation}]")
     tr.add_argument("--loss", type=_loss_name, choices=list(LOSSES), help=f"default: {DEFAULT_LOSS} for "
                     "classes, squared_error for regression")
-    tr.add_argument("--optimizer", choices=OPTIMIZERS, help="kfac: K-FAC (funcnet.curvature.kfac) with "
+    tr.add_argument("--optimizer", choices=OPTIMIZERS, help="kfac is K-FAC (funcnet.curvature.kfac) with --lr "
+                    f"{OPTIMIZER_DEFAULTS['kfac']['lr']} unless given, "
                     + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in KFAC_SETTINGS.items())
                     + f" [default: {d.optimizer}]")
-    tr.add_argument("--lr", type=_number, help=f"learning rate [default: {d.lr}; "
-                    + "; ".join(f"{k}: {v['lr']}" for k, v in OPTIMIZER_DEFAULTS.items()) + "]")
+    tr.add_argument("--lr", type=_number, help=f"learning rate [default: {d.lr}]")
     tr.add_argument("--schedule", choices=SCHEDULES, help="constant, inverse_time lr/(1+decay*t), or power "
                     f"lr*(warmup/t)^decay after a constant warm phase [default: {d.schedule}]")
     tr.add_argument("--decay", type=_number, help=f"decay rate of the schedule [default: {d.decay}]")

@@ -44,7 +44,9 @@ _SCHEDULES: dict[str, Any] = {
     "power": lambda cfg: schedules.power_decay(cfg.lr, cfg.decay, cfg.warmup),
 }
 #: K-FAC's settings under ``--optimizer kfac`` (``--lr`` is its learning rate); see :func:`funcnet.curvature.kfac`.
-KFAC_SETTINGS: dict[str, Any] = {"damping": 1e-3, "momentum": 0.9, "inverse_update_interval": 10, "decay": 0.95}
+#: Tuned on the digits and the two-spiral set (benchmarks/kfac_vs_adam.py; docs/curvature.md says what was tried).
+KFAC_SETTINGS: dict[str, Any] = {"damping": 0.1, "norm_constraint": 1e-3, "momentum": 0.9,
+                                 "inverse_update_interval": 10, "decay": 0.95}
 #: ``--optimizer`` names whose optimizer preconditions with the model's curvature: each builds it from a learning
 #: rate (or schedule), the model and the loss's name.
 _MODEL_OPTIMIZERS: dict[str, Any] = {

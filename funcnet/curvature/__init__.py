@@ -14,10 +14,10 @@ from funcnet.curvature.first_order import per_example_gradient_norms as per_exam
 from funcnet.curvature.first_order import per_example_gradients as per_example_gradients
 from funcnet.curvature.ggn import ggn_diagonal as ggn_diagonal
 from funcnet.curvature.ggn import mc_ggn_diagonal as mc_ggn_diagonal
-from funcnet.curvature.kfac import KFACState as KFACState
-from funcnet.curvature.kfac import KroneckerFactors as KroneckerFactors
-from funcnet.curvature.kfac import kfac as kfac
-from funcnet.curvature.kfac import kfac_factors as kfac_factors
+from funcnet.curvature.kronecker import KFACState as KFACState
+from funcnet.curvature.kronecker import KroneckerFactors as KroneckerFactors
+from funcnet.curvature.kronecker import kfac as kfac
+from funcnet.curvature.kronecker import kfac_factors as kfac_factors
 from funcnet.curvature.loss_hessians import loss_hessian as loss_hessian
 from funcnet.curvature.loss_hessians import loss_hessian_sqrt as loss_hessian_sqrt
 from funcnet.curvature.loss_hessians import sample_targets as sample_targets

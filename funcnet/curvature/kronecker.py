@@ -198,10 +198,9 @@ def _damped_inverse(a, g, damping):
     return KroneckerFactors(inv(a, pi * root), inv(g, root / pi))
 
 
-def kfac(model: Layer, *, learning_rate: float | Callable = 0.1, loss: str | Loss = DEFAULT_LOSS,
-         damping: float = 1e-3, momentum: float = 0.9, inverse_update_interval: int = 10, decay: float = 0.95,
-         norm_constraint: float | None = None, samples: int = 1,
-         seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def kfac(model: Layer, *, learning_rate: float | Callable, loss: str | Loss = DEFAULT_LOSS, damping: float = 0.1,
+         momentum: float = 0.9, inverse_update_interval: int = 10, decay: float = 0.95,
+         norm_constraint: float | None = 1e-3, samples: int = 1, seed: int = 0) -> optax.GradientTransformationExtraArgs:
     """K-FAC (Martens & Grosse 2015) as an Optax transformation whose ``update`` takes the batch.
 
     ``update(grads, state, params, *, batch=(x, y), key=None)`` computes this
