@@ -24,7 +24,8 @@ taps keep no tensor the reverse rules do not keep already.
 
 The quantities of :mod:`funcnet.curvature` are contractions of ``a`` and ``g``
 (:func:`per_example`, :func:`squared_norms`, :func:`sum_of_squares`,
-:func:`weighted_sum`): the ghost-norm identity ``‖aᵢ gᵢᵀ‖² = ‖aᵢ‖²‖gᵢ‖²`` for one
+:func:`column_sum_of_squares` over several backward passes, :func:`weighted_sum`,
+and K-FAC's :func:`second_moments`): the ghost-norm identity ``‖aᵢ gᵢᵀ‖² = ‖aᵢ‖²‖gᵢ‖²`` for one
 position per example, and the Gram form ``Σₜₛ (aₜ·aₛ)(gₜ·gₛ)`` for several.
 """
 
