@@ -257,7 +257,10 @@ def kfac(model: Layer, *, learning_rate: float | Callable, loss: str | Loss = DE
         return out
 
     def init(params) -> KFACState:
-        dtype = jnp.result_type(*jax.tree.leaves(params)) if jax.tree.leaves(params) else jnp.float32
+        if not jax.tree.leaves(params):  # optax.tree_map_params' placeholder: the factors stand as one leaf each
+            zero = jnp.zeros(())
+            return KFACState(jnp.zeros((), jnp.int32), zero, zero, zero, jax.tree.map(jnp.zeros_like, params))
+        dtype = jnp.result_type(*jax.tree.leaves(params))
         return KFACState(jnp.zeros((), jnp.int32), jnp.zeros((), dtype), _nest(blank(params, False)),
                          _nest(blank(params, True)), jax.tree.map(jnp.zeros_like, params))
 
