@@ -36,6 +36,11 @@ SCRIPT = textwrap.dedent("""
            "rel_2d": rel(w_2d.params, w_one.params), "w0_spec": list(w0.sharding.spec),
            "w0_shard": list(w0.addressable_shards[0].data.shape),
            "devices": len(next(iter(jax.tree.leaves(eight.params))).sharding.device_set)}
+    from funcnet import curvature  # K-FAC's factors sum over the split batch; its state is replicated
+
+    kfac = {**kw, "optimizer": curvature.kfac(net, learning_rate=0.1)}
+    out["rel_kfac"] = rel(train.fit(net, params, ds, mesh=parallel.data_mesh(8), **kfac).params,
+                          train.fit(net, params, ds, **kfac).params)
     auto = train.fit(net, params, ds, mesh="auto", **kw)
     out["rel_auto"] = rel(auto.params, eight.params)
     out["auto_devices"] = len(next(iter(jax.tree.leaves(auto.params))).sharding.device_set)
@@ -64,6 +69,11 @@ def test_one_epoch_on_8_devices_equals_1_device(result):
     assert result["devices"] == 8
     assert result["rel"] <= 1e-5
     assert result["rel_plain"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_kfac_on_8_devices_equals_1_device(result):
+    assert result["rel_kfac"] <= 1e-5
 
 
 @pytest.mark.slow

@@ -227,7 +227,8 @@ def _train(args: argparse.Namespace) -> int:
         resume = run.resumed_run(pathlib.Path(args.resume), given)  # checked before anything is created
         cfg = resume.config
     else:
-        cfg = run.RunConfig(**{**run.TASK_DEFAULTS.get(given.get("data", run.RunConfig.data), {}), **given})
+        cfg = run.RunConfig(**{**run.TASK_DEFAULTS.get(given.get("data", run.RunConfig.data), {}),
+                               **run.OPTIMIZER_DEFAULTS.get(given.get("optimizer"), {}), **given})
     cfg.validate()  # every setting, before a folder is made or data is loaded
     _require_matplotlib("funcnet train (it plots the learning curves)")
     mesh = None
@@ -372,7 +373,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from funcnet.apps.run import OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, RunConfig
+    from funcnet.apps.run import KFAC_SETTINGS, OPTIMIZER_DEFAULTS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, RunConfig
     from funcnet.layers import ACTIVATIONS
     from funcnet.train.steps import DEFAULT_LOSS, LOSSES
 
@@ -398,7 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--activation", choices=ACTIVATIONS, help=f"hidden activation [default: {d.activation}]")
     tr.add_argument("--loss", type=_loss_name, choices=list(LOSSES), help=f"default: {DEFAULT_LOSS} for "
                     "classes, squared_error for regression")
-    tr.add_argument("--optimizer", choices=OPTIMIZERS, help=f"[default: {d.optimizer}]")
+    tr.add_argument("--optimizer", choices=OPTIMIZERS, help="kfac is K-FAC (funcnet.curvature.kfac) with --lr "
+                    f"{OPTIMIZER_DEFAULTS['kfac']['lr']} unless given, "
+                    + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in KFAC_SETTINGS.items())
+                    + f" [default: {d.optimizer}]")
     tr.add_argument("--lr", type=_number, help=f"learning rate [default: {d.lr}]")
     tr.add_argument("--schedule", choices=SCHEDULES, help="constant, inverse_time lr/(1+decay*t), or power "
                     f"lr*(warmup/t)^decay after a constant warm phase [default: {d.schedule}]")

@@ -180,6 +180,7 @@ CLI_EXAMPLES = {
     "train": [("funcnet train", "the main job: the bundled digits, 64-256-10 ReLU, Adam, into runs/run-NNN/"),
               ("funcnet train --data spiral --hidden 32,32 --activation tanh --epochs 100", "another data set and net"),
               ("funcnet train --data my.csv --out runs/mine", "your own data (last column: labels or targets)"),
+              ("funcnet train --optimizer kfac", "K-FAC (docs/curvature.md): the digits' accuracy in ~1/4 of Adam's steps"),
               ("funcnet train --resume runs/run-001 --epochs 60", "continue a run into a new folder"),
               ("FUNCNET_COMPILE_CACHE=off funcnet train", "without the persistent compilation cache")],
     "gradcheck": [("funcnet gradcheck", "every op (its first input shape), then two MLPs: about a minute"),

@@ -43,8 +43,26 @@ _SCHEDULES: dict[str, Any] = {
     "inverse_time": lambda cfg: schedules.inverse_time_decay(cfg.lr, cfg.decay),
     "power": lambda cfg: schedules.power_decay(cfg.lr, cfg.decay, cfg.warmup),
 }
-OPTIMIZERS = tuple(_OPTIMIZERS)
+#: K-FAC's settings under ``--optimizer kfac`` (``--lr`` is its learning rate); see :func:`funcnet.curvature.kfac`.
+#: Tuned on the digits and the two-spiral set (benchmarks/kfac_vs_adam.py; docs/curvature.md says what was tried).
+KFAC_SETTINGS: dict[str, Any] = {"damping": 0.1, "norm_constraint": 1e-3, "momentum": 0.9,
+                                 "inverse_update_interval": 10, "decay": 0.95}
+#: ``--optimizer`` names whose optimizer preconditions with the model's curvature: each builds it from a learning
+#: rate (or schedule), the model and the loss's name.
+_MODEL_OPTIMIZERS: dict[str, Any] = {
+    "kfac": lambda lr, model, loss: _curvature().kfac(model, loss=loss, learning_rate=lr, **KFAC_SETTINGS),
+}
+#: Defaults of an optimizer whose scale the general ones (Adam's learning rate 1e-3) do not fit; options given on
+#: the command line win, and they win over a data set's :data:`TASK_DEFAULTS`.
+OPTIMIZER_DEFAULTS: dict[str, dict] = {"kfac": {"lr": 0.1}}
+OPTIMIZERS = tuple(_OPTIMIZERS) + tuple(_MODEL_OPTIMIZERS)
 SCHEDULES = tuple(_SCHEDULES)
+
+
+def _curvature():
+    from funcnet import curvature
+
+    return curvature
 
 
 class RunError(ValueError):
@@ -193,6 +211,9 @@ class RunConfig:
                                      ("--loss", self.loss, (None, *LOSSES))):
             if value not in known:
                 raise RunError(f"unknown {option} {value!r}; known: {', '.join(k for k in known if k)}")
+        if self.optimizer in _MODEL_OPTIMIZERS and self.loss == "multiclass_svm":
+            raise RunError(f"--optimizer {self.optimizer} needs a loss with curvature; the multiclass_svm loss is "
+                           "piecewise linear (its output Hessian is zero), so use another --loss or --optimizer")
 
     @classmethod
     def from_json(cls, d: dict) -> "RunConfig":
@@ -205,11 +226,16 @@ class RunConfig:
         return cls(**d)
 
 
-def make_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
+def make_optimizer(cfg: RunConfig, model=None, loss: str | None = None) -> optax.GradientTransformation:
+    """The run's optimizer; ``--optimizer kfac`` needs the ``model`` and the ``loss``'s name."""
     if not cfg.lr > 0 or not math.isfinite(cfg.lr):  # NaN fails both comparisons, so test it explicitly
         raise RunError(f"--lr must be positive and finite, got {cfg.lr}")
     # every schedule is built, so a bad --decay or --warmup is reported whichever schedule is chosen
     rates = {name: build(cfg) for name, build in _SCHEDULES.items()}
+    if cfg.optimizer in _MODEL_OPTIMIZERS:
+        if model is None or loss is None:
+            raise RunError(f"--optimizer {cfg.optimizer} is built from the model and the loss; pass them")
+        return _MODEL_OPTIMIZERS[cfg.optimizer](rates[cfg.schedule], model, loss)
     return _OPTIMIZERS[cfg.optimizer](rates[cfg.schedule])
 
 
@@ -496,9 +522,9 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
         # copy is complete or absent, never half-written (written like checkpoint.save)
         checkpoint.copy(resume, ckpt_path)
     if finish:
-        result = _ended(ckpt_path, params, make_optimizer(cfg), cfg.patience)
+        result = _ended(ckpt_path, params, make_optimizer(cfg, model, loss), cfg.patience)
     else:
-        result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg), epochs=cfg.epochs,
+        result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg, model, loss), epochs=cfg.epochs,
                            batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
                            seed=cfg.seed, progress=progress, checkpoint=str(ckpt_path),
                            resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()},

@@ -12,7 +12,18 @@ from funcnet.curvature.first_order import clipped_gradient as clipped_gradient
 from funcnet.curvature.first_order import gradient_moments as gradient_moments
 from funcnet.curvature.first_order import per_example_gradient_norms as per_example_gradient_norms
 from funcnet.curvature.first_order import per_example_gradients as per_example_gradients
+from funcnet.curvature.ggn import ggn_diagonal as ggn_diagonal
+from funcnet.curvature.ggn import mc_ggn_diagonal as mc_ggn_diagonal
+from funcnet.curvature.kronecker import KFACState as KFACState
+from funcnet.curvature.kronecker import KroneckerFactors as KroneckerFactors
+from funcnet.curvature.kronecker import kfac as kfac
+from funcnet.curvature.kronecker import kfac_factors as kfac_factors
+from funcnet.curvature.loss_hessians import loss_hessian as loss_hessian
+from funcnet.curvature.loss_hessians import loss_hessian_sqrt as loss_hessian_sqrt
+from funcnet.curvature.loss_hessians import sample_targets as sample_targets
+from funcnet.curvature.loss_hessians import sampled_gradients as sampled_gradients
 from funcnet.curvature.taps import tap as tap
 
 __all__ = ["tap", "per_example_gradients", "per_example_gradient_norms", "gradient_moments", "Moments",
-           "clipped_gradient"]
+           "clipped_gradient", "loss_hessian", "loss_hessian_sqrt", "sample_targets", "sampled_gradients",
+           "ggn_diagonal", "mc_ggn_diagonal", "kfac_factors", "KroneckerFactors", "kfac", "KFACState"]

@@ -24,7 +24,8 @@ taps keep no tensor the reverse rules do not keep already.
 
 The quantities of :mod:`funcnet.curvature` are contractions of ``a`` and ``g``
 (:func:`per_example`, :func:`squared_norms`, :func:`sum_of_squares`,
-:func:`weighted_sum`): the ghost-norm identity ``‖aᵢ gᵢᵀ‖² = ‖aᵢ‖²‖gᵢ‖²`` for one
+:func:`column_sum_of_squares` over several backward passes, :func:`weighted_sum`,
+and K-FAC's :func:`second_moments`): the ghost-norm identity ``‖aᵢ gᵢᵀ‖² = ‖aᵢ‖²‖gᵢ‖²`` for one
 position per example, and the Gram form ``Σₜₛ (aₜ·aₛ)(gₜ·gₛ)`` for several.
 """
 
@@ -37,8 +38,8 @@ import jax.numpy as jnp
 
 from funcnet.layers import LAYER_TAP, Layer
 
-__all__ = ["Site", "Taps", "tap", "features", "per_example", "squared_norms", "sum_of_squares", "weighted_sum",
-           "gather"]
+__all__ = ["Site", "Taps", "tap", "features", "per_example", "squared_norms", "sum_of_squares",
+           "column_sum_of_squares", "weighted_sum", "second_moments", "positions", "gather"]
 
 Path = tuple[str, ...]
 
@@ -223,6 +224,50 @@ def sum_of_squares(site: Site, g) -> dict[str, Any]:
         else:
             out[name] = jnp.sum(_scale_terms(g, f, site.shapes[name]) ** 2, 0)
     return out
+
+
+def column_sum_of_squares(site: Site, gs) -> dict[str, Any]:
+    """Each parameter's ``Σₖ Σᵢ (∂ℓᵢₖ/∂θ)²`` for cotangents ``gs`` ``(K, B, ...)`` of ``K`` backward passes.
+
+    With one position per example the features do not depend on ``k``, so the
+    sum over ``k`` comes first: a Dense weight's is ``(a²)ᵀ (Σₖ gₖ²)``, one matrix
+    product whatever ``K`` (the exact GGN diagonal's ``K`` Hessian-root columns).
+    """
+    out = {}
+    one = positions(site) == 1
+    for name, (how, f) in features(site).items():
+        if how == "outer" and one:
+            a = f.reshape(f.shape[0], -1)
+            out[name] = (a * a).T @ jnp.sum(gs.reshape(*gs.shape[:2], -1) ** 2, 0)
+        else:  # elementwise terms (cheap), or a weight seen at several positions: per column
+            out[name] = jnp.sum(jax.vmap(lambda g, name=name: sum_of_squares(site, g)[name])(gs), 0)
+    return out
+
+
+def positions(site: Site) -> int:
+    """How many positions each example has at the site (1 for a flat input ``(B, width)``)."""
+    x = site.inputs
+    return 1 if x.ndim <= 2 else int(jnp.size(x) // (x.shape[0] * x.shape[-1]))
+
+
+def second_moments(site: Site, gs, fn: str = "kfac_factors") -> dict[str, Any]:
+    """K-FAC's per-site statistics from cotangents ``gs`` ``(K, B, ...)`` of ``K`` sampled backward passes.
+
+    A Dense layer: ``{"a": Σᵢ āᵢ āᵢᵀ, "g": Σₖ Σᵢ gᵢₖ gᵢₖᵀ}`` (``ā = [a, 1]``, the
+    bias's input appended last); any other layer: its parameters'
+    ``Σₖ Σᵢ (∂ℓᵢₖ/∂θ)²`` (:func:`column_sum_of_squares`). Sums, not means: the
+    caller divides. One position per example (a ValueError otherwise).
+    """
+    if site.kind != "dense":
+        return column_sum_of_squares(site, gs)
+    if positions(site) != 1:
+        raise ValueError(f"{fn}: the Dense layer at {'/'.join(site.path)!r} sees {positions(site)} positions per "
+                         "example; its K-FAC factors here assume one (a flat input of shape (batch, width))")
+    _, a = features(site)["w"]
+    a = a.reshape(a.shape[0], -1)
+    a_bar = jnp.concatenate([a, jnp.ones((a.shape[0], 1), a.dtype)], axis=1)
+    g = gs.reshape(-1, gs.shape[-1])
+    return {"a": a_bar.T @ a_bar, "g": g.T @ g}
 
 
 def weighted_sum(site: Site, g, weights) -> dict[str, Any]:

@@ -167,13 +167,22 @@ def make_step(objective: Callable, optimizer: optax.GradientTransformation, *, h
     """``step(state, x, y, key=None) -> (state, J)``: one gradient step on one minibatch (pure; ``jit`` it).
 
     ``objective(params, x, y, key)`` returns ``(J, aux)`` (as from
-    :func:`make_objective`), or ``J`` alone with ``has_aux=False``.
+    :func:`make_objective`), or ``J`` alone with ``has_aux=False``. An optimizer
+    that takes extra arguments (an ``optax.GradientTransformationExtraArgs``,
+    such as :func:`funcnet.curvature.kfac`) gets ``batch=(x, y)`` and ``key``
+    (``fold_in(key, 1)``, a stream apart from the objective's dropout; None
+    without a key); plain Optax transformations are called as always.
     """
+    takes_extra = isinstance(optimizer, optax.GradientTransformationExtraArgs)
 
     def step(state: TrainState, x, y, key=None):
         value, grads = jax.value_and_grad(objective, has_aux=has_aux)(state.params, x, y, key)
         j = value[0] if has_aux else value
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        if takes_extra:
+            opt_key = None if key is None else jax.random.fold_in(key, 1)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params, batch=(x, y), key=opt_key)
+        else:
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), j
 
     return step
