@@ -42,6 +42,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from funcnet.curvature.first_order import per_example_losses
 from funcnet.train.steps import Loss, canonical_loss, loss_function
 
 __all__ = ["CURVATURE_LOSSES", "loss_hessian", "loss_hessian_sqrt", "sample_targets", "sampled_gradients"]
@@ -73,15 +74,10 @@ def check_outputs(fn: str, outputs, targets=None) -> None:
                          f"{tuple(jnp.shape(targets))}; give one target (or label) per example")
 
 
-def per_example_loss(loss: str, model=None) -> Callable:
+def per_example_loss(loss: str, model=None, fn: str = "curvature") -> Callable:
     """``ℓ(outputs, targets) -> (B,)``: the loss of each example, the mean over its entries (see the module)."""
-    fn = loss_function(loss, model)
-
-    def ell(outputs, targets):
-        values = fn(outputs, targets)
-        return values.reshape(values.shape[0], -1).mean(axis=1)
-
-    return ell
+    values = loss_function(loss, model)
+    return lambda outputs, targets: per_example_losses(values, outputs, targets, fn)
 
 
 def _softmax(outputs):
