@@ -358,7 +358,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from funcnet.apps.run import OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, RunConfig
+    from funcnet.apps.run import CURVATURE, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, RunConfig
     from funcnet.layers import ACTIVATIONS
     from funcnet.train.steps import DEFAULT_LOSS, LOSSES
 
@@ -399,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=_integer, help=f"[default: {d.seed}]")
     tr.add_argument("--reference", action="store_const", const=True,
                     help="train on autodiff twins (funcnet.reference) instead of the manual rules")
+    tr.add_argument("--curvature", action="store_const", const=True,
+                    help=f"after every epoch, record the top Hessian eigenvalue ({CURVATURE['iterations']} Lanczos "
+                         f"steps) and the Hessian trace ({CURVATURE['samples']} Hutchinson probes) of the data loss "
+                         f"on {CURVATURE['rows']} training rows (fixed, drawn with --seed) in history.json and the "
+                         f"plot: {CURVATURE['iterations'] + CURVATURE['samples']} Hessian-vector products per epoch")
     tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder; a "
                     "run stopped after its last epoch, before its history.json was written, is finished there")
     tr.add_argument("--out", metavar="DIR", help="new run folder (must not exist) [default: runs/run-NNN]")
