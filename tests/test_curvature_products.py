@@ -271,7 +271,8 @@ def density_program(case, hutchinson=True):
             return density
         trace = curvature.hutchinson_trace(model, params, x, y, key, samples=RUNS, loss=case[2])
         diagonal = curvature.hutchinson_diagonal(model, params, x, y, key, samples=RUNS, loss=case[2])
-        return density, trace, jnp.sum(ravel_pytree(diagonal)[0])
+        chunked = curvature.hutchinson_diagonal(model, params, x, y, key, samples=RUNS, loss=case[2], chunk=4)
+        return density, trace, ravel_pytree(diagonal)[0], ravel_pytree(chunked)[0]
 
     return program
 
@@ -295,8 +296,9 @@ def density_errors(truth, case, density, trace):
 
 def test_the_spectral_density_is_the_smoothed_spectrum_of_its_probes(truth, monkeypatch):
     case = CASES[0]
-    density, trace, diagonal_sum = density_program(case)(jax.random.key(5))
-    assert abs(trace - diagonal_sum) <= 1e-12 * abs(trace)  # the same probes: the trace sums the diagonal
+    density, trace, diagonal, chunked = density_program(case)(jax.random.key(5))
+    assert abs(trace - np.sum(diagonal)) <= 1e-12 * abs(trace)  # the same probes: the trace sums the diagonal
+    np.testing.assert_allclose(chunked, diagonal, rtol=1e-12, atol=1e-15)  # lax.map over 4 + 2 probes
     errors = density_errors(truth, case, density, trace)
     assert errors["integral"] <= 1e-7 and errors["mean"] <= 1e-9 and errors["measure"] <= 1e-9, errors
     assert density.nodes.shape == density.weights.shape == (RUNS, truth[case]["H"].shape[0])

@@ -256,6 +256,10 @@ def _train(args: argparse.Namespace) -> int:
     if any(v["accuracy"] is not None for v in scores.values()):  # classification
         print("accuracy: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in scores.items()))
     print("loss: " + ", ".join(f"{k} {v['loss']:.4f}" for k, v in scores.items()))
+    if history["hessian_top_eigenvalue"]:
+        shown = lambda v: "undefined" if v is None else f"{v:.4g}"  # noqa: E731
+        print(f"curvature after epoch {history['epoch'][-1]}: top Hessian eigenvalue "
+              f"{shown(history['hessian_top_eigenvalue'][-1])}, Hessian trace {shown(history['hessian_trace'][-1])}")
     wall = _process_seconds()
     print(f"run saved in {folder}/ (checkpoint.safetensors, history.json, curves.png) in "
           f"{summary['seconds'] if wall is None else round(wall, 2)} s")

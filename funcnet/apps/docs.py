@@ -181,6 +181,7 @@ CLI_EXAMPLES = {
               ("funcnet train --data spiral --hidden 32,32 --activation tanh --epochs 100", "another data set and net"),
               ("funcnet train --data my.csv --out runs/mine", "your own data (last column: labels or targets)"),
               ("funcnet train --resume runs/run-001 --epochs 60", "continue a run into a new folder"),
+              ("funcnet train --curvature", "also the top Hessian eigenvalue and trace per epoch"),
               ("FUNCNET_COMPILE_CACHE=off funcnet train", "without the persistent compilation cache")],
     "gradcheck": [("funcnet gradcheck", "every op (its first input shape), then two MLPs: about a minute"),
                   ("funcnet gradcheck --all", "every input shape of every op, an MLP per activation"),

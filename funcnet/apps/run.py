@@ -439,8 +439,10 @@ def history_figure(history: dict, title: str):
     panels += [(name, label, "linear") for name, label in (("hessian_top_eigenvalue", "top Hessian eigenvalue"),
                                                             ("hessian_trace", "Hessian trace (Hutchinson)"))
                if any(v is not None for v in history.get(name) or [])]
-    fig = figure(figsize=(5 * len(panels), 4))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    rows = 2 if len(panels) == 4 else 1  # four panels (a classifier's curves and its curvature) in a square
+    columns = len(panels) // rows
+    fig = figure(figsize=(5 * columns, 4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
     kept = history.get("restored_epoch") or epochs[-1]
     for ax, (metric, label, scale) in zip(axes, panels):
         series = ((("train", "train"), ("val", "validation")) if metric in ("loss", "accuracy")
@@ -456,7 +458,8 @@ def history_figure(history: dict, title: str):
     fig.suptitle(title)
     # fixed margins (tight_layout measures every label and took longer than drawing the figure), wide enough for
     # a log axis's minor labels (2×10⁻¹) and the axis title (0.1 of a 5-inch panel cut them off)
-    fig.subplots_adjust(left=0.19 if len(panels) == 1 else 0.1, right=0.97, bottom=0.13, top=0.84, wspace=0.3)
+    fig.subplots_adjust(left=0.19 if columns == 1 else 0.1, right=0.97, bottom=0.13 / rows,
+                        top=1 - 0.16 / rows, wspace=0.3, hspace=0.35)
     return fig
 
 

@@ -48,7 +48,8 @@ class CurvatureMonitor(Hook):
 
     Args:
       model: the trained :class:`~funcnet.layers.Layer`.
-      x, y: the training inputs and labels (or targets).
+      x: the training inputs.
+      y: their labels (or targets).
       loss: the training loss (a name of :data:`funcnet.train.LOSSES` or a callable).
       rows: how many training rows (all of them if fewer).
       iterations: Lanczos steps for the top eigenvalue.

@@ -190,7 +190,8 @@ def hvp(model: Layer, params: Any, x: Any, y: Any, vector: Any, *, loss: str | L
     Args:
       model: a :class:`funcnet.layers.Layer`; it runs in evaluation mode.
       params: its parameters (a pytree of float arrays).
-      x, y: the batch (inputs, and labels or targets, one per row).
+      x: the batch's inputs.
+      y: its labels or targets, one per row.
       vector: ``v``, a pytree shaped like ``params`` (cast to their dtypes).
       loss: a name of :data:`funcnet.train.LOSSES` or a callable
         ``loss(outputs, targets) -> per-example losses``.
@@ -253,10 +254,14 @@ def hutchinson_diagonal(model: Layer, params: Any, x: Any, y: Any, key: jax.Arra
     forward pass); memory grows with ``samples`` unless ``chunk`` is given.
 
     Args:
-      model, params, x, y, loss: as :func:`hvp`.
+      model: as in :func:`hvp`.
+      params: as in :func:`hvp`.
+      x: as in :func:`hvp`.
+      y: as in :func:`hvp`.
       key: a PRNG key; probe ``i`` is drawn from ``jax.random.split(key, samples)[i]``.
       samples: the number of probes (a static int).
       matrix: ``"hessian"`` or ``"ggn"``.
+      loss: as in :func:`hvp`.
       chunk: products computed at once (``lax.map`` with this batch size); None: all at once (``vmap``).
 
     Returns:
@@ -397,11 +402,15 @@ def top_eigenvalues(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, *
     its rank (``iterations`` is capped at the number of parameters).
 
     Args:
-      model, params, x, y, loss: as :func:`hvp`.
+      model: as in :func:`hvp`.
+      params: as in :func:`hvp`.
+      x: as in :func:`hvp`.
+      y: as in :func:`hvp`.
       key: a PRNG key (the Gaussian start vector).
       k: how many eigenvalues (``1 ≤ k ≤ iterations``, static).
       iterations: Lanczos steps (static); memory ``iterations × n``.
       matrix: ``"hessian"`` or ``"ggn"``.
+      loss: as in :func:`hvp`.
 
     Returns:
       ``(k,)`` eigenvalue estimates, in descending order.
@@ -456,7 +465,10 @@ def spectral_density(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, 
     products (the runs are vmapped: memory ``runs × iterations × n``).
 
     Args:
-      model, params, x, y, loss: as :func:`hvp`.
+      model: as in :func:`hvp`.
+      params: as in :func:`hvp`.
+      x: as in :func:`hvp`.
+      y: as in :func:`hvp`.
       key: a PRNG key; run ``r``'s probe is :func:`hutchinson_trace`'s probe ``r``.
       iterations: Lanczos steps per run (static; capped at the number of parameters).
       runs: the number of probes (static); the density's noise falls like ``1/√runs``.
@@ -467,6 +479,7 @@ def spectral_density(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, 
         int ``grid``, ``σ = sigma·(θ_max - θ_min)``; with given points,
         ``σ = sigma·(grid.max() - grid.min())``.
       matrix: ``"hessian"`` or ``"ggn"``.
+      loss: as in :func:`hvp`.
 
     Returns:
       A :class:`SpectralDensity` (``grid``, ``density``, the quadrature ``nodes`` and
