@@ -42,9 +42,8 @@ class CurvatureMonitor(Hook):
     the parameters alone. One compiled program, compiled at the first epoch.
     Cost per epoch: ``iterations + samples`` Hessian-vector products on ``rows``
     rows, each about 2–3 gradients: 30 products on 512 rows, about 60–90
-    gradients' worth of 512 rows. Memory: one backward pass on ``rows`` rows,
-    times ``samples`` (the probes are vmapped), plus ``iterations`` parameter
-    vectors.
+    gradients' worth of 512 rows. Memory: one backward pass on ``rows`` rows and
+    its tangent, plus ``iterations`` parameter vectors (the Lanczos basis).
 
     Args:
       model: the trained :class:`~funcnet.layers.Layer`.

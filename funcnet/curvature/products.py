@@ -11,7 +11,7 @@ the ``1/B``):
   gradient runs every op's hand-written reverse rule, and the forward mode over
   it differentiates that rule's code and the op's residuals by autodiff, as
   every second derivative in funcnet does (:mod:`funcnet.ops.binding`: "higher
-  orders differentiate the rules themselves"). It costs about 2–3 gradients.
+  orders differentiate the rules themselves"). It costs about 1.5 gradients.
   :func:`funcnet.second_order.hvp` takes the other
   route (reverse-over-reverse, for networks in the plain ``jax.custom_vjp``
   form, which has no forward mode) and :func:`funcnet.second_order.hessian_matrix`
@@ -20,7 +20,7 @@ the ``1/B``):
   through the hand-written forward rules (``J v``), applies the loss's output Hessian
   (forward-over-reverse of the loss alone: outputs-sized, cheap) and pulls the
   result back through the hand-written reverse rules (``Jᵀ u``, the transpose
-  of the linearized network): first-order rules only. About one gradient and one forward-mode pass. ``G`` is
+  of the linearized network): first-order rules only. About one gradient. ``G`` is
   positive semi-definite whenever the loss is convex in the outputs.
 * :func:`hutchinson_diagonal` and :func:`hutchinson_trace` average
   ``v ⊙ M v`` and ``vᵀ M v`` over Rademacher probes ``v`` (entries ±1), which
@@ -55,6 +55,8 @@ from funcnet.train.steps import DEFAULT_LOSS, Loss, loss_function
 
 __all__ = ["MATRICES", "hvp", "ggn_vp", "hutchinson_diagonal", "hutchinson_trace", "Lanczos", "lanczos",
            "top_eigenvalues", "SpectralDensity", "spectral_density"]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 #: The matrices ``matrix=`` names: the Hessian of the mean loss, and its generalized Gauss–Newton matrix.
 MATRICES = ("hessian", "ggn")
@@ -157,20 +159,42 @@ def _operator(fn: str, model: Layer, params: Any, x: Any, y: Any, matrix: str,
 
 
 def _loss_hessian_product(data_loss: Callable, out: Any, u: Any) -> Any:
-    """``H_ℓ u``: the Hessian of ``data_loss`` at the outputs ``out`` times ``u``, forward-over-reverse (outputs-sized)."""
+    """``H_ℓ u``, the Hessian of ``data_loss`` at the outputs ``out`` times ``u`` (forward-over-reverse)."""
     return jax.jvp(jax.grad(data_loss), (out,), (u,))[1]
 
 
-def _probes(key: jax.Array, count: int, n: int, dtype: Any) -> jax.Array:
-    """``(count, n)`` Rademacher probes, probe ``i`` drawn from ``split(key, count)[i]``."""
-    return jax.vmap(lambda k: jax.random.rademacher(k, (n,), jnp.int8).astype(dtype))(jax.random.split(key, count))
+def _probe(key: jax.Array, n: int, dtype: Any) -> jax.Array:
+    """A Rademacher probe (``n`` entries ±1); probe ``i`` of ``count`` comes from ``split(key, count)[i]``."""
+    return jax.random.rademacher(key, (n,), jnp.int8).astype(dtype)
 
 
-def _apply_all(matvec: Callable, vectors: jax.Array, chunk: int | None) -> jax.Array:
-    """``M v`` for each row ``v`` of ``vectors``: all at once (``vmap``), or ``chunk`` at a time (``lax.map``)."""
-    if chunk is None or chunk >= vectors.shape[0]:
-        return jax.vmap(matvec)(vectors)
-    return jax.lax.map(matvec, vectors, batch_size=chunk)
+def _check_chunk(fn: str, chunk: Any) -> int | None:
+    return None if chunk is None else static_int(fn, "chunk", chunk)
+
+
+def _apply_all(f: Callable, rows: jax.Array, chunk: int | None) -> jax.Array:
+    """``f`` of each row of ``rows``: one at a time (``chunk=1``: ``lax.map``), ``chunk`` at a time (``lax.map``
+    over vmapped batches), or all at once (None, or ``chunk`` at least the rows: ``vmap``)."""
+    if chunk is None or chunk >= rows.shape[0]:
+        return jax.vmap(f)(rows)
+    if chunk == 1:  # no vmap at all: a lax.cond inside f stays a branch (vmapped, both sides would run)
+        return jax.lax.map(f, rows)
+    return jax.lax.map(f, rows, batch_size=chunk)
+
+
+def _sum_all(f: Callable, rows: jax.Array, chunk: int | None) -> jax.Array:
+    """``Σ f(row)`` over the rows, computed as :func:`_apply_all` does, but one at a time (or ``chunk`` at a
+    time) as a ``lax.scan`` that carries the sum: memory for one term (or ``chunk``), not for every row."""
+    count = rows.shape[0]
+    if chunk is None or chunk >= count:
+        return jnp.sum(jax.vmap(f)(rows), axis=0)
+    batches, rest = divmod(count, chunk)
+    term = f if chunk == 1 else (lambda batch: jnp.sum(jax.vmap(f)(batch), axis=0))
+    head = rows[:batches * chunk]
+    head = head if chunk == 1 else head.reshape(batches, chunk, *rows.shape[1:])
+    shape = jax.eval_shape(f, rows[0])
+    total = jax.lax.scan(lambda acc, r: (acc + term(r), None), jnp.zeros(shape.shape, shape.dtype), head)[0]
+    return total + jnp.sum(jax.vmap(f)(rows[batches * chunk:]), axis=0) if rest else total
 
 
 # ------------------------------------------------------------------ products
@@ -181,8 +205,9 @@ def hvp(model: Layer, params: Any, x: Any, y: Any, vector: Any, *, loss: str | L
     gradient runs each op's hand-written reverse rule; the forward mode over it
     differentiates that rule (plain ``jax.numpy`` code) and the op's residuals by
     autodiff, so a reverse rule must be right as a function of its residuals,
-    not only in value (the tests plant one that is not). Costs about 2–3 gradients of ``L`` on the batch, and the memory of one
-    backward pass and its tangent. Exact (no approximation); for a network with
+    not only in value (the tests plant one that is not). Costs about 1.5
+    gradients of ``L`` on the batch (1.4–1.6 on a CPU, ``benchmarks/curvature_products.py``),
+    and the memory of one backward pass and its tangent. Exact (no approximation); for a network with
     kinks (ReLU, hinge losses) it is the Hessian of the smooth piece the
     parameters lie on. :func:`funcnet.second_order.hvp` computes the same product
     reverse-over-reverse, for any scalar function.
@@ -214,7 +239,7 @@ def ggn_vp(model: Layer, params: Any, x: Any, y: Any, vector: Any, *, loss: str 
     pass is linearized (``jax.linearize``: the forward rules give ``J v``), the
     loss's output Hessian is applied by forward-over-reverse of the loss alone
     (outputs-sized), and ``Jᵀ`` is the transpose of the linearized network (the
-    reverse rules). Costs about one gradient plus one forward-mode pass.
+    reverse rules). Costs about one gradient (0.9–1.1 on a CPU).
 
     ``G`` drops the second-order term ``Σ ∂ℓ/∂o · ∇²f`` of the Hessian; it is
     positive semi-definite for a loss convex in the outputs (all of
@@ -236,22 +261,25 @@ def ggn_vp(model: Layer, params: Any, x: Any, y: Any, vector: Any, *, loss: str 
 def _hutchinson(fn, model, params, x, y, key, samples, matrix, loss, chunk):
     _check_key(fn, key)
     samples = static_int(fn, "samples", samples)
-    if chunk is not None:
-        chunk = static_int(fn, "chunk", chunk)
+    chunk = _check_chunk(fn, chunk)
     matvec, flat, unravel = _operator(fn, model, params, x, y, matrix, loss)
-    probes = _probes(key, samples, flat.size, flat.dtype)
-    return probes * _apply_all(matvec, probes, chunk), unravel
+
+    def term(k):
+        v = _probe(k, flat.size, flat.dtype)
+        return v * matvec(v)
+
+    return _sum_all(term, jax.random.split(key, samples), chunk) / samples, unravel
 
 
 def hutchinson_diagonal(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, *, samples: int = 16,
-                        matrix: str = "hessian", loss: str | Loss = DEFAULT_LOSS, chunk: int | None = None) -> Any:
+                        matrix: str = "hessian", loss: str | Loss = DEFAULT_LOSS, chunk: int | None = 1) -> Any:
     """Hutchinson's estimate of ``diag(M)``: the mean of ``v ⊙ M v`` over ``samples`` Rademacher probes ``v``.
 
     With ``v`` of independent ±1 entries, ``E[vᵢ (M v)ᵢ] = Σⱼ Mᵢⱼ E[vᵢ vⱼ] = Mᵢᵢ``:
     unbiased, with variance ``Σ_{j≠i} Mᵢⱼ² / samples`` per entry (the error
     shrinks like ``1/√samples``). Costs ``samples`` products ``M v`` after one
     linearization (:func:`hvp` or :func:`ggn_vp` each, without repeating the
-    forward pass); memory grows with ``samples`` unless ``chunk`` is given.
+    forward pass).
 
     Args:
       model: as in :func:`hvp`.
@@ -262,18 +290,20 @@ def hutchinson_diagonal(model: Layer, params: Any, x: Any, y: Any, key: jax.Arra
       samples: the number of probes (a static int).
       matrix: ``"hessian"`` or ``"ggn"``.
       loss: as in :func:`hvp`.
-      chunk: products computed at once (``lax.map`` with this batch size); None: all at once (``vmap``).
+      chunk: products computed at once: 1 (the default) one after the other (a ``lax.scan`` that sums
+        them: on a CPU the fastest, and memory for one); ``k`` in vmapped batches of ``k``; None all at
+        once (``vmap``: memory × ``samples``, the choice for an accelerator).
 
     Returns:
       The estimate of the diagonal, shaped like ``params``.
     """
     fn = "curvature.hutchinson_diagonal"
-    terms, unravel = _hutchinson(fn, model, params, x, y, key, samples, matrix, loss, chunk)
-    return unravel(jnp.mean(terms, axis=0))
+    diagonal, unravel = _hutchinson(fn, model, params, x, y, key, samples, matrix, loss, chunk)
+    return unravel(diagonal)
 
 
 def hutchinson_trace(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, *, samples: int = 16,
-                     matrix: str = "hessian", loss: str | Loss = DEFAULT_LOSS, chunk: int | None = None) -> jax.Array:
+                     matrix: str = "hessian", loss: str | Loss = DEFAULT_LOSS, chunk: int | None = 1) -> jax.Array:
     """Hutchinson's estimate of ``tr(M)``: the mean of ``vᵀ M v`` over ``samples`` Rademacher probes ``v``.
 
     Unbiased (``E[vᵀ M v] = tr(M E[v vᵀ]) = tr(M)``), with variance
@@ -283,13 +313,13 @@ def hutchinson_trace(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, 
     as there; returns a scalar.
     """
     fn = "curvature.hutchinson_trace"
-    terms, _ = _hutchinson(fn, model, params, x, y, key, samples, matrix, loss, chunk)
-    return jnp.mean(jnp.sum(terms, axis=1))
+    diagonal, _ = _hutchinson(fn, model, params, x, y, key, samples, matrix, loss, chunk)
+    return jnp.sum(diagonal)
 
 
 # ------------------------------------------------------------------ Lanczos
 class Lanczos(NamedTuple):
-    """What :func:`lanczos` returns: ``Vᵀ M V = T``, tridiagonal with ``alphas`` on the diagonal and ``betas`` beside it."""
+    """What :func:`lanczos` returns: ``Vᵀ M V = T``, tridiagonal (``alphas`` on its diagonal, ``betas`` beside it)."""
 
     #: ``(m,)``: the diagonal of ``T``, ``αⱼ = vⱼᵀ M vⱼ``.
     alphas: jax.Array
@@ -304,9 +334,14 @@ class Lanczos(NamedTuple):
 
 
 def _reorthogonalize(basis: jax.Array, w: jax.Array) -> jax.Array:
-    """``w`` less its components along the rows of ``basis``, twice ("twice is enough", Kahan–Parlett)."""
-    w = w - basis.T @ (basis @ w)
-    return w - basis.T @ (basis @ w)
+    """``w`` less its components along the rows of ``basis``, twice ("twice is enough", Kahan–Parlett).
+
+    In full precision: an accelerator's default float32 matmul (TF32, bfloat16 passes) would leave
+    components of 1e-3, and the basis would drift from orthonormal.
+    """
+    for _ in range(2):
+        w = w - jnp.dot(jnp.dot(basis, w, precision=_HIGHEST), basis, precision=_HIGHEST)
+    return w
 
 
 def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, iterations: int, *,
@@ -359,16 +394,19 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, iterations:
         V, alphas, betas, v, v_prev, beta_prev, scale = carry
         V = V.at[j].set(v)
         w = matvec(v).astype(dtype)
-        alpha = jnp.vdot(v, w)
+        alpha = jnp.dot(v, w, precision=_HIGHEST)
         w = _reorthogonalize(V, w - alpha * v - beta_prev * v_prev)
         beta = jnp.linalg.norm(w)
         scale = jnp.maximum(scale, jnp.abs(alpha) + beta + beta_prev)  # a lower bound of ‖M‖
         # the Krylov space ran out: what is left of w is rounding noise (or exactly 0); go on from a fresh vector
         ran_out = beta <= 10 * eps * math.sqrt(n) * scale
-        fresh = _reorthogonalize(V, jnp.zeros(n, dtype).at[jnp.argmin(jnp.sum(V * V, axis=0))].set(1))
-        fresh = fresh / jnp.linalg.norm(fresh)
-        v_next = jnp.where(ran_out, fresh, w / jnp.where(ran_out, 1, beta))
-        beta = jnp.where(ran_out, 0, beta)
+
+        def restart():  # only when needed: it reads V three more times (under vmap both branches run)
+            least = jnp.argmin(jnp.ones(iterations, dtype) @ (V * V))  # ‖V eᵢ‖² (a reduction over axis 0 is slow)
+            fresh = _reorthogonalize(V, jnp.zeros(n, dtype).at[least].set(1))
+            return fresh / jnp.linalg.norm(fresh), jnp.zeros((), dtype)
+
+        v_next, beta = jax.lax.cond(ran_out, restart, lambda: (w / beta, beta))
         return V, alphas.at[j].set(alpha), betas.at[j].set(beta), v_next, v, beta, scale
 
     zero = jnp.zeros((), dtype)
@@ -379,7 +417,7 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, iterations:
 
 
 def _ritz(result: Lanczos) -> tuple[jax.Array, jax.Array]:
-    """The Ritz values (ascending) and their Gauss quadrature weights: the first components of ``T``'s eigenvectors, squared."""
+    """The Ritz values (ascending) and their quadrature weights (squared first components of the eigenvectors)."""
     values, vectors = jnp.linalg.eigh(result.tridiagonal())
     return values, vectors[0] ** 2
 
@@ -444,7 +482,7 @@ class SpectralDensity(NamedTuple):
 
 def spectral_density(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, *, iterations: int = 30,
                      runs: int = 4, grid: int | Any = 512, sigma: float = 0.01, matrix: str = "hessian",
-                     loss: str | Loss = DEFAULT_LOSS) -> SpectralDensity:
+                     loss: str | Loss = DEFAULT_LOSS, chunk: int | None = 1) -> SpectralDensity:
     """The eigenvalue density of the Hessian (or GGN) by stochastic Lanczos quadrature (Ghorbani et al., 2019).
 
     The density of the ``n`` eigenvalues ``λₖ``, smoothed by a Gaussian kernel,
@@ -462,7 +500,7 @@ def spectral_density(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, 
     same key and ``samples=runs``, divided by ``n``. The extreme eigenvalues are
     resolved first; the bulk (for a network, a spike near 0 holding most of the
     mass) is resolved to about the kernel width. Costs ``runs × iterations``
-    products (the runs are vmapped: memory ``runs × iterations × n``).
+    products and ``iterations × n`` numbers of memory per run computed at once.
 
     Args:
       model: as in :func:`hvp`.
@@ -480,6 +518,8 @@ def spectral_density(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, 
         ``σ = sigma·(grid.max() - grid.min())``.
       matrix: ``"hessian"`` or ``"ggn"``.
       loss: as in :func:`hvp`.
+      chunk: runs computed at once, as :func:`hutchinson_diagonal`'s ``chunk``
+        (default 1: one after the other).
 
     Returns:
       A :class:`SpectralDensity` (``grid``, ``density``, the quadrature ``nodes`` and
@@ -488,6 +528,7 @@ def spectral_density(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, 
     fn = "curvature.spectral_density"
     _check_key(fn, key)
     runs = static_int(fn, "runs", runs)
+    chunk = _check_chunk(fn, chunk)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.floating, np.integer)) \
             or not 0 < float(sigma) < math.inf:
         raise ValueError(f"{fn}: sigma must be a positive finite number (a fraction of the spectrum's span), got "
@@ -503,8 +544,8 @@ def spectral_density(model: Layer, params: Any, x: Any, y: Any, key: jax.Array, 
     matvec, flat, _ = _operator(fn, model, params, x, y, matrix, loss)
     n, dtype = flat.size, flat.dtype
     iterations = _iterations(fn, iterations, n)
-    probes = _probes(key, runs, n, dtype)
-    nodes, weights = jax.vmap(lambda probe: _ritz(lanczos(matvec, probe, iterations)))(probes)
+    nodes, weights = _apply_all(lambda k: _ritz(lanczos(matvec, _probe(k, n, dtype), iterations)),
+                                jax.random.split(key, runs), chunk)
     if points is None:
         low, high = jnp.min(nodes), jnp.max(nodes)
         span = high - low
