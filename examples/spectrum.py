@@ -12,8 +12,9 @@ hand-written rules (:mod:`funcnet.curvature`):
 
 and plots both: the top eigenvalues per epoch next to the learning curve, and
 the densities (log scale) of the first and last measurement and one between,
-each over its eigenvalues divided by its largest one (the scale shrinks by
-about 30 times during training here, while the shape stays).
+each over its eigenvalues divided by its largest one: during training the
+scale shrinks about 30 times here, and the negative eigenvalues of the start
+all but vanish. About 10 s at the defaults on a 2-core CPU.
 ``--check`` also forms H for the last parameters (small networks only) and
 compares the top eigenvalues with ``numpy.linalg.eigh``.
 
