@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # what __getattr__ gives, visible to type checkers and to the
 
 # Submodules and names are imported on first use (PEP 562): `import funcnet` is then quick, so that the
 # command line can install its signal handlers before JAX imports (a Ctrl-C there was a traceback).
-_SUBMODULES = ("checkpoint", "curvature", "data", "gates", "gradcheck", "init", "layers", "losses", "manual", "nn", "parallel",
-               "reference", "schedules", "train")
+_SUBMODULES = ("checkpoint", "curvature", "data", "gates", "gradcheck", "init", "layers", "losses", "manual", "nn",
+               "parallel", "reference", "schedules", "train")
 _NAMES = {"CustomOp": "funcnet.custom", "Kink": "funcnet.custom", "custom_op": "funcnet.custom",
           "custom_vjp_form": "funcnet.custom", "check_gradients": "funcnet.gradcheck", "check_op": "funcnet.gradcheck",
           "hessian": "funcnet.second_order", "hessian_matrix": "funcnet.second_order", "hvp": "funcnet.second_order"}
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "gates", "nn", "losses", "reference", "hessian", "hessian_matrix", "hvp", "gradcheck", "check_gradients",
     "custom_op", "CustomOp", "Kink", "check_op", "custom_vjp_form",
-    "init", "layers", "parallel", "schedules", "data", "train", "checkpoint", "curvature", "manual", "__version__",
+    "init", "layers", "parallel", "schedules", "data", "train", "curvature", "checkpoint", "manual", "__version__",
 ]
 
 

@@ -162,6 +162,7 @@ def test_resume_applies_training_options_and_refuses_the_others(tmp_path, capsys
     for args, fragment in ((["--hidden", "8"], "--hidden 8 differs from the run's 4"),
                            (["--activation", "tanh"], "--activation tanh differs from the run's relu"),
                            (["--optimizer", "sgd"], "--optimizer sgd differs"),
+                           (["--curvature"], "--curvature True differs from the run's False"),
                            (["--epochs", "2"], "trained 2 epochs already"),
                            ([], "trained 2 epochs already")):
         capsys.readouterr()
@@ -188,6 +189,7 @@ def test_early_stopping_is_reported_and_regression_runs_write_strict_json_and_a_
     assert (f"early stopping after epoch {history['stopped_epoch']}: no lower validation loss for 2 epochs; "
             f"kept the parameters of epoch {history['restored_epoch']}") in out
     assert history["val_accuracy"] == [None] * len(history["epoch"]) and "accuracy" not in out
+    assert history["hessian_top_eigenvalue"] == history["hessian_trace"] == []  # recorded with --curvature only
     assert summary["scores"]["test"]["accuracy"] is None
     width, _ = png_size(tmp_path / "sine" / "curves.png")
     assert width == 500  # one panel (loss); a classification run draws two (1000 pixels wide)
@@ -227,8 +229,22 @@ def test_the_compile_cache_fills_once_and_changes_no_result(tmp_path):
         np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key))
 
 
+def test_curvature_option_records_the_top_eigenvalue_and_trace_per_epoch(tmp_path, capsys):
+    os.chdir(tmp_path)
+    common = ["train", "--no-progress", "--data", "xor", "--hidden", "4"]
+    assert cli.main([*common, "--epochs", "2", "--curvature", "--out", "c"]) == 0
+    assert "curvature after epoch 2: top Hessian eigenvalue" in capsys.readouterr().out
+    assert cli.main(["train", "--no-progress", "--resume", "c", "--epochs", "3", "--out", "c3"]) == 0
+    first, resumed = (json.loads((tmp_path / name / "history.json").read_text())["history"] for name in ("c", "c3"))
+    for name in ("hessian_top_eigenvalue", "hessian_trace"):
+        assert len(first[name]) == 2 and all(np.isfinite(first[name])) and first[name][0] != first[name][1]
+        assert resumed[name][:2] == first[name] and np.isfinite(resumed[name][2])
+    assert png_size(tmp_path / "c" / "curves.png") == (1000, 800)  # loss, accuracy and the two curvature panels
+
+
 @pytest.mark.parametrize("classifies", [False, True])
-def test_the_learning_curves_keep_their_axis_labels_inside_the_figure(classifies):
+@pytest.mark.parametrize("curvature", [False, True])
+def test_the_learning_curves_keep_their_axis_labels_inside_the_figure(classifies, curvature):
     """A regression run's loss spans less than a decade (sine: 0.5 -> 0.119), so the log axis labels its minor
     ticks (2×10⁻¹): with 0.1 of the width as the left margin they and the axis title were cut off."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -240,7 +256,10 @@ def test_the_learning_curves_keep_their_axis_labels_inside_the_figure(classifies
     accuracy = list(np.linspace(0.5, 0.9, n)) if classifies else [None] * n
     history = {"epoch": list(range(1, n + 1)), "train_loss": losses, "val_loss": losses, "train_accuracy": accuracy,
                "val_accuracy": accuracy, "restored_epoch": n}
+    if curvature:  # two more panels: three in a row, or four in a square
+        history.update(hessian_top_eigenvalue=list(np.geomspace(40, 3, n)), hessian_trace=list(np.linspace(-2, 900, n)))
     fig = run.history_figure(history, "sine: mlp([1, 256, 1], relu)")
+    assert len(fig.axes) == (1 + classifies + 2 * curvature)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()

@@ -167,12 +167,24 @@ def test_newton_needs_far_fewer_steps_than_gradient_descent(example, tmp_path, m
     assert is_png(r["plot"])
 
 
+def test_spectrum_lanczos_matches_the_explicit_hessian_during_training(example, tmp_path):
+    r = example("spectrum").main(["--epochs", "2", "--every", "1", "--hidden", "4", "--rows", "32", "--top", "2",
+                                  "--iterations", "30", "--runs", "2", "--check", "--out", str(tmp_path)])
+    assert r["epochs"] == [0, 1, 2] and r["parameters"] == 64 * 4 + 4 + 4 * 10 + 10
+    tops = np.array(r["top_eigenvalues"])
+    assert np.all(np.isfinite(tops)) and np.all(tops[:, 0] >= tops[:, 1]) and tops[0, 0] != tops[-1, 0]
+    assert r["check_relative_error"] < 1e-4  # float32 Lanczos against numpy's eigh of the 310×310 Hessian
+    for density in r["densities"].values():
+        assert abs(np.trapezoid(density.density, density.grid) - 1) < 1e-3
+    assert is_png(r["plot"])
+
+
 def test_plots_go_into_runs_by_default_never_into_the_working_folder(example, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = example("spiral").main(["--epochs", "2"])
     assert pathlib.Path(r["plot"]).resolve() == tmp_path / "runs" / "examples" / "spiral.png"
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
-    for name in ("digits", "newton", "sine"):  # the same default in every example that plots
+    for name in ("digits", "newton", "sine", "spectrum"):  # the same default in every example that plots
         line = next(line for line in (EXAMPLES / f"{name}.py").read_text().splitlines() if '"--out"' in line)
         assert 'default="runs/examples"' in line, (name, line)
     assert "runs/" in (EXAMPLES.parent / ".gitignore").read_text().split()  # ignored by the repository

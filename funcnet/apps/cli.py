@@ -265,6 +265,10 @@ def _train(args: argparse.Namespace) -> int:
     if any(v["accuracy"] is not None for v in scores.values()):  # classification
         print("accuracy: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in scores.items()))
     print("loss: " + ", ".join(f"{k} {v['loss']:.4f}" for k, v in scores.items()))
+    if history["hessian_top_eigenvalue"]:
+        shown = lambda v: "undefined" if v is None else f"{v:.4g}"  # noqa: E731
+        print(f"curvature after epoch {history['epoch'][-1]}: top Hessian eigenvalue "
+              f"{shown(history['hessian_top_eigenvalue'][-1])}, Hessian trace {shown(history['hessian_trace'][-1])}")
     wall = _process_seconds()
     print(f"run saved in {folder}/ (checkpoint.safetensors, history.json, curves.png) in "
           f"{summary['seconds'] if wall is None else round(wall, 2)} s")
@@ -373,7 +377,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from funcnet.apps.run import KFAC_SETTINGS, OPTIMIZER_DEFAULTS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, RunConfig
+    from funcnet.apps.run import (CURVATURE, KFAC_SETTINGS, OPTIMIZER_DEFAULTS, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS,
+                                  RunConfig)
     from funcnet.layers import ACTIVATIONS
     from funcnet.train.steps import DEFAULT_LOSS, LOSSES
 
@@ -417,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=_integer, help=f"[default: {d.seed}]")
     tr.add_argument("--reference", action="store_const", const=True,
                     help="train on autodiff twins (funcnet.reference) instead of the manual rules")
+    tr.add_argument("--curvature", action="store_const", const=True,
+                    help=f"after every epoch, record the top Hessian eigenvalue ({CURVATURE['iterations']} Lanczos "
+                         f"steps) and the Hessian trace ({CURVATURE['samples']} Hutchinson probes) of the data loss "
+                         f"on {CURVATURE['rows']} training rows (fixed, drawn with --seed) in history.json and the "
+                         f"plot: {CURVATURE['iterations'] + CURVATURE['samples']} Hessian-vector products per epoch")
     tr.add_argument("--resume", metavar="RUN", help="continue a run (its folder or checkpoint) into a new folder; a "
                     "run stopped after its last epoch, before its history.json was written, is finished there")
     tr.add_argument("--out", metavar="DIR", help="new run folder (must not exist) [default: runs/run-NNN]")

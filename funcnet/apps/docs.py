@@ -182,6 +182,7 @@ CLI_EXAMPLES = {
               ("funcnet train --data my.csv --out runs/mine", "your own data (last column: labels or targets)"),
               ("funcnet train --optimizer kfac", "K-FAC (docs/curvature.md): the digits' accuracy in ~1/4 of Adam's steps"),
               ("funcnet train --resume runs/run-001 --epochs 60", "continue a run into a new folder"),
+              ("funcnet train --curvature", "also the top Hessian eigenvalue and trace per epoch"),
               ("FUNCNET_COMPILE_CACHE=off funcnet train", "without the persistent compilation cache")],
     "gradcheck": [("funcnet gradcheck", "every op (its first input shape), then two MLPs: about a minute"),
                   ("funcnet gradcheck --all", "every input shape of every op, an MLP per activation"),

@@ -159,6 +159,8 @@ class RunConfig:
     dropout: float = 0.0
     seed: int = 0
     reference: bool = False
+    #: Record the top Hessian eigenvalue and the Hutchinson trace after every epoch (see :data:`CURVATURE`).
+    curvature: bool = False
     #: ``sha256:<hex>`` of the data file (or folder) the run trained on; None for a bundled set. Set by
     #: :func:`train_run`; a run resumed on data with another digest is refused.
     data_digest: str | None = None
@@ -201,6 +203,8 @@ class RunConfig:
             raise RunError(f"--hidden must be positive layer sizes, got {','.join(map(str, hidden))!r}")
         if not isinstance(self.reference, bool):
             raise RunError(f"--reference is on or off (true or false), got {self.reference!r}")
+        if not isinstance(self.curvature, bool):
+            raise RunError(f"--curvature is on or off (true or false), got {self.curvature!r}")
         if self.data_digest is not None and not (isinstance(self.data_digest, str)
                                                  and re.fullmatch(r"sha256:[0-9a-f]{64}", self.data_digest)):
             raise RunError(f"the data digest must be sha256:<64 hex digits>, got {self.data_digest!r:.80}")
@@ -237,6 +241,12 @@ def make_optimizer(cfg: RunConfig, model=None, loss: str | None = None) -> optax
             raise RunError(f"--optimizer {cfg.optimizer} is built from the model and the loss; pass them")
         return _MODEL_OPTIMIZERS[cfg.optimizer](rates[cfg.schedule], model, loss)
     return _OPTIMIZERS[cfg.optimizer](rates[cfg.schedule])
+
+
+#: The settings of ``--curvature``'s :class:`funcnet.curvature.CurvatureMonitor`: the training rows it measures
+#: on (a fixed subset drawn with ``--seed``), the Lanczos steps of the top eigenvalue and the Hutchinson probes of
+#: the trace. Per epoch that is 30 Hessian-vector products on 512 rows.
+CURVATURE = {"rows": 512, "iterations": 20, "samples": 10}
 
 
 #: Settings a resumed run may change: they steer the rest of the training, not the network, its data or the
@@ -307,6 +317,7 @@ def resumed_run(source: pathlib.Path, given: dict) -> Resume:
 def _check_training_state(path: pathlib.Path, done: int, saved: dict) -> None:
     """Refuse a checkpoint whose training state (what ``fit`` saves beside the run's settings) is not one that
     ``fit`` writes after epoch ``done``: the digest is a checksum, not a signature."""
+    from funcnet.curvature.monitor import CURVATURE_FIELDS
     from funcnet.train.state import CHECKPOINT_KEYS, History
 
     def number(v):
@@ -328,11 +339,14 @@ def _check_training_state(path: pathlib.Path, done: int, saved: dict) -> None:
         "epoch": lambda v: v == list(range(1, done + 1)), "train_loss": series(number),
         **{name: series(lambda x: x is None or number(x)) for name in ("train_accuracy", "val_loss", "val_accuracy")},
         "best_epoch": epoch, "stopped_early": lambda v: isinstance(v, bool), "stopped_epoch": epoch,
-        "restored_epoch": epoch}
+        "restored_epoch": epoch,
+        # recorded by --curvature only, and absent from runs saved before it: empty, or one value per epoch
+        **{name: lambda v: v == [] or series(lambda x: x is None or number(x))(v) for name in CURVATURE_FIELDS}}
     assert set(rules) == set(CHECKPOINT_KEYS) and set(history_rules) == {f.name for f in dataclasses.fields(History)}
     checks = [(key, saved.get(key), rule) for key, rule in rules.items()]
     if isinstance(history, dict):
-        checks += [(f"history[{key!r}]", history.get(key), rule) for key, rule in history_rules.items()]
+        checks += [(f"history[{key!r}]", history.get(key, [] if key in CURVATURE_FIELDS else None), rule)
+                   for key, rule in history_rules.items()]
     for key, value, ok in checks:
         if not ok(value):
             raise RunError(f"--resume {path}: its training state after epoch {done} has {key} = {value!r:.60}, "
@@ -447,13 +461,22 @@ def history_figure(history: dict, title: str):
     epochs = history["epoch"]
     classifies = any(a is not None for a in history["train_accuracy"])
     panels = [("loss", "loss", "log")] + ([("accuracy", "accuracy", "linear")] if classifies else [])
-    fig = figure(figsize=(5 * len(panels), 4))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    # recorded by --curvature: the Hessian of the data loss on a fixed subset of the training rows
+    panels += [(name, label, "linear") for name, label in (("hessian_top_eigenvalue", "top Hessian eigenvalue"),
+                                                            ("hessian_trace", "Hessian trace (Hutchinson)"))
+               if any(v is not None for v in history.get(name) or [])]
+    rows = 2 if len(panels) == 4 else 1  # four panels (a classifier's curves and its curvature) in a square
+    columns = len(panels) // rows
+    fig = figure(figsize=(5 * columns, 4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
     kept = history.get("restored_epoch") or epochs[-1]
     for ax, (metric, label, scale) in zip(axes, panels):
-        for split, name in (("train", "train"), ("val", "validation")):
-            values = [float("nan") if v is None else v for v in history[f"{split}_{metric}"]]
-            ax.plot(epochs, values, label=name)
+        series = ((("train", "train"), ("val", "validation")) if metric in ("loss", "accuracy")
+                  else ((None, "training subset"),))
+        for split, name in series:
+            values = [float("nan") if v is None else v for v in history[metric if split is None else
+                                                                       f"{split}_{metric}"]]
+            ax.plot(epochs[:len(values)], values, label=name)
         ax.axvline(kept, color="grey", linestyle=":", label=f"kept: epoch {kept}")
         ax.set(xlabel="epoch", ylabel=label, title=label, yscale=scale)
         ax.grid(alpha=0.3)
@@ -461,7 +484,8 @@ def history_figure(history: dict, title: str):
     fig.suptitle(title)
     # fixed margins (tight_layout measures every label and took longer than drawing the figure), wide enough for
     # a log axis's minor labels (2×10⁻¹) and the axis title (0.1 of a 5-inch panel cut them off)
-    fig.subplots_adjust(left=0.19 if len(panels) == 1 else 0.1, right=0.97, bottom=0.13, top=0.84, wspace=0.3)
+    fig.subplots_adjust(left=0.19 if columns == 1 else 0.1, right=0.97, bottom=0.13 / rows,
+                        top=1 - 0.16 / rows, wspace=0.3, hspace=0.35)
     return fig
 
 
@@ -524,11 +548,16 @@ def train_run(cfg: RunConfig, folder: pathlib.Path, *, resume: pathlib.Path | No
     if finish:
         result = _ended(ckpt_path, params, make_optimizer(cfg, model, loss), cfg.patience)
     else:
+        hooks = []
+        if cfg.curvature:
+            from funcnet.curvature import CurvatureMonitor
+
+            hooks.append(CurvatureMonitor(model, ds.train.x, ds.train.y, loss=loss, seed=cfg.seed, **CURVATURE))
         result = train.fit(model, params, ds, loss=loss, optimizer=make_optimizer(cfg, model, loss), epochs=cfg.epochs,
                            batch_size=cfg.batch_size, penalty=cfg.penalty, lam=cfg.lam, patience=cfg.patience,
                            seed=cfg.seed, progress=progress, checkpoint=str(ckpt_path),
                            resume=str(ckpt_path) if resume is not None else None, config={"run": cfg.to_json()},
-                           mesh=mesh, callback=callback)
+                           mesh=mesh, callback=callback, hooks=hooks)
     scores = train.evaluate(model, result.params, {"train": ds.train, "val": ds.val, "test": ds.test}, loss)
     history = result.history.to_dict()
     summary = {"config": cfg.to_json(), "loss": loss, "scores": scores, "history": history,

@@ -24,6 +24,15 @@ from funcnet.curvature.loss_hessians import sample_targets as sample_targets
 from funcnet.curvature.loss_hessians import sampled_gradients as sampled_gradients
 from funcnet.curvature.taps import tap as tap
 
+from funcnet.curvature.monitor import CURVATURE_FIELDS as CURVATURE_FIELDS, CurvatureMonitor as CurvatureMonitor
+from funcnet.curvature.products import (MATRICES as MATRICES, Lanczos as Lanczos, SpectralDensity as SpectralDensity,
+                                        ggn_vp as ggn_vp, hutchinson_diagonal as hutchinson_diagonal,
+                                        hutchinson_trace as hutchinson_trace, hvp as hvp, lanczos as lanczos,
+                                        spectral_density as spectral_density, top_eigenvalues as top_eigenvalues)
+
+
 __all__ = ["tap", "per_example_gradients", "per_example_gradient_norms", "gradient_moments", "Moments",
            "clipped_gradient", "loss_hessian", "loss_hessian_sqrt", "sample_targets", "sampled_gradients",
-           "ggn_diagonal", "mc_ggn_diagonal", "kfac_factors", "KroneckerFactors", "kfac", "KFACState"]
+           "ggn_diagonal", "mc_ggn_diagonal", "kfac_factors", "KroneckerFactors", "kfac", "KFACState",
+           "MATRICES", "hvp", "ggn_vp", "hutchinson_diagonal", "hutchinson_trace", "Lanczos", "lanczos",
+           "top_eigenvalues", "SpectralDensity", "spectral_density", "CurvatureMonitor", "CURVATURE_FIELDS"]

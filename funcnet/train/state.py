@@ -98,6 +98,10 @@ class History:
     Accuracies are ``None`` for regression. ``stopped_epoch`` is the epoch after
     which early stopping (or a hook) ended the run, and ``restored_epoch`` the
     epoch whose parameters ``fit`` returned (the best one, with ``patience``).
+    ``hessian_top_eigenvalue`` and ``hessian_trace`` stay empty unless a hook
+    fills them (:class:`funcnet.curvature.CurvatureMonitor`, ``funcnet train
+    --curvature``): then one value (or ``None``) per epoch. A history saved
+    without them reads back with them empty.
     """
 
     epoch: list[int] = dataclasses.field(default_factory=list)
@@ -109,6 +113,8 @@ class History:
     stopped_early: bool = False
     stopped_epoch: int | None = None
     restored_epoch: int | None = None
+    hessian_top_eigenvalue: list[float | None] = dataclasses.field(default_factory=list)
+    hessian_trace: list[float | None] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
