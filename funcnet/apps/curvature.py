@@ -47,13 +47,16 @@ QUANTITIES: dict[str, Quantity] = {
                                                                                            jax.random.key(0)),
     "GGN diagonal, exact": curvature.ggn_diagonal,
     "K-FAC factors (1 sample)": lambda net, p, x, y: curvature.kfac_factors(net, p, x, jax.random.key(0)),
+    "Hessian-vector product": lambda net, p, x, y: curvature.hvp(net, p, x, y, p),
+    "GGN-vector product": lambda net, p, x, y: curvature.ggn_vp(net, p, x, y, p),
 }
 #: What a quantity is compared with, when not one ``value_and_grad`` of the mean loss.
 BASELINES: dict[str, tuple[str, Quantity]] = {"per-example gradients": ("vmap(grad)", _vmap_grad)}
 #: The issue's targets: the most time (and memory), relative to the baseline, each quantity should take.
 TARGETS = {"per-example gradient norms": "time ≤ 1.3, memory ≤ 1.1", "per-example gradients": "time ≤ 1.0",
            "sum of squared gradients and variance": "time ≤ 1.3", "GGN diagonal, Monte-Carlo (1 sample)": "time ≤ 2",
-           "GGN diagonal, exact": "time ≤ C + 1 = 11", "K-FAC factors (1 sample)": "time ≤ 1.5"}
+           "GGN diagonal, exact": "time ≤ C + 1 = 11", "K-FAC factors (1 sample)": "time ≤ 1.5",
+           "Hessian-vector product": "time ≤ 2.5"}
 
 
 def _baseline(net):
