@@ -305,17 +305,24 @@ def test_a_resume_that_fails_leaves_no_folder_and_the_old_run_untouched(tmp_path
     assert {p.name: p.read_bytes() for p in (tmp_path / "r1").iterdir()} == before
 
 
+#: A child of a pytest-xdist worker inherits its ignored SIGINT (and the command rightly leaves an ignored SIGINT
+#: ignored: it then ran to the end): the scripts first take the default actions, as a shell starts a command.
+DEFAULT_ACTIONS = ("signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "signal.signal(signal.SIGTERM, signal.SIG_DFL); signal.signal(signal.SIGHUP, signal.SIG_DFL)")
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_no_empty_folder(tmp_path):
     script = textwrap.dedent("""
         import os, signal, sys, time
+        {DEFAULT_ACTIONS}
         from funcnet.apps import cli, run
         def stopped(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(30)
         run.train_run = stopped
         sys.exit(cli.main(["train", "--no-progress", "--data", "xor", "--out", "stopped"]))
-    """)
+    """).replace("{DEFAULT_ACTIONS}", DEFAULT_ACTIONS)
     env = {**os.environ, "FUNCNET_COMPILE_CACHE": "off"}
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
@@ -363,6 +370,7 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_run(tmp_path, mo
 
 SIGNAL_SCRIPT = """
 import os, signal, sys
+{actions}
 signum, moment = signal.{signal}, {moment!r}
 send = lambda *args: os.kill(os.getpid(), signum)
 if moment == "import":  # while JAX imports, before funcnet's own code has run
@@ -396,7 +404,9 @@ SIGNAL_MOMENTS = [  # (signal, moment, exit status, the line's last word): the c
 def test_a_signal_at_any_moment_stops_with_one_line_and_leaves_no_folder_or_a_resumable_one(tmp_path, capsys, name,
                                                                                             moment, code, word):
     env = {**os.environ, "FUNCNET_COMPILE_CACHE": "off"}
-    script = SIGNAL_SCRIPT.format(signal=name, moment=moment)
+    script = SIGNAL_SCRIPT.format(signal=name, moment=moment, actions=DEFAULT_ACTIONS)
+    # as a shell starts a command: with the signals' default actions (a pytest-xdist worker may ignore SIGINT, and
+    # a child inherits that; the command then rightly leaves an ignored SIGINT ignored, and ran to the end)
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == code, done.stderr
