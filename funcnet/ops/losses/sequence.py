@@ -86,6 +86,13 @@ def _blend(pad, old, new):
     return pad * old + (1.0 - pad) * new
 
 
+def _blend_blank(pad, old, new):
+    """:func:`_blend` of the blank variables, column 0 and the rest apart, joined last: ``new`` is a
+    concatenation, and XLA's CPU loop body ran 2.5× slower with the blend applied to the joined array
+    (CTC's forward 57 ms against 23 ms at B = 32, T = 500, N = 100)."""
+    return jnp.concatenate([_blend(pad, old[:, :1], new[:, :1]), _blend(pad, old[:, 1:], new[:, 1:])], axis=1)
+
+
 def _final(phi, emit):
     """The last frame's blank variables after the closing frame-free move (any label → the blank after it)."""
     tail, w_f, w_g = _lae(phi[:, 1:], emit)
@@ -107,7 +114,7 @@ def _forward(lp, pads, labels, eps, blank_id, stack):
         le, lb, pad = frame
         new_phi, new_emit, _ = _weights(*carry, le, lb, rep, eps)
         phi, emit = carry
-        return (_blend(pad, phi, new_phi), _blend(pad, emit, new_emit)), (carry if stack else None)
+        return (_blend_blank(pad, phi, new_phi), _blend(pad, emit, new_emit)), (carry if stack else None)
 
     init = tuple(varying_like(a, lp, pads) for a in _init(lp.shape[0], labels.shape[1], eps, lp.dtype))
     return jax.lax.scan(step, init, (*_emissions(lp, labels, blank_id), pads.T[:, :, None]))
@@ -165,13 +172,15 @@ def _vjp(res, g, *, blank_id, probs):
         if cts:  # the cotangents of the outputs after this frame
             a_phi, a_emit = a_phi + cts[0], a_emit + cts[1]
         _, _, (w_a, w_b, w_c, w_d, w_p, w_q) = _weights(phi, emit, le, lb, rep, eps)
-        new_phi, new_emit = (1.0 - pad) * a_phi, (1.0 - pad) * a_emit
+        # column 0 of the blank variables and the rest apart, joined last (see _blend_blank)
+        head, tail, new_emit = (1.0 - pad) * a_phi[:, :1], (1.0 - pad) * a_phi[:, 1:], (1.0 - pad) * a_emit
         # through the frame's two logaddexps, then the frame-free move before them
-        a_phi1 = jnp.concatenate([new_phi[:, :1], new_phi[:, 1:] * w_p], axis=1)
-        a_phi1 = a_phi1 + jnp.pad(new_emit * w_a, ((0, 0), (0, 1)))
-        prev_emit = pad * a_emit + new_emit * w_b + new_phi[:, 1:] * w_q + a_phi1[:, 1:] * w_d
-        prev_phi = pad * a_phi + jnp.concatenate([a_phi1[:, :1], a_phi1[:, 1:] * w_c], axis=1)
-        return (prev_phi, prev_emit), (new_emit, jnp.sum(new_phi, axis=1))
+        via_a = new_emit * w_a  # into columns 0 … N-1 of the blank variables before the move
+        head1 = head + via_a[:, :1]
+        tail1 = tail * w_p + jnp.pad(via_a[:, 1:], ((0, 0), (0, 1)))
+        prev_emit = pad * a_emit + new_emit * w_b + tail * w_q + tail1 * w_d
+        prev_phi = jnp.concatenate([pad * a_phi[:, :1] + head1, pad * a_phi[:, 1:] + tail1 * w_c], axis=1)
+        return (prev_phi, prev_emit), (new_emit, jnp.sum(head, axis=1) + jnp.sum(tail, axis=1))
 
     frames_in = (phis, emits, *_emissions(lp, labels, blank_id), pads.T[:, :, None])
     if probs:
@@ -201,7 +210,7 @@ def _jvp(res, dx, *unused, blank_id, probs):
         d_phi1 = jnp.concatenate([d_phi[:, :1], w_c * d_phi[:, 1:] + w_d * d_emit], axis=1)
         new_emit = w_a * d_phi1[:, :-1] + w_b * d_emit + d_le
         new_phi = jnp.concatenate([d_phi1[:, :1], w_p * d_phi1[:, 1:] + w_q * d_emit], axis=1) + d_lb
-        carry = _blend(pad, d_phi, new_phi), _blend(pad, d_emit, new_emit)
+        carry = _blend_blank(pad, d_phi, new_phi), _blend(pad, d_emit, new_emit)
         return carry, (carry if probs else None)
 
     d_lp = dx - jnp.sum(jnp.exp(lp) * dx, axis=2, keepdims=True)
