@@ -1170,3 +1170,31 @@ def test_dot_product_attention_never_holds_the_logits():
     logits = B * N * T * T * 4
     ours = temp(lambda q, k, v: nn.dot_product_attention(q, k, v, is_causal=True, block_q=64, block_kv=128))
     assert ours < logits / 2 < temp(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)), ours
+
+
+def _ctc_against_optax(args):
+    """The largest difference of funcnet's CTC value and logits gradient from optax's (a fresh trace)."""
+    def step(ctc):
+        return jax.jit(jax.value_and_grad(lambda x, *rest: jnp.sum(ctc(x, *rest))))(*args)
+
+    ours, theirs = step(losses.ctc_loss), step(optax.losses.ctc_loss)
+    return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)))
+
+
+@pytest.mark.parametrize("fault", ["a wrong blank transition", "a repeated-label skip allowed",
+                                   "a padding frame counted"])
+def test_the_ctc_comparison_catches_a_planted_fault(monkeypatch, fault):
+    """Each fault planted into the recursion both rules share makes the value or the gradient differ from
+    optax's on CTC_ARGS (repeated labels, padded frames), which agree to rounding without it."""
+    from funcnet.ops.losses import sequence
+
+    assert _ctc_against_optax(CTC_ARGS) < 1e-10
+    if fault == "a wrong blank transition":  # the blank read from the next class
+        emissions = sequence._emissions
+        monkeypatch.setattr(sequence, "_emissions", lambda lp, labels, blank_id: emissions(
+            lp, labels, (blank_id + 1) % lp.shape[2]))
+    elif fault == "a repeated-label skip allowed":  # the skip between equal labels left open
+        monkeypatch.setattr(sequence, "_repeats", lambda labels, dtype: jnp.zeros(labels.shape, dtype))
+    else:  # a padded frame moves the variables like any other
+        monkeypatch.setattr(sequence, "_blend", lambda pad, old, new: new)
+    assert _ctc_against_optax(CTC_ARGS) > 1e-3
