@@ -127,6 +127,23 @@ def _shape_text(shape: tuple) -> str:
     return str(tuple(shape)) if all(isinstance(n, int) for n in shape) else "(" + ", ".join(map(str, shape)) + ")"
 
 
+def _exact_keys(desc: str, params: Any, names: list, *, entries: bool) -> None:
+    """``params`` is a dict whose keys are exactly ``names``, else a ParameterError naming the first one missing
+    or unexpected; ``entries``: the keys hold sub-layers' dicts (a composite layer's), not arrays."""
+    noun = "parameter entry" if entries else "parameter"
+    listed = ", ".join(names) if entries else f"keys {names}"
+    if not isinstance(params, Mapping):
+        raise ParameterError(f"{desc}: parameters must be a dict with {'entries ' if entries else ''}{listed}, "
+                             f"got {type(params).__name__}")
+    missing = [k for k in names if k not in params]
+    if missing:
+        raise ParameterError(f"{desc}: missing {noun} {missing[0]!r} (got {'' if entries else 'keys '}"
+                             f"{sorted(map(str, params))}); were these parameters made by this network's init?")
+    extra = sorted(str(k) for k in params if k not in names)
+    if extra:
+        raise ParameterError(f"{desc}: unexpected {noun} {extra[0]!r} (expected {listed})")
+
+
 def _check_params(desc: str, params: Any, expected: dict[str, tuple]) -> None:
     """``params`` is a dict with exactly the keys of ``expected``, each array of the expected shape.
 
@@ -134,16 +151,7 @@ def _check_params(desc: str, params: Any, expected: dict[str, tuple]) -> None:
     """
     if params is None and not expected:
         return
-    if not isinstance(params, Mapping):
-        raise ParameterError(f"{desc}: parameters must be a dict with keys {list(expected)}, "
-                             f"got {type(params).__name__}")
-    missing = [k for k in expected if k not in params]
-    if missing:
-        raise ParameterError(f"{desc}: missing parameter {missing[0]!r} (got keys {sorted(map(str, params))}); "
-                             "were these parameters made by this network's init?")
-    extra = sorted(str(k) for k in params if k not in expected)
-    if extra:
-        raise ParameterError(f"{desc}: unexpected parameter {extra[0]!r} (expected keys {list(expected)})")
+    _exact_keys(desc, params, list(expected), entries=False)
     for k, shape in expected.items():
         got = tuple(jnp.shape(params[k]))
         if got != tuple(shape):
@@ -605,16 +613,7 @@ def _token_ids(desc: str, ids: Any, rows: int):
 
 def _entries(desc: str, params: Any, names: Sequence[str]) -> None:
     """``params`` is a dict with exactly the entries ``names`` (each a dict of its own), else a ParameterError."""
-    if not isinstance(params, Mapping):
-        raise ParameterError(f"{desc}: parameters must be a dict with entries {', '.join(names)}, "
-                             f"got {type(params).__name__}")
-    missing = [k for k in names if k not in params]
-    if missing:
-        raise ParameterError(f"{desc}: missing parameter entry {missing[0]!r} (got {sorted(map(str, params))}); "
-                             "were these parameters made by this network's init?")
-    extra = sorted(str(k) for k in params if k not in names)
-    if extra:
-        raise ParameterError(f"{desc}: unexpected parameter entry {extra[0]!r} (expected {', '.join(names)})")
+    _exact_keys(desc, params, list(names), entries=True)
 
 
 def _in(name: str, fn: Callable, *args, **kwargs):
