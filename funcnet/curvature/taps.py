@@ -182,14 +182,16 @@ def _scale_terms(g, s, shape):
     return _rows(t, shape[-1] if shape else None).sum(axis=1)
 
 
+def _formed(a, g):
+    """``(B, n_in, n_out)``: each example's ``Σₜ aₜ gₜᵀ``, formed."""
+    return jnp.einsum("bti,bto->bio", _rows(a, a.shape[-1]), _rows(g, g.shape[-1]))
+
+
 def per_example(site: Site, g) -> dict[str, Any]:
     """Each parameter's per-example gradient ``(B, *shape)`` from the site's output cotangent ``g``."""
     out = {}
     for name, (how, f) in features(site).items():
-        if how == "outer":
-            out[name] = jnp.einsum("bti,bto->bio", _rows(f, f.shape[-1]), _rows(g, g.shape[-1]))
-        else:
-            out[name] = _scale_terms(g, f, site.shapes[name])
+        out[name] = _formed(f, g) if how == "outer" else _scale_terms(g, f, site.shapes[name])
     return out
 
 
@@ -205,7 +207,7 @@ def squared_norms(site: Site, g):
             elif a.shape[1] ** 2 <= a.shape[2] * gg.shape[2]:
                 total = total + jnp.sum(jnp.einsum("bti,bsi->bts", a, a) * jnp.einsum("bto,bso->bts", gg, gg), (1, 2))
             else:
-                total = total + jnp.sum(jnp.einsum("bti,bto->bio", a, gg) ** 2, (1, 2))
+                total = total + jnp.sum(_formed(f, g) ** 2, (1, 2))
         else:
             t = _scale_terms(g, f, site.shapes[name])
             total = total + jnp.sum(t.reshape(t.shape[0], -1) ** 2, -1)
@@ -214,16 +216,7 @@ def squared_norms(site: Site, g):
 
 def sum_of_squares(site: Site, g) -> dict[str, Any]:
     """Each parameter's ``Σᵢ (∂ℓᵢ/∂θ)²``: ``(a²)ᵀ(g²)`` for a Dense weight with one position per example."""
-    out = {}
-    for name, (how, f) in features(site).items():
-        if how == "outer" and _rows(f, f.shape[-1]).shape[1] == 1:
-            a, gg = f.reshape(f.shape[0], -1), g.reshape(g.shape[0], -1)
-            out[name] = (a * a).T @ (gg * gg)
-        elif how == "outer":
-            out[name] = jnp.sum(jnp.einsum("bti,bto->bio", _rows(f, f.shape[-1]), _rows(g, g.shape[-1])) ** 2, 0)
-        else:
-            out[name] = jnp.sum(_scale_terms(g, f, site.shapes[name]) ** 2, 0)
-    return out
+    return column_sum_of_squares(site, g[None])
 
 
 def column_sum_of_squares(site: Site, gs) -> dict[str, Any]:
@@ -239,8 +232,11 @@ def column_sum_of_squares(site: Site, gs) -> dict[str, Any]:
         if how == "outer" and one:
             a = f.reshape(f.shape[0], -1)
             out[name] = (a * a).T @ jnp.sum(gs.reshape(*gs.shape[:2], -1) ** 2, 0)
-        else:  # elementwise terms (cheap), or a weight seen at several positions: per column
-            out[name] = jnp.sum(jax.vmap(lambda g, name=name: sum_of_squares(site, g)[name])(gs), 0)
+        elif how == "outer":  # a weight seen at several positions: each column's per-example gradients formed
+            out[name] = jnp.sum(jax.vmap(lambda g, f=f: _formed(f, g) ** 2)(gs), (0, 1))
+        else:  # elementwise terms (cheap), per column
+            out[name] = jnp.sum(jax.vmap(lambda g, f=f, name=name: _scale_terms(g, f, site.shapes[name]) ** 2)(gs),
+                                (0, 1))
     return out
 
 
